@@ -1,0 +1,1 @@
+//! cairn benchmarks live in benches/.

@@ -1,0 +1,218 @@
+//! Key files: a password, stretched with argon2id, wraps the repository's master secret.
+//!
+//! ```text
+//! header "CRNK" v1 | m_cost u32 | t_cost u32 | p_cost u32 | salt [32] | created_unix i64
+//!   | host (u16 len + UTF-8) | user (u16 len + UTF-8) | sealed master secret (24 + 72 + 16)
+//! ```
+//! The associated data of the sealed secret is every byte before it, so changing a parameter, the salt
+//! or the metadata is an authentication failure, never a silently different key. The argon2id
+//! parameters live in the file so they can be raised later for new keys.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::crypto::{self, MASTER_SECRET_LEN, MasterKey, Nonce, SEAL_OVERHEAD, SealKind};
+use crate::object::ObjectKind;
+use crate::wire::{Reader, Writer, clamp_short};
+use crate::{FormatError, Result};
+
+/// Length of the argon2id salt.
+pub const SALT_LEN: usize = 32;
+
+/// Argon2id cost parameters, as stored in a key file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Passes.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl KdfParams {
+    /// The default for new key files: 64 MiB, 3 passes, 1 lane.
+    pub const DEFAULT: KdfParams = KdfParams { m_cost: 64 * 1024, t_cost: 3, p_cost: 1 };
+    /// Deliberately weak parameters for tests only (microseconds, not seconds).
+    pub const INSECURE_FOR_TESTS: KdfParams = KdfParams { m_cost: 64, t_cost: 1, p_cost: 1 };
+    /// Upper bounds accepted when decoding, so a hostile key file cannot make an unlock allocate
+    /// unbounded memory or spin for hours: 4 GiB, 64 passes, 64 lanes.
+    pub const MAX: KdfParams = KdfParams { m_cost: 4 * 1024 * 1024, t_cost: 64, p_cost: 64 };
+
+    fn validate(self) -> Result<Self> {
+        let what = "key file";
+        if self.m_cost > Self::MAX.m_cost {
+            return Err(FormatError::TooLarge { what, len: self.m_cost.into(), max: Self::MAX.m_cost.into() });
+        }
+        if self.t_cost > Self::MAX.t_cost {
+            return Err(FormatError::TooLarge { what, len: self.t_cost.into(), max: Self::MAX.t_cost.into() });
+        }
+        if self.p_cost > Self::MAX.p_cost {
+            return Err(FormatError::TooLarge { what, len: self.p_cost.into(), max: Self::MAX.p_cost.into() });
+        }
+        Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
+            .map_err(|_| FormatError::Invalid { what, reason: "argon2id parameters out of range" })?;
+        Ok(self)
+    }
+
+    /// Derives the 32-byte key-wrapping key from a password.
+    pub fn derive(&self, password: &[u8], salt: &[u8; SALT_LEN]) -> Result<[u8; 32]> {
+        let params = Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
+            .map_err(|_| FormatError::Invalid { what: "key file", reason: "argon2id parameters out of range" })?;
+        let mut out = [0u8; 32];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(password, salt, &mut out)
+            .map_err(|_| FormatError::Invalid { what: "key file", reason: "argon2id rejected its input" })?;
+        Ok(out)
+    }
+}
+
+/// A decoded key file. The master secret inside stays sealed until [`KeyFile::unlock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    pub kdf: KdfParams,
+    pub salt: [u8; SALT_LEN],
+    /// When the key was added, seconds since the Unix epoch.
+    pub created_unix: i64,
+    /// Host the key was added on.
+    pub host: String,
+    /// User who added the key.
+    pub user: String,
+    sealed_secret: Vec<u8>,
+}
+
+impl KeyFile {
+    /// Wraps `master` under `password`. `salt` and `nonce` come from a cryptographic RNG.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        master: &MasterKey,
+        password: &[u8],
+        kdf: KdfParams,
+        salt: [u8; SALT_LEN],
+        nonce: &Nonce,
+        created_unix: i64,
+        host: &str,
+        user: &str,
+    ) -> Result<Self> {
+        let kdf = kdf.validate()?;
+        let mut file = KeyFile {
+            kdf,
+            salt,
+            created_unix,
+            host: clamp_short(host).to_owned(),
+            user: clamp_short(user).to_owned(),
+            sealed_secret: Vec::new(),
+        };
+        let wrapping = kdf.derive(password, &salt)?;
+        let aad = file.encode_unsealed_part();
+        file.sealed_secret = crypto::seal_with(
+            &crypto::cipher_for(&wrapping),
+            SealKind::MasterSecret,
+            &aad,
+            nonce,
+            &master.encode_secret(),
+        );
+        Ok(file)
+    }
+
+    fn encode_unsealed_part(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        ObjectKind::Key.write_header(&mut w);
+        w.u32(self.kdf.m_cost);
+        w.u32(self.kdf.t_cost);
+        w.u32(self.kdf.p_cost);
+        w.raw(&self.salt);
+        w.i64(self.created_unix);
+        w.bytes16(self.host.as_bytes());
+        w.bytes16(self.user.as_bytes());
+        w.into_bytes()
+    }
+
+    /// The stored bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.encode_unsealed_part();
+        out.extend_from_slice(&self.sealed_secret);
+        out
+    }
+
+    /// Decodes a key file without unlocking it.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, "key file");
+        ObjectKind::Key.read_header(&mut r)?;
+        let kdf = KdfParams { m_cost: r.u32()?, t_cost: r.u32()?, p_cost: r.u32()? }.validate()?;
+        let salt = r.id()?;
+        let created_unix = r.i64()?;
+        let host = r.string16()?;
+        let user = r.string16()?;
+        let sealed_secret = r.take(MASTER_SECRET_LEN + SEAL_OVERHEAD)?.to_vec();
+        r.finish()?;
+        Ok(KeyFile { kdf, salt, created_unix, host, user, sealed_secret })
+    }
+
+    /// Unwraps the master secret. A wrong password, like any damage to the file, yields
+    /// [`FormatError::WrongPassword`]; the two cannot be told apart by design.
+    pub fn unlock(&self, password: &[u8]) -> Result<MasterKey> {
+        let wrapping = self.kdf.derive(password, &self.salt)?;
+        let aad = self.encode_unsealed_part();
+        let secret = crypto::open_with(
+            &crypto::cipher_for(&wrapping),
+            SealKind::MasterSecret,
+            &aad,
+            &self.sealed_secret,
+            "key file",
+        )
+        .map_err(|_| FormatError::WrongPassword)?;
+        MasterKey::decode_secret(&secret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (MasterKey, KeyFile) {
+        let master = MasterKey::from_random([9; MASTER_SECRET_LEN]);
+        let kf = KeyFile::create(
+            &master,
+            b"pw",
+            KdfParams::INSECURE_FOR_TESTS,
+            [3; SALT_LEN],
+            &[4; 24],
+            1_700_000_000,
+            "host",
+            "root",
+        )
+        .expect("valid parameters");
+        (master, kf)
+    }
+
+    #[test]
+    fn unlock_round_trip() {
+        let (master, kf) = sample();
+        let decoded = KeyFile::decode(&kf.encode()).expect("decodes");
+        assert_eq!(decoded, kf);
+        assert_eq!(decoded.unlock(b"pw"), Ok(master));
+        assert_eq!(decoded.unlock(b"wrong"), Err(FormatError::WrongPassword));
+    }
+
+    #[test]
+    fn any_flipped_byte_is_refused() {
+        let (_, kf) = sample();
+        let bytes = kf.encode();
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x80;
+            match KeyFile::decode(&bad) {
+                Err(_) => {}
+                Ok(k) => assert!(k.unlock(b"pw").is_err(), "byte {i} flipped still unlocked"),
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_parameters_are_refused_before_work() {
+        let (_, kf) = sample();
+        let mut bytes = kf.encode();
+        bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(KeyFile::decode(&bytes), Err(FormatError::TooLarge { .. })));
+    }
+}
