@@ -1,1 +1,134 @@
-fn main() {}
+//! `cairn`: the command line. Parses arguments, gets the password, calls the engine, renders what it
+//! returns and maps errors to documented exit codes. No repository logic lives here.
+
+mod commands;
+mod output;
+mod password;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (documented in README.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FATAL: u8 = 1;
+    /// Finished, but some files could not be read or restored.
+    pub const INCOMPLETE: u8 = 3;
+    pub const NO_REPOSITORY: u8 = 10;
+    pub const LOCKED: u8 = 11;
+    pub const WRONG_PASSWORD: u8 = 12;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about = "Deduplicating, encrypted backups of files and database dumps", long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Repository location (a local folder)
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true, value_name = "LOCATION")]
+    pub repo: Option<String>,
+    /// Read the password from this file (first line)
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and read the password from its output
+    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true, value_name = "COMMAND")]
+    pub password_command: Option<String>,
+    /// Folder for the local cache (default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn)
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep no local cache (slower; nothing is written outside the repository)
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// Print nothing but warnings and errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print machine-readable JSON on standard output
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init(commands::init::Args),
+    /// Back up files, standard input, or a command's output
+    Backup(commands::backup::Args),
+    /// List snapshots
+    Snapshots(commands::snapshots::Args),
+    /// Restore a snapshot into a folder
+    Restore(commands::restore::Args),
+    /// Write one file of a snapshot to standard output
+    Dump(commands::dump::Args),
+    /// List the files in a snapshot
+    Ls(commands::ls::Args),
+    /// Print a decoded repository object (for debugging)
+    Cat(commands::cat::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => commands::init::run(&cli.global, a),
+        Command::Backup(a) => commands::backup::run(&cli.global, a),
+        Command::Snapshots(a) => commands::snapshots::run(&cli.global, a),
+        Command::Restore(a) => commands::restore::run(&cli.global, a),
+        Command::Dump(a) => commands::dump::run(&cli.global, a),
+        Command::Ls(a) => commands::ls::run(&cli.global, a),
+        Command::Cat(a) => commands::cat::run(&cli.global, a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = exit_code(&e);
+            if code != exit::OK {
+                eprintln!("cairn: {}", one_line(&e));
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The error chain on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use cairn_engine::ErrorKind as K;
+    for cause in e.chain() {
+        if let Some(engine) = cause.downcast_ref::<cairn_engine::Error>() {
+            return match engine.kind() {
+                K::NoRepository => exit::NO_REPOSITORY,
+                K::WrongPassword => exit::WRONG_PASSWORD,
+                K::Locked => exit::LOCKED,
+                // A closed output pipe ends quietly.
+                K::Interrupted => exit::OK,
+                _ => exit::FATAL,
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return exit::OK;
+        }
+    }
+    exit::FATAL
+}

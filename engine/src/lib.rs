@@ -1,1 +1,20 @@
-//! placeholder
+//! The cairn engine: every side effect of the backup tool lives here — storage backends, the
+//! chunking pipeline, the local cache, snapshots, restore.
+//!
+//! The engine never prints. It reports through [`progress::Progress`] and returns plans, reports and
+//! statistics that the command line renders.
+
+pub mod backend;
+pub mod cache;
+pub mod commands;
+pub mod error;
+pub mod filter;
+pub mod pack_saver;
+pub mod progress;
+pub mod repository;
+
+pub use error::{Error, ErrorKind, Result};
+pub use repository::{InitOptions, OpenOptions, Repository};
+
+/// The program version recorded in snapshots.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,23 @@
+//! `cairn dump`.
+
+use anyhow::Result;
+
+use super::FilterArgs;
+use crate::{GlobalArgs, exit};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Snapshot: `latest`, an id or a unique prefix
+    pub snapshot: String,
+    /// Path of the file inside the snapshot (e.g. /db.sql)
+    pub path: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
+    let repo = super::open(global)?;
+    let mut out = std::io::stdout().lock();
+    cairn_engine::commands::dump::dump(&repo, &args.snapshot, &args.path, &args.filter.to_filter(), &mut out)?;
+    Ok(exit::OK)
+}

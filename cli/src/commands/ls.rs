@@ -1,0 +1,73 @@
+//! `cairn ls`.
+
+use anyhow::Result;
+
+use super::FilterArgs;
+use crate::{GlobalArgs, exit, output};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Snapshot: `latest`, an id or a unique prefix
+    pub snapshot: String,
+    /// Folder or file inside the snapshot (default: everything)
+    #[arg(default_value = "/")]
+    pub path: String,
+    /// Show mode, owner, size and time
+    #[arg(short, long)]
+    pub long: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+fn mode_string(kind: &str, mode: u32) -> String {
+    let t = match kind {
+        "dir" => 'd',
+        "symlink" => 'l',
+        "blockdev" => 'b',
+        "chardev" => 'c',
+        "fifo" => 'p',
+        "socket" => 's',
+        _ => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
+    let repo = super::open(global)?;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut each = |e: &cairn_engine::commands::ls::LsEntry| -> cairn_engine::Result<()> {
+        let printed = if global.json {
+            output::json(e)
+        } else if args.long {
+            let owner = if e.user.is_empty() { e.uid.to_string() } else { e.user.clone() };
+            let group = if e.group.is_empty() { e.gid.to_string() } else { e.group.clone() };
+            let link = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+            output::line(&format!(
+                "{} {owner:>8} {group:>8} {:>12} {} {}{link}",
+                mode_string(e.kind, e.mode),
+                e.size,
+                output::time(e.mtime_ns),
+                e.path
+            ))
+        } else {
+            output::line(&e.path)
+        };
+        printed.map_err(|err| {
+            failure = Some(err);
+            cairn_engine::Error::new(cairn_engine::ErrorKind::Interrupted, "output closed")
+        })
+    };
+    let result = cairn_engine::commands::ls::ls(&repo, &args.snapshot, &args.path, &args.filter.to_filter(), &mut each);
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    result?;
+    Ok(exit::OK)
+}

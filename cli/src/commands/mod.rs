@@ -1,0 +1,71 @@
+//! One module per command: its clap arguments and its printing.
+
+pub mod backup;
+pub mod cat;
+pub mod dump;
+pub mod init;
+pub mod ls;
+pub mod restore;
+pub mod snapshots;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use cairn_engine::backend::Location;
+use cairn_engine::commands::snapshots::SnapshotFilter;
+use cairn_engine::{OpenOptions, Repository};
+
+use crate::{GlobalArgs, password};
+
+/// The repository location from `-r/--repo` or `CAIRN_REPOSITORY`.
+pub fn location(global: &GlobalArgs) -> Result<Location> {
+    let repo = global.repo.as_deref().context("no repository given: use -r/--repo or set CAIRN_REPOSITORY")?;
+    Ok(Location::parse(repo)?)
+}
+
+/// Where the local cache lives, per the global options.
+pub fn open_options(global: &GlobalArgs) -> OpenOptions {
+    if global.no_cache {
+        return OpenOptions { cache_dir: None };
+    }
+    let dir = global.cache_dir.clone().or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("cairn"))
+    });
+    OpenOptions { cache_dir: dir }
+}
+
+/// Opens and unlocks the repository.
+pub fn open(global: &GlobalArgs) -> Result<Repository> {
+    let location = location(global)?;
+    // A missing repository is reported before asking for a password.
+    let probe = cairn_engine::backend::Backend::open(&location, false);
+    if let Err(e) = probe {
+        return Err(e.into());
+    }
+    let password = password::get(global, false)?;
+    Ok(Repository::open(&location, password.as_bytes(), &open_options(global))?)
+}
+
+/// Filters shared by commands that pick snapshots.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with these tags (repeatable; `a,b` needs both)
+    #[arg(long = "tag", value_name = "TAGS")]
+    pub tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn to_filter(&self) -> SnapshotFilter {
+        SnapshotFilter { hosts: self.hosts.clone(), tags: self.tags.clone(), paths: self.paths.clone() }
+    }
+}

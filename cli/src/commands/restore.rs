@@ -1,0 +1,85 @@
+//! `cairn restore`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cairn_engine::commands::restore::{RestoreOptions, restore};
+
+use super::FilterArgs;
+use crate::progress::Bar;
+use crate::{GlobalArgs, exit, output};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Snapshot to restore: `latest`, an id or a unique prefix; `SNAPSHOT:PATH` restores only that path
+    #[arg(value_name = "SNAPSHOT[:PATH]")]
+    pub snapshot: String,
+    /// Folder to restore into (created if missing)
+    #[arg(short, long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore only paths matching this pattern (repeatable)
+    #[arg(short, long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Do not restore paths matching this pattern (repeatable)
+    #[arg(short, long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Re-read every restored file and check it against the snapshot
+    #[arg(long)]
+    pub verify: bool,
+    /// Show what would be restored without writing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
+    let (snapshot, subpath) = match args.snapshot.split_once(':') {
+        Some((s, p)) => (s.to_owned(), p.to_owned()),
+        None => (args.snapshot.clone(), "/".to_owned()),
+    };
+    let repo = super::open(global)?;
+    let opts = RestoreOptions {
+        snapshot,
+        subpath,
+        target: args.target,
+        includes: args.includes,
+        excludes: args.excludes,
+        verify: args.verify,
+        dry_run: args.dry_run,
+        filter: args.filter.to_filter(),
+    };
+    let bar = Bar::new(!global.quiet && !global.json, "restore");
+    let report = restore(&repo, &opts, &bar);
+    bar.finish();
+    let report = report?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    if global.json {
+        output::json(&report)?;
+    } else if !global.quiet {
+        let verb = if report.dry_run { "would restore" } else { "restored" };
+        output::line(&format!(
+            "{verb} {} files, {} folders, {} symlinks, {} hard links, {} ({})",
+            report.files,
+            report.dirs,
+            report.symlinks,
+            report.hardlinks,
+            output::size(report.bytes),
+            report.snapshot_id.map(|i| i.short()).unwrap_or_default()
+        ))?;
+        if opts.verify {
+            output::line(&format!("verified {} files", report.verified))?;
+        }
+    }
+    if report.errors.is_empty() {
+        Ok(exit::OK)
+    } else {
+        eprintln!("cairn: {} entries could not be restored", report.errors.len());
+        Ok(exit::INCOMPLETE)
+    }
+}

@@ -1,0 +1,47 @@
+//! `cairn snapshots`.
+
+use anyhow::Result;
+use cairn_engine::commands::snapshots::{ListOptions, list};
+
+use super::FilterArgs;
+use crate::{GlobalArgs, exit, output};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Only the newest N snapshots of each host and path set
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
+    let repo = super::open(global)?;
+    let listing = list(&repo, &ListOptions { filter: args.filter.to_filter(), latest: args.latest })?;
+    for d in &listing.damaged {
+        eprintln!("warning: {d}");
+    }
+    if global.json {
+        output::json(&listing.snapshots)?;
+    } else {
+        let rows: Vec<Vec<String>> = listing
+            .snapshots
+            .iter()
+            .map(|s| {
+                vec![
+                    s.id.short(),
+                    output::time(s.snapshot.time_ns),
+                    s.snapshot.host.clone(),
+                    s.snapshot.tags.join(","),
+                    s.snapshot.paths.join(" "),
+                    output::size(s.snapshot.summary.total_size),
+                ]
+            })
+            .collect();
+        if !global.quiet || !rows.is_empty() {
+            output::table(&["ID", "Time", "Host", "Tags", "Paths", "Size"], &rows)?;
+            output::line(&format!("{} snapshots", rows.len()))?;
+        }
+    }
+    Ok(if listing.damaged.is_empty() { exit::OK } else { exit::FATAL })
+}

@@ -1,0 +1,263 @@
+//! Storage backends over OpenDAL. The repository's files are plain objects addressed by a type and
+//! a name; this module maps them to paths and runs OpenDAL's async API on a private runtime so the
+//! rest of the engine stays synchronous.
+//!
+//! Writes go to a temporary name and are renamed into place once complete and synced, so a reader
+//! never sees a partial object under its final name, even after SIGKILL.
+
+use std::future::IntoFuture;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use opendal::{ErrorKind as DalKind, Operator};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The kinds of file in a repository and the folder each lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileType {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl FileType {
+    /// Folder of this type (empty for `config`).
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileType::Config => "",
+            FileType::Key => "keys/",
+            FileType::Pack => "data/",
+            FileType::Index => "index/",
+            FileType::Snapshot => "snapshots/",
+            FileType::Lock => "locks/",
+        }
+    }
+
+    /// The path of the object named `name`.
+    pub fn path(self, name: &str) -> String {
+        match self {
+            FileType::Config => "config".to_owned(),
+            FileType::Pack => format!("data/{}/{name}", &name[..name.len().min(2)]),
+            _ => format!("{}{name}", self.dir()),
+        }
+    }
+}
+
+/// A repository location: where its objects are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A directory on a local filesystem.
+    Local(PathBuf),
+}
+
+impl Location {
+    /// Parses a `-r/--repo` value. A plain path (or `local:PATH`) is a local directory.
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.is_empty() {
+            return Err(Error::invalid("the repository location is empty; set -r/--repo or CAIRN_REPOSITORY"));
+        }
+        let path = s.strip_prefix("local:").unwrap_or(s);
+        let path = std::path::absolute(path).map_err(|e| Error::io(format!("resolving {path}"), e))?;
+        Ok(Location::Local(path))
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Name and size of a listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+/// A connection to the storage of one repository.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    op: Operator,
+    runtime: Arc<tokio::runtime::Runtime>,
+    location: Location,
+}
+
+/// The folder, inside the repository, for objects being written.
+const TEMP_DIR: &str = "tmp";
+
+impl Backend {
+    /// Connects to `location`. Unless `create` is set, a local location must already exist: merely
+    /// looking for a repository never creates folders.
+    pub fn open(location: &Location, create: bool) -> Result<Self> {
+        if let Location::Local(path) = location
+            && !create
+            && !path.join("config").exists()
+        {
+            return Err(Error::new(
+                ErrorKind::NoRepository,
+                format!(
+                    "no repository at {location} (no config file there); create one with 'cairn init' or check -r/--repo"
+                ),
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the I/O runtime", e))?;
+        let op = match location {
+            Location::Local(path) => {
+                let root = path.to_string_lossy().into_owned();
+                let temp = path.join(TEMP_DIR).to_string_lossy().into_owned();
+                // OpenDAL creates the temporary folder on build; do not create a repository folder
+                // as a side effect of merely looking for one.
+                let builder = opendal::services::Fs::default().root(&root);
+                let builder = if path.join("keys").is_dir() { builder.atomic_write_dir(&temp) } else { builder };
+                Operator::new(builder).map_err(|e| dal_error(format!("opening {root}"), e))?
+            }
+        };
+        Ok(Self { op, runtime: Arc::new(runtime), location: location.clone() })
+    }
+
+    /// Re-opens after `init` created the repository folder, so writes become atomic.
+    pub fn reopen(&self) -> Result<Self> {
+        Self::open(&self.location, true)
+    }
+
+    /// Where this backend stores objects.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The local directory, for a local repository.
+    pub fn local_root(&self) -> Option<&Path> {
+        match &self.location {
+            Location::Local(p) => Some(p),
+        }
+    }
+
+    /// Reads a whole object.
+    pub fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>> {
+        let path = ft.path(name);
+        self.runtime
+            .block_on(self.op.read(&path))
+            .map(|b| b.to_vec())
+            .map_err(|e| dal_error(format!("reading {path}"), e))
+    }
+
+    /// Reads `len` bytes at `offset`.
+    pub fn read_range(&self, ft: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = ft.path(name);
+        let buf = self
+            .runtime
+            .block_on(self.op.read_with(&path).range(offset..offset + len).into_future())
+            .map_err(|e| dal_error(format!("reading {path}"), e))?;
+        if buf.len() as u64 != len {
+            return Err(Error::corrupt(format!("{path} is shorter than the index says (truncated pack?)")));
+        }
+        Ok(buf.to_vec())
+    }
+
+    /// Writes a whole object. After this returns the object is durable under its final name.
+    pub fn write(&self, ft: FileType, name: &str, bytes: Vec<u8>) -> Result<()> {
+        let path = ft.path(name);
+        self.runtime
+            .block_on(self.op.write(&path, bytes))
+            .map(|_| ())
+            .map_err(|e| dal_error(format!("writing {path}"), e))
+    }
+
+    /// Size of an object, or `None` when it does not exist.
+    pub fn stat(&self, ft: FileType, name: &str) -> Result<Option<u64>> {
+        let path = ft.path(name);
+        match self.runtime.block_on(self.op.stat(&path)) {
+            Ok(m) => Ok(Some(m.content_length())),
+            Err(e) if e.kind() == DalKind::NotFound => Ok(None),
+            Err(e) => Err(dal_error(format!("looking up {path}"), e)),
+        }
+    }
+
+    /// Deletes an object; deleting a missing object succeeds.
+    pub fn delete(&self, ft: FileType, name: &str) -> Result<()> {
+        let path = ft.path(name);
+        self.runtime.block_on(self.op.delete(&path)).map_err(|e| dal_error(format!("deleting {path}"), e))
+    }
+
+    /// Lists every object of a type with its size.
+    pub fn list(&self, ft: FileType) -> Result<Vec<ObjectInfo>> {
+        let dir = ft.dir();
+        let entries = self.runtime.block_on(async {
+            match self.op.list_with(dir).recursive(true).into_future().await {
+                Ok(v) => Ok(v),
+                Err(e) if e.kind() == DalKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
+        });
+        let entries = entries.map_err(|e| dal_error(format!("listing {dir}"), e))?;
+        let mut out = Vec::new();
+        for e in entries {
+            if e.metadata().is_dir() {
+                continue;
+            }
+            let name = e.name().to_owned();
+            if name.len() != 64 || !name.bytes().all(|c| c.is_ascii_hexdigit()) {
+                continue;
+            }
+            let size = match e.metadata().content_length() {
+                0 => self.stat(ft, &name)?.unwrap_or(0),
+                n => n,
+            };
+            out.push(ObjectInfo { name, size });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Creates the folders of a new repository (a no-op for object stores).
+    pub fn create_layout(&self) -> Result<()> {
+        for dir in ["keys/", "data/", "index/", "snapshots/", "locks/"] {
+            self.runtime.block_on(self.op.create_dir(dir)).map_err(|e| dal_error(format!("creating {dir}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes leftovers of interrupted writes older than `min_age`: partial objects never renamed into
+    /// place. Only local repositories have them.
+    pub fn clean_temporary(&self, min_age: std::time::Duration) -> Result<usize> {
+        let Some(root) = self.local_root() else { return Ok(0) };
+        let dir = root.join(TEMP_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a >= min_age);
+            if old && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn dal_error(what: String, e: opendal::Error) -> Error {
+    let kind = match e.kind() {
+        DalKind::NotFound => ErrorKind::NotFound,
+        DalKind::PermissionDenied => ErrorKind::Io,
+        _ => ErrorKind::Io,
+    };
+    // OpenDAL's display carries context lines; the first line of the source is what an operator needs.
+    let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.kind().to_string());
+    Error::new(kind, format!("{what}: {detail}"))
+}

@@ -1,0 +1,414 @@
+//! The local cache: one SQLite database per repository (merged index, files cache, snapshot bytes).
+//!
+//! The cache is only an accelerator. Everything in it is derived from the repository and is checked
+//! again where it matters (blobs still authenticate against their ids when read), so deleting it
+//! never changes a result. Several cairn processes may share it: SQLite's WAL mode and a busy
+//! timeout serialise writers, and index merging runs in one immediate transaction.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cairn_format::blob::{BlobKind, Compression};
+use cairn_format::index::IndexFile;
+use cairn_format::pack::BlobEntry;
+use cairn_format::{BlobId, IndexId, PackId};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub entry: BlobEntry,
+}
+
+/// What the files cache remembers about a file that was backed up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFingerprint {
+    pub device: u64,
+    pub inode: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+/// The per-repository cache database.
+#[derive(Debug)]
+pub struct Cache {
+    conn: Connection,
+    path: Option<PathBuf>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS index_files (
+    id BLOB PRIMARY KEY,
+    supersedes BLOB NOT NULL,
+    loaded INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    id BLOB NOT NULL,
+    index_id BLOB NOT NULL,
+    pack BLOB NOT NULL,
+    kind INTEGER NOT NULL,
+    compression INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    plain_len INTEGER NOT NULL,
+    PRIMARY KEY (id, index_id, pack)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_by_index ON blobs(index_id);
+CREATE TABLE IF NOT EXISTS packs (
+    id BLOB NOT NULL,
+    index_id BLOB NOT NULL,
+    len INTEGER NOT NULL,
+    PRIMARY KEY (id, index_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS packs_by_index ON packs(index_id);
+CREATE TABLE IF NOT EXISTS files (
+    path BLOB PRIMARY KEY,
+    device INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    content BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    id BLOB PRIMARY KEY,
+    bytes BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
+fn sql(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::new(ErrorKind::Io, format!("local cache ({what}): {e}"))
+}
+
+impl Cache {
+    /// Opens (creating) the cache of the repository `repository_id` under `dir`, or an in-memory
+    /// cache when `dir` is `None`.
+    pub fn open(dir: Option<&Path>, repository_id: &[u8; 32]) -> Result<Self> {
+        let (conn, path) = match dir {
+            Some(dir) => {
+                let folder = dir.join(cairn_format::id::to_hex(repository_id));
+                std::fs::create_dir_all(&folder)
+                    .map_err(|e| Error::io(format!("creating cache folder {}", folder.display()), e))?;
+                let path = folder.join("cache.sqlite");
+                let conn = Connection::open(&path).map_err(sql("open"))?;
+                (conn, Some(path))
+            }
+            None => (Connection::open_in_memory().map_err(sql("open"))?, None),
+        };
+        conn.busy_timeout(Duration::from_secs(120)).map_err(sql("busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql("journal mode"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql("synchronous"))?;
+        conn.execute_batch(SCHEMA).map_err(sql("schema"))?;
+        Ok(Self { conn, path })
+    }
+
+    /// The database file, when on disk.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Brings the merged index up to date with the index files present in the repository.
+    /// `fetch` downloads and decodes one index file. Index files named in another live index file's
+    /// `supersedes` list are not merged.
+    pub fn sync_index(
+        &mut self,
+        present: &[IndexId],
+        fetch: impl Fn(IndexId) -> Result<IndexFile> + Sync,
+    ) -> Result<SyncStats> {
+        let known: HashSet<IndexId> = {
+            let mut stmt = self.conn.prepare("SELECT id FROM index_files").map_err(sql("read"))?;
+            let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql("read"))?;
+            rows.filter_map(|r| r.ok()).filter_map(|b| to_id(&b).map(IndexId::from_bytes)).collect()
+        };
+        let present_set: HashSet<IndexId> = present.iter().copied().collect();
+        let new: Vec<IndexId> = present.iter().copied().filter(|id| !known.contains(id)).collect();
+        // Decoding is CPU work (decryption); do it in parallel before taking the write lock.
+        use rayon::prelude::*;
+        let fetched: Vec<(IndexId, IndexFile)> =
+            new.par_iter().map(|id| fetch(*id).map(|f| (*id, f))).collect::<Result<Vec<_>>>()?;
+
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql("begin"))?;
+        let mut stats = SyncStats::default();
+        // Forget index files that vanished from the repository.
+        for id in known.difference(&present_set) {
+            forget_index(&tx, *id)?;
+            stats.removed += 1;
+        }
+        for (id, file) in &fetched {
+            let mut sup = Vec::with_capacity(file.supersedes.len() * 32);
+            for s in &file.supersedes {
+                sup.extend_from_slice(s.as_bytes());
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO index_files (id, supersedes, loaded) VALUES (?1, ?2, 0)",
+                params![&id.as_bytes()[..], sup],
+            )
+            .map_err(sql("insert"))?;
+        }
+        // Which live index files are superseded by another live one?
+        let mut superseded = HashSet::new();
+        {
+            let mut stmt = tx.prepare("SELECT supersedes FROM index_files").map_err(sql("read"))?;
+            let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql("read"))?;
+            for r in rows {
+                for chunk in r.map_err(sql("read"))?.chunks_exact(32) {
+                    if let Some(b) = to_id(chunk) {
+                        superseded.insert(IndexId::from_bytes(b));
+                    }
+                }
+            }
+        }
+        let loaded: Vec<(IndexId, bool)> = {
+            let mut stmt = tx.prepare("SELECT id, loaded FROM index_files").map_err(sql("read"))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, bool>(1)?))).map_err(sql("read"))?;
+            rows.filter_map(|r| r.ok()).filter_map(|(b, l)| to_id(&b).map(|b| (IndexId::from_bytes(b), l))).collect()
+        };
+        for (id, is_loaded) in loaded {
+            let wanted = !superseded.contains(&id);
+            if is_loaded && !wanted {
+                tx.execute("DELETE FROM blobs WHERE index_id = ?1", [&id.as_bytes()[..]]).map_err(sql("delete"))?;
+                tx.execute("DELETE FROM packs WHERE index_id = ?1", [&id.as_bytes()[..]]).map_err(sql("delete"))?;
+                tx.execute("UPDATE index_files SET loaded = 0 WHERE id = ?1", [&id.as_bytes()[..]])
+                    .map_err(sql("update"))?;
+            } else if !is_loaded && wanted {
+                let file = match fetched.iter().find(|(f, _)| *f == id) {
+                    Some((_, f)) => f.clone(),
+                    None => fetch(id)?,
+                };
+                insert_index(&tx, id, &file)?;
+                stats.merged += 1;
+            }
+        }
+        tx.commit().map_err(sql("commit"))?;
+        Ok(stats)
+    }
+
+    /// Adds an index file this process just wrote, so lookups see it without a new sync.
+    pub fn add_index(&mut self, id: IndexId, file: &IndexFile) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql("begin"))?;
+        let mut sup = Vec::new();
+        for s in &file.supersedes {
+            sup.extend_from_slice(s.as_bytes());
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO index_files (id, supersedes, loaded) VALUES (?1, ?2, 0)",
+            params![&id.as_bytes()[..], sup],
+        )
+        .map_err(sql("insert"))?;
+        let loaded: bool = tx
+            .query_row("SELECT loaded FROM index_files WHERE id = ?1", [&id.as_bytes()[..]], |r| r.get(0))
+            .map_err(sql("read"))?;
+        if !loaded {
+            insert_index(&tx, id, file)?;
+        }
+        tx.commit().map_err(sql("commit"))
+    }
+
+    /// Where a blob is stored, if the merged index knows it.
+    pub fn locate(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT pack, kind, compression, offset, stored_len, plain_len FROM blobs WHERE id = ?1 LIMIT 1",
+            )
+            .map_err(sql("lookup"))?;
+        let row = stmt
+            .query_row([&id.as_bytes()[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, u8>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, u32>(5)?,
+                ))
+            })
+            .optional()
+            .map_err(sql("lookup"))?;
+        let Some((pack, kind, compression, offset, stored_len, plain_len)) = row else { return Ok(None) };
+        let bad = || Error::corrupt("local cache holds an invalid row; delete the cache folder");
+        Ok(Some(BlobLocation {
+            pack: PackId::from_bytes(to_id(&pack).ok_or_else(bad)?),
+            entry: BlobEntry {
+                kind: BlobKind::from_u8(kind).map_err(|_| bad())?,
+                id: *id,
+                compression: Compression::from_u8(compression).map_err(|_| bad())?,
+                offset,
+                stored_len,
+                plain_len,
+            },
+        }))
+    }
+
+    /// Whether the merged index knows a blob.
+    pub fn has_blob(&self, id: &BlobId) -> Result<bool> {
+        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1 LIMIT 1").map_err(sql("lookup"))?;
+        stmt.exists([&id.as_bytes()[..]]).map_err(sql("lookup"))
+    }
+
+    /// Number of distinct blobs and packs in the merged index.
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        let blobs: i64 =
+            self.conn.query_row("SELECT COUNT(DISTINCT id) FROM blobs", [], |r| r.get(0)).map_err(sql("count"))?;
+        let packs: i64 =
+            self.conn.query_row("SELECT COUNT(DISTINCT id) FROM packs", [], |r| r.get(0)).map_err(sql("count"))?;
+        Ok((blobs as u64, packs as u64))
+    }
+
+    /// Looks a file up in the files cache; returns its content list when the fingerprint matches.
+    pub fn lookup_file(&self, path: &[u8], fp: &FileFingerprint) -> Result<Option<Vec<BlobId>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT device, inode, size, mtime_ns, ctime_ns, content FROM files WHERE path = ?1")
+            .map_err(sql("files cache"))?;
+        let row = stmt
+            .query_row([path], |r| {
+                Ok((
+                    FileFingerprint {
+                        device: r.get::<_, i64>(0)? as u64,
+                        inode: r.get::<_, i64>(1)? as u64,
+                        size: r.get::<_, i64>(2)? as u64,
+                        mtime_ns: r.get(3)?,
+                        ctime_ns: r.get(4)?,
+                    },
+                    r.get::<_, Vec<u8>>(5)?,
+                ))
+            })
+            .optional()
+            .map_err(sql("files cache"))?;
+        Ok(row
+            .filter(|(cached, _)| cached == fp)
+            .map(|(_, content)| content.chunks_exact(32).filter_map(to_id).map(BlobId::from_bytes).collect()))
+    }
+
+    /// Records files in the files cache, in one transaction.
+    pub fn store_files(&mut self, files: &[(Vec<u8>, FileFingerprint, Vec<BlobId>)]) -> Result<()> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(sql("begin"))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO files (path, device, inode, size, mtime_ns, ctime_ns, content)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql("files cache"))?;
+            for (path, fp, content) in files {
+                let mut blob = Vec::with_capacity(content.len() * 32);
+                for c in content {
+                    blob.extend_from_slice(c.as_bytes());
+                }
+                stmt.execute(params![
+                    path,
+                    fp.device as i64,
+                    fp.inode as i64,
+                    fp.size as i64,
+                    fp.mtime_ns,
+                    fp.ctime_ns,
+                    blob
+                ])
+                .map_err(sql("files cache"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit"))
+    }
+
+    /// Stored bytes of a snapshot file, if cached.
+    pub fn snapshot_bytes(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .query_row("SELECT bytes FROM snapshots WHERE id = ?1", [&id[..]], |r| r.get(0))
+            .optional()
+            .map_err(sql("snapshots"))
+    }
+
+    /// Caches the stored bytes of a snapshot file.
+    pub fn store_snapshot_bytes(&self, id: &[u8; 32], bytes: &[u8]) -> Result<()> {
+        self.conn
+            .execute("INSERT OR IGNORE INTO snapshots (id, bytes) VALUES (?1, ?2)", params![&id[..], bytes])
+            .map(|_| ())
+            .map_err(sql("snapshots"))
+    }
+
+    /// Drops cached snapshots that are no longer in the repository.
+    pub fn retain_snapshots(&self, present: &HashSet<[u8; 32]>) -> Result<()> {
+        let ids: Vec<Vec<u8>> = {
+            let mut stmt = self.conn.prepare("SELECT id FROM snapshots").map_err(sql("snapshots"))?;
+            let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql("snapshots"))?;
+            rows.filter_map(|r| r.ok()).collect()
+        };
+        for id in ids {
+            if to_id(&id).is_none_or(|b| !present.contains(&b)) {
+                self.conn.execute("DELETE FROM snapshots WHERE id = ?1", [&id]).map_err(sql("snapshots"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every pack in the merged index with its size.
+    pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT id, len FROM packs").map_err(sql("packs"))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))).map_err(sql("packs"))?;
+        Ok(rows
+            .filter_map(|r| r.ok())
+            .filter_map(|(b, l)| to_id(&b).map(|b| (PackId::from_bytes(b), l as u64)))
+            .collect())
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    pub merged: usize,
+    pub removed: usize,
+}
+
+fn to_id(b: &[u8]) -> Option<[u8; 32]> {
+    b.try_into().ok()
+}
+
+fn forget_index(tx: &rusqlite::Transaction<'_>, id: IndexId) -> Result<()> {
+    tx.execute("DELETE FROM blobs WHERE index_id = ?1", [&id.as_bytes()[..]]).map_err(sql("delete"))?;
+    tx.execute("DELETE FROM packs WHERE index_id = ?1", [&id.as_bytes()[..]]).map_err(sql("delete"))?;
+    tx.execute("DELETE FROM index_files WHERE id = ?1", [&id.as_bytes()[..]]).map_err(sql("delete"))?;
+    Ok(())
+}
+
+fn insert_index(tx: &rusqlite::Transaction<'_>, id: IndexId, file: &IndexFile) -> Result<()> {
+    let idb = &id.as_bytes()[..];
+    let mut blob_stmt = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO blobs (id, index_id, pack, kind, compression, offset, stored_len, plain_len)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(sql("insert"))?;
+    let mut pack_stmt = tx
+        .prepare_cached("INSERT OR IGNORE INTO packs (id, index_id, len) VALUES (?1, ?2, ?3)")
+        .map_err(sql("insert"))?;
+    for p in &file.packs {
+        let pb = &p.id.as_bytes()[..];
+        pack_stmt.execute(params![pb, idb, p.len as i64]).map_err(sql("insert"))?;
+        for b in &p.blobs {
+            blob_stmt
+                .execute(params![
+                    &b.id.as_bytes()[..],
+                    idb,
+                    pb,
+                    b.kind as u8,
+                    b.compression as u8,
+                    b.offset,
+                    b.stored_len,
+                    b.plain_len
+                ])
+                .map_err(sql("insert"))?;
+        }
+    }
+    tx.execute("UPDATE index_files SET loaded = 1 WHERE id = ?1", [idb]).map_err(sql("update"))?;
+    Ok(())
+}

@@ -1,0 +1,776 @@
+//! `backup`: walk files (or read standard input or a command's output), chunk, deduplicate, store,
+//! and write a snapshot.
+//!
+//! The main thread walks, reads, chunks and hashes (about 1 GB/s per core); compression and sealing
+//! run on rayon's pool through the [`PackSaver`]. Unchanged files (same size, mtime, ctime, inode
+//! and device as in the parent snapshot or the files cache) are not read again, provided every blob
+//! they list is still in the index. A snapshot is written only after every blob it references is in
+//! an index file; a failing source command produces no snapshot.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
+
+use cairn_format::blob::BlobKind;
+use cairn_format::chunker::Chunker;
+use cairn_format::snapshot::{Snapshot, SourceKind, Summary};
+use cairn_format::tree::{Node, NodeKind, Tree};
+use cairn_format::{BlobId, SnapshotId, TreeId};
+use serde::Serialize;
+
+use crate::cache::FileFingerprint;
+use crate::error::{Error, ErrorKind, Result};
+use crate::filter::PatternSet;
+use crate::pack_saver::PackSaver;
+use crate::progress::Progress;
+use crate::repository::{Repository, hostname, username};
+
+/// Bytes read from a source at a time (chunks are cut from this buffer).
+const READ_BUFFER: usize = 16 * 1024 * 1024;
+/// Files-cache rows written per transaction.
+const FILES_CACHE_BATCH: usize = 4096;
+
+/// Where the data comes from.
+pub enum BackupSource {
+    /// Files and folders, recursively.
+    Files(Vec<PathBuf>),
+    /// A stream (standard input) stored as one file named `filename`.
+    Stdin { filename: String, reader: Box<dyn Read + Send> },
+    /// A command whose standard output is stored as one file named `filename`.
+    Command { argv: Vec<OsString>, filename: String },
+}
+
+impl std::fmt::Debug for BackupSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackupSource::Files(p) => f.debug_tuple("Files").field(p).finish(),
+            BackupSource::Stdin { filename, .. } => f.debug_struct("Stdin").field("filename", filename).finish(),
+            BackupSource::Command { argv, filename } => {
+                f.debug_struct("Command").field("program", &argv.first()).field("filename", filename).finish()
+            }
+        }
+    }
+}
+
+/// How the parent snapshot is chosen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The latest snapshot of the same host and paths.
+    #[default]
+    Auto,
+    /// A named snapshot (id, prefix or `latest`).
+    Named(String),
+}
+
+/// Options of a backup.
+#[derive(Debug)]
+pub struct BackupOptions {
+    pub source: BackupSource,
+    pub excludes: Vec<String>,
+    pub exclude_files: Vec<PathBuf>,
+    pub exclude_if_present: Vec<String>,
+    pub one_file_system: bool,
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    /// Snapshot time in Unix nanoseconds; now when `None`.
+    pub time_ns: Option<i64>,
+    pub dry_run: bool,
+    pub parent: ParentChoice,
+    /// Read every file again, ignoring the parent and the files cache.
+    pub force: bool,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// The new snapshot (none on a dry run).
+    pub snapshot_id: Option<SnapshotId>,
+    pub parent: Option<SnapshotId>,
+    pub summary: Summary,
+    pub packs_written: u64,
+    pub index_files_written: u64,
+    /// Entries that could not be backed up.
+    pub warnings: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// Runs a backup.
+pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+    let started = Instant::now();
+    let started_ns = now_ns();
+    repo.sync_index()?;
+    let host = opts.host.clone().unwrap_or_else(hostname);
+    let paths = snapshot_paths(&opts.source)?;
+
+    let (snapshots, _) = repo.load_snapshots()?;
+    let parent: Option<(SnapshotId, Snapshot)> = if opts.force {
+        None
+    } else {
+        match &opts.parent {
+            ParentChoice::Named(spec) => Some(repo.resolve_snapshot(spec, &snapshots)?.clone()),
+            ParentChoice::Auto => {
+                let mut wanted = paths.clone();
+                wanted.sort();
+                snapshots
+                    .iter()
+                    .filter(|(_, s)| {
+                        let mut p = s.paths.clone();
+                        p.sort();
+                        s.host == host && p == wanted
+                    })
+                    .max_by_key(|(_, s)| s.time_ns)
+                    .cloned()
+            }
+        }
+    };
+    let parent_tree = match &parent {
+        Some((_, s)) => Some(repo.load_tree(s.tree)?),
+        None => None,
+    };
+
+    let mut excludes = opts.excludes.clone();
+    excludes.extend(PatternSet::from_files(&opts.exclude_files)?);
+    let excludes = PatternSet::new(&excludes)?;
+    let chunker = Chunker::new(repo.config().chunker, repo.key().chunker_seed());
+
+    let mut warnings = Vec::new();
+    let mut summary = Summary { started_ns, ..Summary::default() };
+    let mut child: Option<std::process::Child> = None;
+
+    let outcome: Result<(TreeId, crate::pack_saver::SaverStats)> = std::thread::scope(|scope| {
+        let saver = PackSaver::start(scope, repo, opts.dry_run);
+        let mut walker = Walker {
+            repo,
+            saver: &saver,
+            chunker,
+            excludes: &excludes,
+            exclude_if_present: &opts.exclude_if_present,
+            one_file_system: opts.one_file_system,
+            force: opts.force,
+            progress,
+            queued: HashSet::new(),
+            buffer: Vec::new(),
+            summary: &mut summary,
+            warnings: &mut warnings,
+            names: NameCache::default(),
+            files_cache_pending: Vec::new(),
+            use_files_cache: !opts.dry_run,
+            root_device: 0,
+        };
+        let root = match opts.source {
+            BackupSource::Files(ref sources) => {
+                if progress.wants_total() {
+                    let sources = sources.clone();
+                    let excludes = excludes.clone();
+                    scope.spawn(move || progress.set_total(scan_total(&sources, &excludes)));
+                }
+                walker.archive_files(sources, parent_tree.as_ref())
+            }
+            BackupSource::Stdin { ref filename, ref mut reader } => {
+                walker.archive_stream(filename, reader.as_mut(), parent_tree.as_ref())
+            }
+            BackupSource::Command { ref argv, ref filename } => {
+                let mut c = spawn_command(argv)?;
+                let mut stdout = c.stdout.take().ok_or_else(|| Error::new(ErrorKind::Bug, "child has no stdout"))?;
+                child = Some(c);
+                walker.archive_stream(filename, &mut stdout, parent_tree.as_ref())
+            }
+        };
+        let pending = std::mem::take(&mut walker.files_cache_pending);
+        drop(walker);
+        // Whatever happened, let the saver write what it has: indexed packs are reused by the next run.
+        let saved = saver.finish();
+        let root = root?;
+        let saved = saved?;
+        if !opts.dry_run {
+            repo.cache().store_files(&pending)?;
+        }
+        Ok((root, saved))
+    });
+
+    if let Some(mut c) = child {
+        let status = c.wait().map_err(|e| Error::io("waiting for the source command", e))?;
+        if !status.success() {
+            let program = match &opts.source {
+                BackupSource::Command { argv, .. } => {
+                    argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default()
+                }
+                _ => String::new(),
+            };
+            return Err(Error::new(
+                ErrorKind::CommandFailed,
+                format!("the source command '{program}' failed ({status}); no snapshot was written"),
+            ));
+        }
+    }
+    let (root, saved) = outcome?;
+
+    summary.data_blobs_added = saved.data_blobs;
+    summary.tree_blobs_added = saved.tree_blobs;
+    summary.bytes_added_plain = saved.bytes_plain;
+    summary.bytes_added_stored = saved.bytes_stored;
+    summary.warnings = warnings.len() as u64;
+    summary.duration_ns = started.elapsed().as_nanos() as u64;
+
+    let time_ns = opts.time_ns.unwrap_or_else(now_ns);
+    let (source, source_detail) = match &opts.source {
+        BackupSource::Files(_) => (SourceKind::Files, String::new()),
+        BackupSource::Stdin { filename, .. } => (SourceKind::Stdin, filename.clone()),
+        BackupSource::Command { argv, .. } => {
+            // Only the program name: arguments may carry secrets.
+            let program = argv.first().map(|a| Path::new(a).file_name().unwrap_or(a).to_string_lossy().into_owned());
+            (SourceKind::Command, program.unwrap_or_default())
+        }
+    };
+    let snapshot = Snapshot {
+        time_ns,
+        utc_offset_s: utc_offset_at(time_ns),
+        host,
+        user: username(),
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        tags: opts.tags.clone(),
+        paths,
+        source,
+        source_detail,
+        tree: root,
+        parent: parent.as_ref().map(|p| p.0),
+        original: None,
+        program_version: crate::VERSION.to_owned(),
+        summary,
+    };
+    let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
+    Ok(BackupReport {
+        snapshot_id,
+        parent: parent.map(|p| p.0),
+        summary,
+        packs_written: saved.packs,
+        index_files_written: saved.index_files,
+        warnings,
+        dry_run: opts.dry_run,
+    })
+}
+
+/// Unix time now in nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// The local time zone's offset from UTC at `time_ns`, in seconds.
+pub fn utc_offset_at(time_ns: i64) -> i32 {
+    use chrono::{Local, Offset, TimeZone};
+    let secs = time_ns.div_euclid(1_000_000_000);
+    Local.timestamp_opt(secs, 0).single().map(|t| t.offset().fix().local_minus_utc()).unwrap_or(0)
+}
+
+fn spawn_command(argv: &[OsString]) -> Result<std::process::Child> {
+    let (program, args) = argv.split_first().ok_or_else(|| Error::invalid("--stdin-from-command needs a command"))?;
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| Error::new(ErrorKind::CommandFailed, format!("starting '{}': {e}", program.to_string_lossy())))
+}
+
+/// The paths a snapshot records: absolute, normalised, `/name` for streams.
+fn snapshot_paths(source: &BackupSource) -> Result<Vec<String>> {
+    match source {
+        BackupSource::Files(paths) => {
+            if paths.is_empty() {
+                return Err(Error::invalid("nothing to back up: give at least one path (or --stdin)"));
+            }
+            let mut out = Vec::new();
+            for p in paths {
+                let abs = absolute_clean(p)?;
+                let s = abs.to_string_lossy().into_owned();
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        }
+        BackupSource::Stdin { filename, .. } | BackupSource::Command { filename, .. } => {
+            cairn_format::tree::validate_name(filename.as_bytes())
+                .map_err(|_| Error::invalid(format!("'{filename}' is not a valid file name for --stdin-filename")))?;
+            Ok(vec![format!("/{filename}")])
+        }
+    }
+}
+
+/// Makes a path absolute and removes `.` and `..` without following symlinks.
+fn absolute_clean(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io(format!("resolving {}", p.display()), e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A folder of the snapshot's root that only leads to backed-up paths, or a backed-up path itself.
+enum Virtual {
+    Real(PathBuf),
+    Dir(BTreeMap<OsString, Virtual>),
+}
+
+fn build_virtual(paths: &[PathBuf]) -> Result<BTreeMap<OsString, Virtual>> {
+    let mut root: BTreeMap<OsString, Virtual> = BTreeMap::new();
+    let mut sorted: Vec<PathBuf> = paths.iter().map(|p| absolute_clean(p)).collect::<Result<_>>()?;
+    sorted.sort();
+    'paths: for abs in sorted {
+        let names: Vec<OsString> = abs
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_owned()),
+                _ => None,
+            })
+            .collect();
+        if names.is_empty() {
+            // Backing up "/" itself: its entries are the real root's.
+            let entries = std::fs::read_dir("/").map_err(|e| Error::io("reading /", e))?;
+            for e in entries.flatten() {
+                root.insert(e.file_name(), Virtual::Real(e.path()));
+            }
+            break;
+        }
+        let mut level = &mut root;
+        for (i, name) in names.iter().enumerate() {
+            if i + 1 == names.len() {
+                level.insert(name.clone(), Virtual::Real(abs.clone()));
+                continue 'paths;
+            }
+            let entry = level.entry(name.clone()).or_insert_with(|| Virtual::Dir(BTreeMap::new()));
+            match entry {
+                // An ancestor is already backed up whole.
+                Virtual::Real(_) => continue 'paths,
+                Virtual::Dir(children) => level = children,
+            }
+        }
+    }
+    Ok(root)
+}
+
+#[derive(Default)]
+struct NameCache {
+    users: HashMap<u32, String>,
+    groups: HashMap<u32, String>,
+}
+
+impl NameCache {
+    fn user(&mut self, uid: u32) -> String {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name).unwrap_or_default()
+            })
+            .clone()
+    }
+    fn group(&mut self, gid: u32) -> String {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name).unwrap_or_default()
+            })
+            .clone()
+    }
+}
+
+struct Walker<'a, 's> {
+    repo: &'a Repository,
+    saver: &'a PackSaver<'s>,
+    chunker: Chunker,
+    excludes: &'a PatternSet,
+    exclude_if_present: &'a [String],
+    one_file_system: bool,
+    force: bool,
+    progress: &'a dyn Progress,
+    /// Blobs queued by this run (not yet in any index).
+    queued: HashSet<BlobId>,
+    buffer: Vec<u8>,
+    summary: &'a mut Summary,
+    warnings: &'a mut Vec<String>,
+    names: NameCache,
+    files_cache_pending: Vec<(Vec<u8>, FileFingerprint, Vec<BlobId>)>,
+    use_files_cache: bool,
+    root_device: u64,
+}
+
+fn time_ns(secs: i64, nsecs: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
+}
+
+impl Walker<'_, '_> {
+    fn warn(&mut self, message: String) {
+        self.progress.warn(&message);
+        self.warnings.push(message);
+    }
+
+    fn is_known(&self, id: &BlobId) -> Result<bool> {
+        Ok(self.queued.contains(id) || self.repo.cache().has_blob(id)?)
+    }
+
+    fn store_blob(&mut self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<()> {
+        if self.is_known(&id)? {
+            return Ok(());
+        }
+        self.queued.insert(id);
+        self.saver.save(kind, id, data.to_vec())
+    }
+
+    fn save_tree(&mut self, nodes: Vec<Node>) -> Result<TreeId> {
+        let tree = Tree::from_nodes(nodes).map_err(|e| Error::new(ErrorKind::Bug, format!("building a tree: {e}")))?;
+        let bytes = tree.encode();
+        let id = self.repo.key().blob_id(&bytes);
+        self.store_blob(BlobKind::Tree, id, &bytes)?;
+        Ok(id.into())
+    }
+
+    fn base_node(&mut self, name: Vec<u8>, kind: NodeKind, meta: &std::fs::Metadata) -> Node {
+        Node {
+            name,
+            kind,
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            user: self.names.user(meta.uid()),
+            group: self.names.group(meta.gid()),
+            mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: time_ns(meta.ctime(), meta.ctime_nsec()),
+            inode: meta.ino(),
+            device: meta.dev(),
+            links: meta.nlink(),
+            size: if meta.is_file() { meta.len() } else { 0 },
+        }
+    }
+
+    fn archive_files(&mut self, sources: &[PathBuf], parent: Option<&Tree>) -> Result<TreeId> {
+        let virtual_root = build_virtual(sources)?;
+        self.archive_virtual(&virtual_root, Path::new("/"), parent)
+    }
+
+    fn archive_virtual(
+        &mut self,
+        dir: &BTreeMap<OsString, Virtual>,
+        path: &Path,
+        parent: Option<&Tree>,
+    ) -> Result<TreeId> {
+        let mut nodes = Vec::new();
+        for (name, child) in dir {
+            let child_path = path.join(name);
+            let parent_node = parent.and_then(|t| t.get(name.as_bytes()));
+            match child {
+                Virtual::Real(real) => {
+                    let meta = match std::fs::symlink_metadata(real) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            return Err(Error::new(
+                                ErrorKind::InvalidInput,
+                                format!("cannot back up {}: {e}", real.display()),
+                            ));
+                        }
+                    };
+                    self.root_device = meta.dev();
+                    if let Some(n) = self.archive_entry(real, name.as_bytes().to_vec(), meta, parent_node)? {
+                        nodes.push(n);
+                    }
+                }
+                Virtual::Dir(children) => {
+                    let meta = std::fs::symlink_metadata(&child_path)
+                        .map_err(|e| Error::io(format!("reading {}", child_path.display()), e))?;
+                    let parent_sub = self.parent_subtree(parent_node)?;
+                    let subtree = self.archive_virtual(children, &child_path, parent_sub.as_ref())?;
+                    let node = self.base_node(name.as_bytes().to_vec(), NodeKind::Dir { subtree }, &meta);
+                    nodes.push(node);
+                }
+            }
+        }
+        self.save_tree(nodes)
+    }
+
+    fn parent_subtree(&mut self, parent_node: Option<&Node>) -> Result<Option<Tree>> {
+        match parent_node.map(|n| &n.kind) {
+            Some(NodeKind::Dir { subtree }) => match self.repo.load_tree(*subtree) {
+                Ok(t) => Ok(Some(t)),
+                Err(e) => {
+                    // A damaged parent only costs speed: read everything below again.
+                    self.warn(format!("parent tree {} unreadable, reading files again: {e}", subtree.short()));
+                    Ok(None)
+                }
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn archive_entry(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: std::fs::Metadata,
+        parent_node: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        if !self.excludes.is_empty() && self.excludes.matches(&path.to_string_lossy()) {
+            return Ok(None);
+        }
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            if self.one_file_system && meta.dev() != self.root_device {
+                return Ok(None);
+            }
+            if self.exclude_if_present.iter().any(|marker| path.join(marker).exists()) {
+                return Ok(None);
+            }
+            let parent_sub = self.parent_subtree(parent_node)?;
+            let entries = match std::fs::read_dir(path) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    self.warn(format!("{}: {e} (folder skipped)", path.display()));
+                    return Ok(None);
+                }
+            };
+            let mut children: Vec<(OsString, PathBuf)> = Vec::new();
+            for entry in entries {
+                match entry {
+                    Ok(e) => children.push((e.file_name(), e.path())),
+                    Err(e) => self.warn(format!("{}: {e} (entry skipped)", path.display())),
+                }
+            }
+            children.sort();
+            let mut nodes = Vec::with_capacity(children.len());
+            for (child_name, child_path) in children {
+                let child_meta = match std::fs::symlink_metadata(&child_path) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.warn(format!("{}: {e} (skipped)", child_path.display()));
+                        continue;
+                    }
+                };
+                let child_parent = parent_sub.as_ref().and_then(|t| t.get(child_name.as_bytes()));
+                if let Some(n) =
+                    self.archive_entry(&child_path, child_name.as_bytes().to_vec(), child_meta, child_parent)?
+                {
+                    nodes.push(n);
+                }
+            }
+            let subtree = self.save_tree(nodes)?;
+            match parent_node.map(|n| &n.kind) {
+                Some(NodeKind::Dir { subtree: old }) if *old == subtree => self.summary.dirs_unchanged += 1,
+                Some(NodeKind::Dir { .. }) => self.summary.dirs_changed += 1,
+                _ => self.summary.dirs_new += 1,
+            }
+            return Ok(Some(self.base_node(name, NodeKind::Dir { subtree }, &meta)));
+        }
+        if ft.is_file() {
+            return self.archive_file(path, name, meta, parent_node);
+        }
+        let kind = if ft.is_symlink() {
+            match std::fs::read_link(path) {
+                Ok(t) => NodeKind::Symlink { target: t.as_os_str().as_bytes().to_vec() },
+                Err(e) => {
+                    self.warn(format!("{}: {e} (skipped)", path.display()));
+                    return Ok(None);
+                }
+            }
+        } else if ft.is_block_device() {
+            NodeKind::BlockDevice { rdev: meta.rdev() }
+        } else if ft.is_char_device() {
+            NodeKind::CharDevice { rdev: meta.rdev() }
+        } else if ft.is_fifo() {
+            NodeKind::Fifo
+        } else {
+            NodeKind::Socket
+        };
+        Ok(Some(self.base_node(name, kind, &meta)))
+    }
+
+    fn reusable(&self, content: &[BlobId]) -> Result<bool> {
+        for id in content {
+            if !self.is_known(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn archive_file(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: std::fs::Metadata,
+        parent_node: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        self.progress.set_current(path);
+        let fp = FileFingerprint {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.len(),
+            mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: time_ns(meta.ctime(), meta.ctime_nsec()),
+        };
+        self.summary.total_size += meta.len();
+        if !self.force {
+            let from_parent = parent_node.and_then(|n| match &n.kind {
+                NodeKind::File { content }
+                    if n.size == fp.size
+                        && n.mtime_ns == fp.mtime_ns
+                        && n.ctime_ns == fp.ctime_ns
+                        && n.inode == fp.inode
+                        && n.device == fp.device =>
+                {
+                    Some(content.clone())
+                }
+                _ => None,
+            });
+            let cached = match from_parent {
+                Some(c) => Some(c),
+                None => self.repo.cache().lookup_file(path.as_os_str().as_bytes(), &fp)?,
+            };
+            if let Some(content) = cached
+                && self.reusable(&content)?
+            {
+                self.summary.files_unchanged += 1;
+                self.progress.add_bytes(fp.size);
+                return Ok(Some(self.base_node(name, NodeKind::File { content }, &meta)));
+            }
+        }
+        let file = std::fs::File::open(path);
+        let content = match file.map(|mut f| self.chunk_stream(&mut f)) {
+            Ok(Ok(content)) => content,
+            Ok(Err(e)) if e.kind() != ErrorKind::Io || self.saver.has_failed() => return Err(e),
+            Ok(Err(e)) => {
+                self.warn(format!("{}: {e} (skipped)", path.display()));
+                return Ok(None);
+            }
+            Err(e) => {
+                self.warn(format!("{}: {e} (skipped)", path.display()));
+                return Ok(None);
+            }
+        };
+        match parent_node {
+            Some(_) => self.summary.files_changed += 1,
+            None => self.summary.files_new += 1,
+        }
+        if self.use_files_cache {
+            self.files_cache_pending.push((path.as_os_str().as_bytes().to_vec(), fp, content.clone()));
+            if self.files_cache_pending.len() >= FILES_CACHE_BATCH {
+                let batch = std::mem::take(&mut self.files_cache_pending);
+                self.repo.cache().store_files(&batch)?;
+            }
+        }
+        Ok(Some(self.base_node(name, NodeKind::File { content }, &meta)))
+    }
+
+    fn archive_stream(&mut self, filename: &str, reader: &mut dyn Read, parent: Option<&Tree>) -> Result<TreeId> {
+        let content = self.chunk_stream(reader)?;
+        let size = self.summary.bytes_read;
+        self.summary.total_size += size;
+        match parent.and_then(|t| t.get(filename.as_bytes())) {
+            Some(_) => self.summary.files_changed += 1,
+            None => self.summary.files_new += 1,
+        }
+        let now = now_ns();
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let node = Node {
+            name: filename.as_bytes().to_vec(),
+            kind: NodeKind::File { content },
+            mode: 0o100_600,
+            uid,
+            gid,
+            user: self.names.user(uid),
+            group: self.names.group(gid),
+            mtime_ns: now,
+            ctime_ns: now,
+            inode: 0,
+            device: 0,
+            links: 1,
+            size,
+        };
+        self.save_tree(vec![node])
+    }
+
+    /// Reads a stream to its end, storing every new chunk; returns the chunk list.
+    fn chunk_stream(&mut self, reader: &mut dyn Read) -> Result<Vec<BlobId>> {
+        let max_chunk = self.chunker.params().max_size as usize;
+        let mut buf = std::mem::take(&mut self.buffer);
+        buf.resize(READ_BUFFER + max_chunk, 0);
+        let mut filled = 0usize;
+        let mut content = Vec::new();
+        let result = (|| -> Result<()> {
+            loop {
+                let mut at_end = false;
+                while filled < READ_BUFFER {
+                    match reader.read(&mut buf[filled..READ_BUFFER + max_chunk]) {
+                        Ok(0) => {
+                            at_end = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            filled += n;
+                            self.summary.bytes_read += n as u64;
+                            self.progress.add_bytes(n as u64);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Error::io("reading", e)),
+                    }
+                }
+                let (lengths, used) = self.chunker.cut(&buf[..filled], at_end);
+                let mut offset = 0;
+                for len in lengths {
+                    let chunk = &buf[offset..offset + len];
+                    let id = self.repo.key().blob_id(chunk);
+                    content.push(id);
+                    if !self.is_known(&id)? {
+                        self.queued.insert(id);
+                        self.saver.save(BlobKind::Data, id, chunk.to_vec())?;
+                    }
+                    offset += len;
+                }
+                buf.copy_within(used..filled, 0);
+                filled -= used;
+                if at_end {
+                    return Ok(());
+                }
+            }
+        })();
+        self.buffer = buf;
+        result.map(|()| content)
+    }
+}
+
+/// Sums the sizes of the files below `sources` (for the progress bar's ETA).
+fn scan_total(sources: &[PathBuf], excludes: &PatternSet) -> u64 {
+    fn walk(p: &Path, excludes: &PatternSet, total: &mut u64) {
+        if !excludes.is_empty() && excludes.matches(&p.to_string_lossy()) {
+            return;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(p) else { return };
+        if meta.is_file() {
+            *total += meta.len();
+        } else if meta.is_dir()
+            && let Ok(rd) = std::fs::read_dir(p)
+        {
+            for e in rd.flatten() {
+                walk(&e.path(), excludes, total);
+            }
+        }
+    }
+    let mut total = 0;
+    for s in sources {
+        if let Ok(abs) = absolute_clean(s) {
+            walk(&abs, excludes, &mut total);
+        }
+    }
+    total
+}

@@ -1,0 +1,81 @@
+//! `ls`: list the entries of a snapshot below a path, streaming them to a callback.
+
+use cairn_format::tree::{Node, NodeKind};
+use serde::Serialize;
+
+use crate::commands::snapshots::{SnapshotFilter, find_node, find_snapshot};
+use crate::error::Result;
+use crate::repository::Repository;
+
+/// One listed entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct LsEntry {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub user: String,
+    pub group: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+}
+
+impl LsEntry {
+    fn new(path: String, n: &Node) -> Self {
+        LsEntry {
+            path,
+            kind: n.kind.name(),
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            user: n.user.clone(),
+            group: n.group.clone(),
+            size: n.size,
+            mtime_ns: n.mtime_ns,
+            link_target: match &n.kind {
+                NodeKind::Symlink { target } => Some(String::from_utf8_lossy(target).into_owned()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Lists everything below `path` (recursively) in snapshot `spec`; returns the snapshot id.
+pub fn ls(
+    repo: &Repository,
+    spec: &str,
+    path: &str,
+    filter: &SnapshotFilter,
+    each: &mut dyn FnMut(&LsEntry) -> Result<()>,
+) -> Result<cairn_format::SnapshotId> {
+    let (id, snapshot) = find_snapshot(repo, spec, filter)?;
+    repo.sync_index()?;
+    let (node, walked) = find_node(repo, &snapshot, path)?;
+    match &node.kind {
+        NodeKind::Dir { subtree } => walk(repo, *subtree, &walked, each)?,
+        _ => each(&LsEntry::new(walked, &node))?,
+    }
+    Ok(id)
+}
+
+fn walk(
+    repo: &Repository,
+    tree: cairn_format::TreeId,
+    base: &str,
+    each: &mut dyn FnMut(&LsEntry) -> Result<()>,
+) -> Result<()> {
+    let tree = repo.load_tree(tree)?;
+    for n in tree.nodes() {
+        let name = String::from_utf8_lossy(&n.name);
+        let path = if base.ends_with('/') { format!("{base}{name}") } else { format!("{base}/{name}") };
+        each(&LsEntry::new(path.clone(), n))?;
+        if let NodeKind::Dir { subtree } = &n.kind {
+            walk(repo, *subtree, &path, each)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! One module per command. Each builds a plan or report that the command line renders.
+
+pub mod backup;
+pub mod cat;
+pub mod dump;
+pub mod init;
+pub mod ls;
+pub mod restore;
+pub mod snapshots;

@@ -1,0 +1,143 @@
+//! `snapshots`: list snapshots, and the shared helpers that find a snapshot by `latest`, id or
+//! prefix and a path inside it.
+
+use std::collections::BTreeMap;
+
+use cairn_format::SnapshotId;
+use cairn_format::snapshot::Snapshot;
+use cairn_format::tree::{Node, NodeKind};
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::repository::Repository;
+
+/// Narrows which snapshots are considered.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotFilter {
+    pub hosts: Vec<String>,
+    /// A snapshot matches when it has every tag of any one entry (`a,b` means a and b).
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+impl SnapshotFilter {
+    /// Whether `s` passes the filter.
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        if !self.hosts.is_empty() && !self.hosts.contains(&s.host) {
+            return false;
+        }
+        if !self.tags.is_empty()
+            && !self
+                .tags
+                .iter()
+                .any(|group| group.split(',').filter(|t| !t.is_empty()).all(|t| s.tags.iter().any(|x| x == t)))
+        {
+            return false;
+        }
+        if !self.paths.is_empty()
+            && !self.paths.iter().all(|p| s.paths.iter().any(|x| x == p.trim_end_matches('/') || x == p))
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// One row of the snapshot list.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotInfo {
+    pub id: SnapshotId,
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+}
+
+/// Options of the listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub filter: SnapshotFilter,
+    /// Keep only the newest N of each host and path set.
+    pub latest: Option<usize>,
+}
+
+/// What the listing found.
+#[derive(Debug, Default)]
+pub struct SnapshotList {
+    pub snapshots: Vec<SnapshotInfo>,
+    /// Snapshot files that could not be read.
+    pub damaged: Vec<Error>,
+}
+
+/// Lists snapshots, oldest first.
+pub fn list(repo: &Repository, opts: &ListOptions) -> Result<SnapshotList> {
+    let (all, damaged) = repo.load_snapshots()?;
+    let mut rows: Vec<SnapshotInfo> = all
+        .into_iter()
+        .filter(|(_, s)| opts.filter.matches(s))
+        .map(|(id, snapshot)| SnapshotInfo { id, snapshot })
+        .collect();
+    if let Some(n) = opts.latest {
+        let mut groups: BTreeMap<(String, Vec<String>), Vec<SnapshotInfo>> = BTreeMap::new();
+        for r in rows {
+            let mut p = r.snapshot.paths.clone();
+            p.sort();
+            groups.entry((r.snapshot.host.clone(), p)).or_default().push(r);
+        }
+        rows = Vec::new();
+        for (_, mut g) in groups {
+            let skip = g.len().saturating_sub(n);
+            rows.extend(g.drain(skip..));
+        }
+        rows.sort_by(|a, b| a.snapshot.time_ns.cmp(&b.snapshot.time_ns));
+    }
+    Ok(SnapshotList { snapshots: rows, damaged })
+}
+
+/// Finds one snapshot by `latest`, a full id or a unique prefix, among those passing `filter`.
+pub fn find_snapshot(repo: &Repository, spec: &str, filter: &SnapshotFilter) -> Result<(SnapshotId, Snapshot)> {
+    if spec != "latest"
+        && spec.len() == 64
+        && let Ok(id) = SnapshotId::from_hex(spec)
+    {
+        return Ok((id, repo.load_snapshot(id)?));
+    }
+    let (all, _) = repo.load_snapshots()?;
+    let candidates: Vec<(SnapshotId, Snapshot)> = all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    repo.resolve_snapshot(spec, &candidates).cloned()
+}
+
+/// Finds the entry at `path` inside a snapshot (`/` or empty for the root). Returns the node and
+/// its normalised path. The root is returned as a folder node named `/`.
+pub fn find_node(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<(Node, String)> {
+    let mut node = Node {
+        name: b"/".to_vec(),
+        kind: NodeKind::Dir { subtree: snapshot.tree },
+        mode: 0o40755,
+        uid: 0,
+        gid: 0,
+        user: String::new(),
+        group: String::new(),
+        mtime_ns: snapshot.time_ns,
+        ctime_ns: snapshot.time_ns,
+        inode: 0,
+        device: 0,
+        links: 1,
+        size: 0,
+    };
+    let mut walked = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        let NodeKind::Dir { subtree } = node.kind else {
+            return Err(Error::new(ErrorKind::NotFound, format!("{walked} is not a folder in the snapshot")));
+        };
+        let tree = repo.load_tree(subtree)?;
+        walked.push('/');
+        walked.push_str(part);
+        node = tree
+            .get(part.as_bytes())
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{walked} is not in the snapshot")))?;
+    }
+    if walked.is_empty() {
+        walked.push('/');
+    }
+    Ok((node, walked))
+}

@@ -1,0 +1,105 @@
+//! Include and exclude patterns, as restic users write them: `*` and `?` within one path component,
+//! `**` across components, `[...]` classes. A pattern starting with `/` is anchored at the root;
+//! any other pattern matches at any depth (`*.tmp` excludes every `.tmp` file). A pattern starting
+//! with `!` re-includes what an earlier pattern excluded.
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+struct Rule {
+    matcher: GlobMatcher,
+    negated: bool,
+}
+
+/// A list of patterns; the last one that matches a path decides.
+#[derive(Debug, Clone, Default)]
+pub struct PatternSet {
+    rules: Vec<Rule>,
+}
+
+impl PatternSet {
+    /// Compiles patterns; blank lines and `#` comments are skipped.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self> {
+        let mut rules = Vec::new();
+        for p in patterns {
+            let p = p.as_ref().trim_end_matches(['\r', '\n']);
+            if p.trim().is_empty() || p.starts_with('#') {
+                continue;
+            }
+            let (negated, body) = match p.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, p),
+            };
+            let body = body.trim_end_matches('/');
+            let glob = if body.starts_with('/') { body.to_owned() } else { format!("**/{body}") };
+            let matcher = GlobBuilder::new(&glob)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::invalid(format!("pattern '{p}': {e}")))?
+                .compile_matcher();
+            rules.push(Rule { matcher, negated });
+        }
+        Ok(Self { rules })
+    }
+
+    /// Reads patterns from files, one per line.
+    pub fn from_files(files: &[std::path::PathBuf]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(f).map_err(|e| Error::io(format!("reading {}", f.display()), e))?;
+            out.extend(text.lines().map(str::to_owned));
+        }
+        Ok(out)
+    }
+
+    /// Whether no pattern was given.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether `path` (absolute, `/`-separated) matches: the last matching rule decides.
+    pub fn matches(&self, path: &str) -> bool {
+        let mut hit = false;
+        for r in &self.rules {
+            if r.matcher.is_match(path) {
+                hit = !r.negated;
+            }
+        }
+        hit
+    }
+
+    /// Whether `path` or any of its parent folders matches (for include lists on restore).
+    pub fn matches_or_under(&self, path: &str) -> bool {
+        let mut p = path;
+        loop {
+            if self.matches(p) {
+                return true;
+            }
+            match p.rfind('/') {
+                Some(0) | None => return false,
+                Some(i) => p = &p[..i],
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restic_like_patterns() {
+        let s = PatternSet::new(&["*.tmp", "/var/cache", "**/node_modules", "!keep.tmp"]).expect("valid");
+        assert!(s.matches("/home/a/b.tmp"));
+        assert!(s.matches("/x.tmp"));
+        assert!(!s.matches("/home/a/keep.tmp"));
+        assert!(s.matches("/var/cache"));
+        assert!(!s.matches("/srv/var/cache"));
+        assert!(s.matches("/srv/app/node_modules"));
+        assert!(!s.matches("/home/a/b.txt"));
+        assert!(s.matches_or_under("/var/cache/x/y"));
+    }
+}

@@ -1,0 +1,234 @@
+//! The write side of the pipeline: blobs are compressed and sealed on rayon's pool, gathered into
+//! packs (data and tree blobs apart) by one packer thread, uploaded, and named in index files.
+//!
+//! Memory is bounded: at most `max_in_flight` blobs are being sealed at once, at most
+//! `SEALED_QUEUE` sealed blobs wait for the packer, and the packer holds one open pack per kind.
+//! With 4 MiB chunks, 16 MiB packs and two cores that is under 100 MiB in the worst case.
+//!
+//! Durability order: a pack is written (and synced) before any index file names it; an index file
+//! is written before the snapshot that needs it. Index files are flushed every few packs and every
+//! few seconds, so an interrupted backup leaves indexed packs that the next run reuses.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_format::blob::{BlobKind, SealedBlob, seal_blob};
+use cairn_format::crypto::{MasterKey, object_name};
+use cairn_format::index::{IndexFile, IndexedPack};
+use cairn_format::pack::PackBuilder;
+use cairn_format::{BlobId, PackId};
+
+use crate::backend::FileType;
+use crate::error::{Error, ErrorKind, Result};
+use crate::repository::{Repository, nonce};
+
+/// Sealed blobs waiting for the packer.
+const SEALED_QUEUE: usize = 4;
+/// Write an index file after this many packs...
+const INDEX_FLUSH_PACKS: usize = 8;
+/// ...or when the oldest unindexed pack is this old.
+const INDEX_FLUSH_AGE: Duration = Duration::from_secs(20);
+
+/// What the saver stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaverStats {
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    pub bytes_plain: u64,
+    pub bytes_stored: u64,
+    pub packs: u64,
+    pub index_files: u64,
+}
+
+/// Counts blobs being sealed, blocking new ones above a limit.
+#[derive(Debug, Default)]
+struct Gate {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn enter(&self, limit: usize) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n >= limit {
+            n = self.changed.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+        *n += 1;
+    }
+
+    fn leave(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        self.changed.notify_all();
+    }
+
+    fn wait_idle(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *n > 0 {
+            n = self.changed.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Accepts blobs and stores them; see the module documentation.
+#[derive(Debug)]
+pub struct PackSaver<'scope> {
+    key: Arc<MasterKey>,
+    level: Option<i32>,
+    max_in_flight: usize,
+    tx: Option<SyncSender<SealedBlob>>,
+    gate: Arc<Gate>,
+    failed: Arc<AtomicBool>,
+    packer: Option<std::thread::ScopedJoinHandle<'scope, Result<SaverStats>>>,
+}
+
+impl<'scope> PackSaver<'scope> {
+    /// Starts the packer thread inside `scope`. With `dry_run` nothing is written.
+    pub fn start<'env>(scope: &'scope std::thread::Scope<'scope, 'env>, repo: &'env Repository, dry_run: bool) -> Self {
+        let (tx, rx) = sync_channel::<SealedBlob>(SEALED_QUEUE);
+        let failed = Arc::new(AtomicBool::new(false));
+        let packer_failed = failed.clone();
+        let packer = scope.spawn(move || {
+            let result = run_packer(repo, rx, dry_run);
+            if result.is_err() {
+                packer_failed.store(true, Ordering::SeqCst);
+            }
+            result
+        });
+        let level = repo.config().compression_level;
+        Self {
+            key: Arc::new(repo.key().clone()),
+            level: (level != 0).then_some(level),
+            max_in_flight: rayon::current_num_threads() * 2 + 2,
+            tx: Some(tx),
+            gate: Arc::new(Gate::default()),
+            failed,
+            packer: Some(packer),
+        }
+    }
+
+    /// Queues a blob whose id the caller computed. Blocks while too many are in flight. Fails early
+    /// when the packer has failed (the error itself comes from [`PackSaver::finish`]).
+    pub fn save(&self, kind: BlobKind, id: BlobId, plaintext: Vec<u8>) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorKind::Io, "storing blobs failed"));
+        }
+        let tx = self.tx.clone().ok_or_else(|| Error::new(ErrorKind::Bug, "saver already finished"))?;
+        self.gate.enter(self.max_in_flight);
+        let (key, level, gate) = (self.key.clone(), self.level, self.gate.clone());
+        rayon::spawn(move || {
+            let sealed = seal_blob(&key, kind, id, &plaintext, level, &nonce());
+            drop(plaintext);
+            // A closed channel means the packer stopped on an error it reports itself.
+            let _ = tx.send(sealed);
+            gate.leave();
+        });
+        Ok(())
+    }
+
+    /// Whether the packer has failed (callers stop early).
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Waits for every queued blob, writes the last packs and the final index file.
+    pub fn finish(mut self) -> Result<SaverStats> {
+        self.gate.wait_idle();
+        drop(self.tx.take());
+        let packer = self.packer.take().ok_or_else(|| Error::new(ErrorKind::Bug, "saver finished twice"))?;
+        packer.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Bug, "the packer thread panicked")))
+    }
+}
+
+struct Packer<'r> {
+    repo: &'r Repository,
+    open: [Option<PackBuilder>; 2],
+    unindexed: Vec<IndexedPack>,
+    oldest_unindexed: Option<Instant>,
+    stats: SaverStats,
+    dry_run: bool,
+}
+
+fn run_packer(repo: &Repository, rx: Receiver<SealedBlob>, dry_run: bool) -> Result<SaverStats> {
+    let mut p = Packer {
+        repo,
+        open: [None, None],
+        unindexed: Vec::new(),
+        oldest_unindexed: None,
+        stats: SaverStats::default(),
+        dry_run,
+    };
+    let mut result = Ok(());
+    for blob in rx.iter() {
+        if result.is_ok() {
+            result = p.add(blob);
+        }
+        // After a failure keep draining so that senders never block.
+    }
+    result?;
+    for slot in 0..2 {
+        if let Some(pack) = p.open[slot].take()
+            && !pack.is_empty()
+        {
+            p.store_pack(pack)?;
+        }
+    }
+    p.flush_index()?;
+    Ok(p.stats)
+}
+
+impl Packer<'_> {
+    fn add(&mut self, blob: SealedBlob) -> Result<()> {
+        let (slot, target) = match blob.kind {
+            BlobKind::Data => (0, self.repo.config().data_pack_target),
+            BlobKind::Tree => (1, self.repo.config().tree_pack_target),
+        };
+        match blob.kind {
+            BlobKind::Data => self.stats.data_blobs += 1,
+            BlobKind::Tree => self.stats.tree_blobs += 1,
+        }
+        self.stats.bytes_plain += u64::from(blob.plain_len);
+        self.stats.bytes_stored += blob.sealed.len() as u64;
+        let pack = self.open[slot].get_or_insert_with(|| PackBuilder::new(blob.kind, target as usize + (1 << 20)));
+        pack.add(&blob);
+        if pack.len() >= target as usize {
+            let pack = self.open[slot].take().expect("just used");
+            self.store_pack(pack)?;
+        }
+        if self.oldest_unindexed.is_some_and(|t| t.elapsed() >= INDEX_FLUSH_AGE)
+            || self.unindexed.len() >= INDEX_FLUSH_PACKS
+        {
+            self.flush_index()?;
+        }
+        Ok(())
+    }
+
+    fn store_pack(&mut self, pack: PackBuilder) -> Result<()> {
+        let (bytes, blobs) = pack.finish(self.repo.key(), &nonce());
+        let id = PackId::from_bytes(object_name(&bytes));
+        let len = bytes.len() as u64;
+        if !self.dry_run {
+            // After this returns the pack is durable; only now may an index file name it.
+            self.repo.backend().write(FileType::Pack, &id.to_hex(), bytes)?;
+        }
+        self.stats.packs += 1;
+        self.unindexed.push(IndexedPack { id, len, blobs });
+        self.oldest_unindexed.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    fn flush_index(&mut self) -> Result<()> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile { supersedes: Vec::new(), packs: std::mem::take(&mut self.unindexed) };
+        self.oldest_unindexed = None;
+        if !self.dry_run {
+            self.repo.save_index(&file)?;
+        }
+        self.stats.index_files += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,371 @@
+//! An opened, unlocked repository: backend, master key, config and local cache, with the loading
+//! and saving of every kind of object.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use cairn_format::blob::{BlobKind, open_blob};
+use cairn_format::config::Config;
+use cairn_format::crypto::{MASTER_SECRET_LEN, MasterKey, Nonce, object_name};
+use cairn_format::index::IndexFile;
+use cairn_format::key::{KdfParams, KeyFile, SALT_LEN};
+use cairn_format::snapshot::Snapshot;
+use cairn_format::tree::Tree;
+use cairn_format::{BlobId, FormatError, IndexId, KeyId, PackId, SnapshotId, TreeId};
+
+use crate::backend::{Backend, FileType, Location};
+use crate::cache::{BlobLocation, Cache};
+use crate::error::{Error, ErrorKind, Result};
+
+/// How to open a repository.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Folder holding per-repository caches; `None` keeps the cache in memory for this run.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Options of `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub compression_level: i32,
+    pub chunker: Option<cairn_format::chunker::ChunkerParams>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self { kdf: KdfParams::DEFAULT, compression_level: 1, chunker: None }
+    }
+}
+
+/// An unlocked repository.
+#[derive(Debug)]
+pub struct Repository {
+    backend: Backend,
+    key: MasterKey,
+    key_id: KeyId,
+    config: Config,
+    cache: Mutex<Cache>,
+}
+
+/// Fills a buffer from the operating system's cryptographic random source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).expect("the operating system's random source is available");
+    out
+}
+
+/// A fresh random nonce.
+pub fn nonce() -> Nonce {
+    random_bytes()
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The local host name.
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The current user's name.
+pub fn username() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::getuid().to_string())
+}
+
+fn no_repository(location: &Location) -> Error {
+    Error::new(
+        ErrorKind::NoRepository,
+        format!("no repository at {location} (no config file there); create one with 'cairn init' or check -r/--repo"),
+    )
+}
+
+impl Repository {
+    /// Creates a new repository at `location` and returns it unlocked.
+    pub fn init(location: &Location, password: &[u8], init: &InitOptions, open: &OpenOptions) -> Result<Self> {
+        let backend = Backend::open(location, true)?;
+        if backend.stat(FileType::Config, "")?.is_some() {
+            return Err(Error::new(ErrorKind::AlreadyExists, format!("a repository already exists at {location}")));
+        }
+        if let Some(root) = backend.local_root()
+            && root.exists()
+            && std::fs::read_dir(root).map(|mut d| d.next().is_some()).unwrap_or(false)
+        {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{location} exists and is not empty; choose an empty or new folder"),
+            ));
+        }
+        let key = MasterKey::from_random(random_bytes::<MASTER_SECRET_LEN>());
+        let mut config = Config::new(random_bytes());
+        config.compression_level = init.compression_level;
+        if let Some(c) = init.chunker {
+            config.chunker = c;
+        }
+        let config = config.validate().map_err(|e| Error::format("repository settings", e))?;
+        backend.create_layout()?;
+        let backend = backend.reopen()?;
+        let key_file = KeyFile::create(
+            &key,
+            password,
+            init.kdf,
+            random_bytes::<SALT_LEN>(),
+            &nonce(),
+            unix_now(),
+            &hostname(),
+            &username(),
+        )
+        .map_err(|e| Error::format("creating the key file", e))?;
+        let key_bytes = key_file.encode();
+        let key_id = KeyId::from_bytes(object_name(&key_bytes));
+        backend.write(FileType::Key, &key_id.to_hex(), key_bytes)?;
+        // The config is written last: a repository exists once its config does.
+        backend.write(FileType::Config, "", config.encode(&key, &nonce()))?;
+        let cache = Cache::open(open.cache_dir.as_deref(), &config.repository_id)?;
+        Ok(Self { backend, key, key_id, config, cache: Mutex::new(cache) })
+    }
+
+    /// Opens and unlocks the repository at `location` with `password`.
+    pub fn open(location: &Location, password: &[u8], open: &OpenOptions) -> Result<Self> {
+        let backend = Backend::open(location, false)?;
+        let config_bytes = match backend.read(FileType::Config, "") {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(no_repository(location)),
+            Err(e) => return Err(e),
+        };
+        let (key, key_id) = unlock(&backend, password)?;
+        let config = Config::decode(&config_bytes, &key).map_err(|e| Error::format("reading the config", e))?;
+        let cache = Cache::open(open.cache_dir.as_deref(), &config.repository_id)?;
+        Ok(Self { backend, key, key_id, config, cache: Mutex::new(cache) })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The local cache. Held only briefly: it serialises every user.
+    pub fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads an object stored under its hash and checks the hash.
+    pub fn read_verified(&self, ft: FileType, name: &[u8; 32]) -> Result<Vec<u8>> {
+        let hex = cairn_format::id::to_hex(name);
+        let bytes = self.backend.read(ft, &hex)?;
+        if &object_name(&bytes) != name {
+            return Err(Error::corrupt(format!("{}{hex} does not match its name (damaged file)", ft.dir())));
+        }
+        Ok(bytes)
+    }
+
+    /// Stores an object under the hash of its bytes and returns that hash.
+    pub fn write_named(&self, ft: FileType, bytes: Vec<u8>) -> Result<[u8; 32]> {
+        let name = object_name(&bytes);
+        self.backend.write(ft, &cairn_format::id::to_hex(&name), bytes)?;
+        Ok(name)
+    }
+
+    /// Ids of every index file present.
+    pub fn list_index_ids(&self) -> Result<Vec<IndexId>> {
+        parse_names(self.backend.list(FileType::Index)?.into_iter().map(|o| o.name), IndexId::from_bytes)
+    }
+
+    /// Ids of every snapshot present.
+    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        parse_names(self.backend.list(FileType::Snapshot)?.into_iter().map(|o| o.name), SnapshotId::from_bytes)
+    }
+
+    /// Loads and decodes one index file.
+    pub fn load_index(&self, id: IndexId) -> Result<IndexFile> {
+        let bytes = self.read_verified(FileType::Index, id.as_bytes())?;
+        IndexFile::decode(&bytes, &self.key).map_err(|e| Error::format(format!("index/{id}"), e))
+    }
+
+    /// Brings the local merged index up to date with the repository.
+    pub fn sync_index(&self) -> Result<()> {
+        let present = self.list_index_ids()?;
+        let mut cache = self.cache();
+        cache.sync_index(&present, |id| self.load_index(id))?;
+        Ok(())
+    }
+
+    /// Saves an index file and merges it into the local cache.
+    pub fn save_index(&self, file: &IndexFile) -> Result<IndexId> {
+        let id = IndexId::from_bytes(self.write_named(FileType::Index, file.encode(&self.key, &nonce()))?);
+        self.cache().add_index(id, file)?;
+        Ok(id)
+    }
+
+    /// Loads one snapshot (from the local cache when it has the bytes).
+    pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
+        let cached = self.cache().snapshot_bytes(id.as_bytes())?.filter(|b| &object_name(b) == id.as_bytes());
+        let bytes = match cached {
+            Some(b) => b,
+            None => {
+                let b = self.read_verified(FileType::Snapshot, id.as_bytes()).map_err(|e| {
+                    if e.kind() == ErrorKind::NotFound {
+                        Error::new(ErrorKind::NotFound, format!("snapshot {} not found", id.short()))
+                    } else {
+                        e
+                    }
+                })?;
+                self.cache().store_snapshot_bytes(id.as_bytes(), &b)?;
+                b
+            }
+        };
+        Snapshot::decode(&bytes, &self.key).map_err(|e| Error::format(format!("snapshots/{id}"), e))
+    }
+
+    /// Every snapshot, oldest first. Damaged snapshot files are returned as errors beside the rest.
+    pub fn load_snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Error>)> {
+        let ids = self.list_snapshot_ids()?;
+        let present: HashSet<[u8; 32]> = ids.iter().map(|i| *i.as_bytes()).collect();
+        self.cache().retain_snapshots(&present)?;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for id in ids {
+            match self.load_snapshot(id) {
+                Ok(s) => good.push((id, s)),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => bad.push(e),
+            }
+        }
+        good.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
+        Ok((good, bad))
+    }
+
+    /// Saves a snapshot; call only after the index naming its blobs is saved.
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        let bytes = snapshot.encode(&self.key, &nonce());
+        let id = SnapshotId::from_bytes(object_name(&bytes));
+        self.backend.write(FileType::Snapshot, &id.to_hex(), bytes.clone())?;
+        self.cache().store_snapshot_bytes(id.as_bytes(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Where a blob is stored, from the merged index.
+    pub fn locate(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        self.cache().locate(id)
+    }
+
+    /// Reads, opens and verifies a blob at a known location.
+    pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let e = &loc.entry;
+        let sealed = self
+            .backend
+            .read_range(FileType::Pack, &loc.pack.to_hex(), u64::from(e.offset), u64::from(e.stored_len))
+            .map_err(|err| err.context(format!("{} blob {}", kind_name(e.kind), e.id.short())))?;
+        open_blob(&self.key, e.kind, e.id, e.compression, e.plain_len, &sealed).map_err(|err| {
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("{} blob {} in pack {}: {err}", kind_name(e.kind), e.id.short(), loc.pack.short()),
+            )
+        })
+    }
+
+    /// Loads a blob by id.
+    pub fn load_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?.ok_or_else(|| {
+            Error::new(ErrorKind::Corrupt, format!("{} blob {} is missing from the index", kind_name(kind), id.short()))
+        })?;
+        if loc.entry.kind != kind {
+            return Err(Error::corrupt(format!("blob {} is indexed as the wrong kind", id.short())));
+        }
+        self.read_blob_at(&loc)
+    }
+
+    /// Loads and decodes a tree.
+    pub fn load_tree(&self, id: TreeId) -> Result<Tree> {
+        let plain = self.load_blob(BlobKind::Tree, &id.into())?;
+        Tree::decode(&plain).map_err(|e| Error::format(format!("tree {}", id.short()), e))
+    }
+
+    /// Resolves `latest`, a unique id prefix or a full id to a snapshot, among `candidates`.
+    pub fn resolve_snapshot<'a>(
+        &self,
+        spec: &str,
+        candidates: &'a [(SnapshotId, Snapshot)],
+    ) -> Result<&'a (SnapshotId, Snapshot)> {
+        if spec == "latest" {
+            return candidates.iter().max_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns)).ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "no snapshot matches (the repository has none that fit)")
+            });
+        }
+        let id = cairn_format::id::resolve_prefix(spec, candidates.iter().map(|c| c.0)).map_err(|e| match e {
+            FormatError::PrefixNotFound { .. } => Error::new(ErrorKind::NotFound, e.to_string()),
+            other => Error::invalid(other.to_string()),
+        })?;
+        candidates.iter().find(|c| c.0 == id).ok_or_else(|| Error::new(ErrorKind::Bug, "resolved id vanished"))
+    }
+
+    /// Every key file: id and decoded header (the secret stays sealed).
+    pub fn list_keys(&self) -> Result<Vec<(KeyId, std::result::Result<KeyFile, Error>)>> {
+        let mut out = Vec::new();
+        for o in self.backend.list(FileType::Key)? {
+            let Ok(id) = KeyId::from_hex(&o.name) else { continue };
+            let parsed = self
+                .backend
+                .read(FileType::Key, &o.name)
+                .and_then(|b| KeyFile::decode(&b).map_err(|e| Error::format(format!("keys/{}", o.name), e)));
+            out.push((id, parsed));
+        }
+        Ok(out)
+    }
+
+    /// All packs the index names, with sizes.
+    pub fn indexed_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        self.cache().packs()
+    }
+}
+
+/// Human name of a blob kind.
+pub fn kind_name(k: BlobKind) -> &'static str {
+    match k {
+        BlobKind::Data => "data",
+        BlobKind::Tree => "tree",
+    }
+}
+
+fn parse_names<T>(names: impl Iterator<Item = String>, make: fn([u8; 32]) -> T) -> Result<Vec<T>> {
+    Ok(names.filter_map(|n| SnapshotId::from_hex(&n).ok()).map(|id| make(*id.as_bytes())).collect())
+}
+
+/// Tries every key file with the password. The first that opens wins.
+fn unlock(backend: &Backend, password: &[u8]) -> Result<(MasterKey, KeyId)> {
+    let keys = backend.list(FileType::Key)?;
+    if keys.is_empty() {
+        return Err(Error::corrupt("the repository has no key files (keys/ is empty); it cannot be opened"));
+    }
+    let mut decodable = 0;
+    for k in &keys {
+        let Ok(bytes) = backend.read(FileType::Key, &k.name) else { continue };
+        let Ok(file) = KeyFile::decode(&bytes) else { continue };
+        decodable += 1;
+        if let Ok(master) = file.unlock(password) {
+            return Ok((master, KeyId::from_bytes(object_name(&bytes))));
+        }
+    }
+    if decodable == 0 {
+        return Err(Error::corrupt("no key file in keys/ could be read (all damaged)"));
+    }
+    Err(Error::new(
+        ErrorKind::WrongPassword,
+        "wrong password: no key file could be opened with it (check CAIRN_PASSWORD / --password-file)",
+    ))
+}
