@@ -1,1 +1,6 @@
+//! End-to-end tests: the real `cairn` binary against real repositories on the local disk.
+//! One test binary with one module per area.
 
+mod support;
+
+mod smoke;

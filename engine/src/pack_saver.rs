@@ -223,7 +223,7 @@ impl Packer<'_> {
         if self.unindexed.is_empty() {
             return Ok(());
         }
-        let file = IndexFile { supersedes: Vec::new(), packs: std::mem::take(&mut self.unindexed) };
+        let file = IndexFile { supersedes: Vec::new(), packs: std::mem::take(&mut self.unindexed), condemned: Vec::new() };
         self.oldest_unindexed = None;
         if !self.dry_run {
             self.repo.save_index(&file)?;

@@ -1052,7 +1052,6 @@ impl Vector for TreeVector {
                 NodeJson { inode: 4245, ..node(b"fifo", "fifo", 0o010644) },
                 NodeJson {
                     target: Some(to_hex(b"bin/tool")),
-                    size: 8,
                     inode: 4246,
                     ..node(b"link", "symlink", 0o120777)
                 },
