@@ -9,6 +9,7 @@ pub mod cache;
 pub mod commands;
 pub mod error;
 pub mod filter;
+pub mod lock;
 pub mod pack_saver;
 pub mod progress;
 pub mod repository;

@@ -35,6 +35,7 @@ pub enum SealKind {
     PackHeader = 5,
     Index = 6,
     Snapshot = 7,
+    Lock = 8,
 }
 
 impl SealKind {
@@ -47,6 +48,7 @@ impl SealKind {
             SealKind::PackHeader => "pack header",
             SealKind::Index => "index file",
             SealKind::Snapshot => "snapshot",
+            SealKind::Lock => "lock file",
         }
     }
 }

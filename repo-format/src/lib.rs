@@ -15,6 +15,7 @@ mod error;
 pub mod id;
 pub mod index;
 pub mod key;
+pub mod lock;
 pub mod object;
 pub mod pack;
 pub mod snapshot;

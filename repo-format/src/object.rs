@@ -18,6 +18,7 @@ pub enum ObjectKind {
     Pack,
     Index,
     Snapshot,
+    Lock,
     /// The plaintext of a tree blob also carries a header, so a tree decoded from the wrong blob is
     /// refused before its fields are read.
     Tree,
@@ -32,6 +33,7 @@ impl ObjectKind {
             ObjectKind::Pack => *b"CRNP",
             ObjectKind::Index => *b"CRNI",
             ObjectKind::Snapshot => *b"CRNS",
+            ObjectKind::Lock => *b"CRNL",
             ObjectKind::Tree => *b"CRNT",
         }
     }
@@ -44,6 +46,7 @@ impl ObjectKind {
             ObjectKind::Pack => "pack",
             ObjectKind::Index => "index file",
             ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Lock => "lock file",
             ObjectKind::Tree => "tree",
         }
     }

@@ -22,7 +22,7 @@ use cairn_format::chunker::{Chunker, ChunkerParams};
 use cairn_format::config::Config;
 use cairn_format::crypto::{self, MASTER_SECRET_LEN, MasterKey, NONCE_LEN, Nonce, SealKind};
 use cairn_format::id::{ID_LEN, to_hex};
-use cairn_format::index::{IndexFile, IndexedPack};
+use cairn_format::index::{CondemnedPack, IndexFile, IndexedPack};
 use cairn_format::key::{KdfParams, KeyFile, SALT_LEN};
 use cairn_format::pack::{self, BlobEntry, PackBuilder, TRAILER_LEN};
 use cairn_format::snapshot::{Snapshot, SourceKind, Summary};
@@ -825,6 +825,23 @@ struct IndexedPackJson {
     blobs: Vec<EntryJson>,
 }
 
+impl IndexedPackJson {
+    fn to_pack(&self) -> IndexedPack {
+        IndexedPack {
+            id: PackId::from_hex(&self.id).unwrap(),
+            len: self.len,
+            blobs: self.blobs.iter().map(EntryJson::to_entry).collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct CondemnedPackJson {
+    #[serde(with = "dec")]
+    since_ns: i64,
+    pack: IndexedPackJson,
+}
+
 #[derive(Serialize, Deserialize, Clone)]
 struct IndexVector {
     r#type: String,
@@ -833,6 +850,7 @@ struct IndexVector {
     nonce: String,
     supersedes: Vec<String>,
     packs: Vec<IndexedPackJson>,
+    condemned: Vec<CondemnedPackJson>,
     /// Output: the plaintext inside the envelope.
     plaintext: String,
     /// Output: the stored index file.
@@ -845,14 +863,11 @@ impl IndexVector {
     fn index(&self) -> IndexFile {
         IndexFile {
             supersedes: self.supersedes.iter().map(|s| IndexId::from_hex(s).unwrap()).collect(),
-            packs: self
-                .packs
+            packs: self.packs.iter().map(IndexedPackJson::to_pack).collect(),
+            condemned: self
+                .condemned
                 .iter()
-                .map(|p| IndexedPack {
-                    id: PackId::from_hex(&p.id).unwrap(),
-                    len: p.len,
-                    blobs: p.blobs.iter().map(EntryJson::to_entry).collect(),
-                })
+                .map(|c| CondemnedPack { since_ns: c.since_ns, pack: c.pack.to_pack() })
                 .collect(),
         }
     }
@@ -872,9 +887,9 @@ impl Vector for IndexVector {
         };
         IndexVector {
             r#type: Self::TYPE.into(),
-            description: "An index file that supersedes two older ones and lists a data pack with a raw and a \
-                          zstd blob and a tree pack with one blob: header || envelope (seal kind 6, context = \
-                          the 8 header bytes)."
+            description: "An index file that supersedes two older ones, lists a data pack with a raw and a \
+                          zstd blob and a tree pack with one blob, and one condemned data pack: header || \
+                          envelope (seal kind 6, context = the 8 header bytes)."
                 .into(),
             master_secret: fixed_master_secret(),
             nonce: to_hex(&pattern(0xc0, NONCE_LEN)),
@@ -887,6 +902,14 @@ impl Vector for IndexVector {
                 },
                 IndexedPackJson { id: id_hex(0xb0), len: 500, blobs: vec![entry(2, 0, 52, 200, 160, 0x03)] },
             ],
+            condemned: vec![CondemnedPackJson {
+                since_ns: 1_699_000_000_000_000_000,
+                pack: IndexedPackJson {
+                    id: id_hex(0xd0),
+                    len: 700,
+                    blobs: vec![entry(1, 0, 52, 300, 260, 0x04), entry(1, 1, 396, 240, 900, 0x05)],
+                },
+            }],
             plaintext: String::new(),
             stored: String::new(),
             object_name: String::new(),
