@@ -74,6 +74,10 @@ enum Command {
     Ls(commands::ls::Args),
     /// Print a decoded repository object (for debugging)
     Cat(commands::cat::Args),
+    /// Remove snapshots by id or by a keep policy
+    Forget(commands::forget::Args),
+    /// Reclaim the space of data no snapshot uses
+    Prune(commands::prune::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,8 @@ fn main() -> ExitCode {
         Command::Dump(a) => commands::dump::run(&cli.global, a),
         Command::Ls(a) => commands::ls::run(&cli.global, a),
         Command::Cat(a) => commands::cat::run(&cli.global, a),
+        Command::Forget(a) => commands::forget::run(&cli.global, a),
+        Command::Prune(a) => commands::prune::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -66,6 +66,15 @@ CREATE TABLE IF NOT EXISTS packs (
     PRIMARY KEY (id, index_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS packs_by_index ON packs(index_id);
+CREATE TABLE IF NOT EXISTS condemned (
+    pack BLOB NOT NULL,
+    index_id BLOB NOT NULL,
+    since_ns INTEGER NOT NULL,
+    len INTEGER NOT NULL,
+    entries BLOB NOT NULL,
+    PRIMARY KEY (pack, index_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS condemned_by_index ON condemned(index_id);
 CREATE TABLE IF NOT EXISTS files (
     path BLOB PRIMARY KEY,
     device INTEGER NOT NULL,
@@ -362,6 +371,228 @@ impl Cache {
     }
 }
 
+/// A pack that an index file lists as condemned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CondemnedRow {
+    pub pack: PackId,
+    pub since_ns: i64,
+    pub len: u64,
+    pub blobs: Vec<BlobEntry>,
+    pub index_id: IndexId,
+}
+
+/// How much of one pack is still used, as prune sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackUsage {
+    pub pack: PackId,
+    pub len: u64,
+    pub kind: BlobKind,
+    pub blobs: u64,
+    pub used_blobs: u64,
+    /// Stored bytes of the blobs still used here.
+    pub used_bytes: u64,
+    /// Stored bytes of every blob in the pack.
+    pub blob_bytes: u64,
+}
+
+impl Cache {
+    /// Starts a fresh mark phase: an empty set of used blob ids, kept in the database so that
+    /// memory does not grow with the repository.
+    pub fn begin_mark(&self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS used (id BLOB PRIMARY KEY) WITHOUT ROWID; DELETE FROM temp.used;",
+            )
+            .map_err(sql("mark"))
+    }
+
+    /// Marks a blob used; returns whether it was not marked before.
+    pub fn mark_used(&self, id: &BlobId) -> Result<bool> {
+        let mut stmt = self.conn.prepare_cached("INSERT OR IGNORE INTO temp.used (id) VALUES (?1)").map_err(sql("mark"))?;
+        Ok(stmt.execute([&id.as_bytes()[..]]).map_err(sql("mark"))? == 1)
+    }
+
+    /// Whether a blob is marked used.
+    pub fn is_used(&self, id: &BlobId) -> Result<bool> {
+        let mut stmt = self.conn.prepare_cached("SELECT 1 FROM temp.used WHERE id = ?1").map_err(sql("mark"))?;
+        stmt.exists([&id.as_bytes()[..]]).map_err(sql("mark"))
+    }
+
+    /// Runs `f` inside one transaction (batches many marks).
+    pub fn in_transaction<T>(&mut self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("BEGIN").map_err(sql("begin"))?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT").map_err(sql("commit"))?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Usage of every indexed pack. A blob stored in several packs counts as used only in the
+    /// smallest pack id holding it, so duplicates are reclaimed.
+    pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "WITH one AS (SELECT DISTINCT id, pack, kind, stored_len FROM blobs),
+                      keeper AS (SELECT one.id AS id, MIN(one.pack) AS pack FROM one JOIN temp.used u ON u.id = one.id GROUP BY one.id)
+                 SELECT p.id, p.len, MIN(one.kind), COUNT(one.id),
+                        SUM(CASE WHEN k.pack IS NOT NULL THEN 1 ELSE 0 END),
+                        SUM(CASE WHEN k.pack IS NOT NULL THEN one.stored_len ELSE 0 END),
+                        SUM(one.stored_len)
+                 FROM (SELECT DISTINCT id, len FROM packs) p
+                 JOIN one ON one.pack = p.id
+                 LEFT JOIN keeper k ON k.id = one.id AND k.pack = one.pack
+                 GROUP BY p.id, p.len",
+            )
+            .map_err(sql("usage"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, u8>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })
+            .map_err(sql("usage"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (pack, len, kind, blobs, used_blobs, used_bytes, blob_bytes) = row.map_err(sql("usage"))?;
+            let (Some(pack), Ok(kind)) = (to_id(&pack), BlobKind::from_u8(kind)) else { continue };
+            out.push(PackUsage {
+                pack: PackId::from_bytes(pack),
+                len: len as u64,
+                kind,
+                blobs: blobs as u64,
+                used_blobs: used_blobs as u64,
+                used_bytes: used_bytes as u64,
+                blob_bytes: blob_bytes as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The blobs the merged index lists for one pack.
+    pub fn pack_blobs(&self, pack: &PackId) -> Result<Vec<BlobEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT id, kind, compression, offset, stored_len, plain_len FROM blobs WHERE pack = ?1 ORDER BY offset",
+            )
+            .map_err(sql("pack blobs"))?;
+        let rows = stmt
+            .query_map([&pack.as_bytes()[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, u8>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, u32>(5)?,
+                ))
+            })
+            .map_err(sql("pack blobs"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, kind, compression, offset, stored_len, plain_len) = row.map_err(sql("pack blobs"))?;
+            let bad = || Error::corrupt("local cache holds an invalid row; delete the cache folder");
+            out.push(BlobEntry {
+                id: BlobId::from_bytes(to_id(&id).ok_or_else(bad)?),
+                kind: BlobKind::from_u8(kind).map_err(|_| bad())?,
+                compression: Compression::from_u8(compression).map_err(|_| bad())?,
+                offset,
+                stored_len,
+                plain_len,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether a blob is used and `pack` is the copy that keeps it.
+    pub fn is_keeper(&self, id: &BlobId, pack: &PackId) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(b.pack) FROM blobs b JOIN temp.used u ON u.id = b.id WHERE b.id = ?1",
+            )
+            .map_err(sql("keeper"))?;
+        let keeper: Option<Vec<u8>> = stmt.query_row([&id.as_bytes()[..]], |r| r.get(0)).map_err(sql("keeper"))?;
+        Ok(keeper.as_deref() == Some(&pack.as_bytes()[..]))
+    }
+
+    /// Every condemned pack named by a live index file.
+    pub fn condemned(&self) -> Result<Vec<CondemnedRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT c.pack, c.since_ns, c.len, c.entries, c.index_id FROM condemned c
+                 JOIN index_files i ON i.id = c.index_id WHERE i.loaded = 1",
+            )
+            .map_err(sql("condemned"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, Vec<u8>>(4)?))
+            })
+            .map_err(sql("condemned"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (pack, since_ns, len, entries, index) = row.map_err(sql("condemned"))?;
+            let bad = || Error::corrupt("local cache holds an invalid row; delete the cache folder");
+            out.push(CondemnedRow {
+                pack: PackId::from_bytes(to_id(&pack).ok_or_else(bad)?),
+                since_ns,
+                len: len as u64,
+                blobs: decode_entries(&entries).ok_or_else(bad)?,
+                index_id: IndexId::from_bytes(to_id(&index).ok_or_else(bad)?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` used blobs that no live pack holds and that are not in `elsewhere`.
+    pub fn used_but_missing(&self, limit: usize, elsewhere: &HashSet<BlobId>) -> Result<Vec<BlobId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT u.id FROM temp.used u WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.id = u.id)")
+            .map_err(sql("missing"))?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql("missing"))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let Some(id) = to_id(&r.map_err(sql("missing"))?).map(BlobId::from_bytes) else { continue };
+            if !elsewhere.contains(&id) {
+                out.push(id);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of the index files currently merged (live and not superseded).
+    pub fn loaded_index_ids(&self) -> Result<Vec<IndexId>> {
+        let mut stmt = self.conn.prepare("SELECT id FROM index_files WHERE loaded = 1").map_err(sql("read"))?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql("read"))?;
+        Ok(rows.filter_map(|r| r.ok()).filter_map(|b| to_id(&b).map(IndexId::from_bytes)).collect())
+    }
+
+    /// Ids of every index file the cache knows, merged or superseded.
+    pub fn known_index_ids(&self) -> Result<Vec<IndexId>> {
+        let mut stmt = self.conn.prepare("SELECT id FROM index_files").map_err(sql("read"))?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql("read"))?;
+        Ok(rows.filter_map(|r| r.ok()).filter_map(|b| to_id(&b).map(IndexId::from_bytes)).collect())
+    }
+}
+
 /// What a sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncStats {
@@ -376,6 +607,7 @@ fn to_id(b: &[u8]) -> Option<[u8; 32]> {
 fn forget_index(tx: &rusqlite::Transaction<'_>, id: IndexId) -> Result<()> {
     tx.execute("DELETE FROM blobs WHERE index_id = ?1", [&id.as_bytes()[..]]).map_err(sql("delete"))?;
     tx.execute("DELETE FROM packs WHERE index_id = ?1", [&id.as_bytes()[..]]).map_err(sql("delete"))?;
+    tx.execute("DELETE FROM condemned WHERE index_id = ?1", [&id.as_bytes()[..]]).map_err(sql("delete"))?;
     tx.execute("DELETE FROM index_files WHERE id = ?1", [&id.as_bytes()[..]]).map_err(sql("delete"))?;
     Ok(())
 }
@@ -409,6 +641,45 @@ fn insert_index(tx: &rusqlite::Transaction<'_>, id: IndexId, file: &IndexFile) -
                 .map_err(sql("insert"))?;
         }
     }
+    let mut condemned_stmt = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO condemned (pack, index_id, since_ns, len, entries) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(sql("insert"))?;
+    for c in &file.condemned {
+        let mut w = cairn_format::wire::Writer::new();
+        for b in &c.pack.blobs {
+            encode_entry(&mut w, b);
+        }
+        condemned_stmt
+            .execute(params![&c.pack.id.as_bytes()[..], idb, c.since_ns, c.pack.len as i64, w.into_bytes()])
+            .map_err(sql("insert"))?;
+    }
     tx.execute("UPDATE index_files SET loaded = 1 WHERE id = ?1", [idb]).map_err(sql("update"))?;
     Ok(())
+}
+
+fn encode_entry(w: &mut cairn_format::wire::Writer, b: &BlobEntry) {
+    w.u8(b.kind as u8);
+    w.u8(b.compression as u8);
+    w.u32(b.offset);
+    w.u32(b.stored_len);
+    w.u32(b.plain_len);
+    w.raw(b.id.as_bytes());
+}
+
+fn decode_entries(bytes: &[u8]) -> Option<Vec<BlobEntry>> {
+    let mut r = cairn_format::wire::Reader::new(bytes, "cache entry");
+    let mut out = Vec::new();
+    while r.remaining() > 0 {
+        out.push(BlobEntry {
+            kind: BlobKind::from_u8(r.u8().ok()?).ok()?,
+            compression: Compression::from_u8(r.u8().ok()?).ok()?,
+            offset: r.u32().ok()?,
+            stored_len: r.u32().ok()?,
+            plain_len: r.u32().ok()?,
+            id: BlobId::from_bytes(r.id().ok()?),
+        });
+    }
+    Some(out)
 }

@@ -13,6 +13,7 @@ pub mod lock;
 pub mod pack_saver;
 pub mod progress;
 pub mod repository;
+pub mod retention;
 
 pub use error::{Error, ErrorKind, Result};
 pub use repository::{InitOptions, OpenOptions, Repository};

@@ -128,6 +128,16 @@ impl<'scope> PackSaver<'scope> {
         Ok(())
     }
 
+    /// Queues a blob that is already sealed (prune copies blobs between packs without re-sealing:
+    /// the associated data binds kind and id, not the pack).
+    pub fn save_sealed(&self, blob: SealedBlob) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorKind::Io, "storing blobs failed"));
+        }
+        let tx = self.tx.as_ref().ok_or_else(|| Error::new(ErrorKind::Bug, "saver already finished"))?;
+        tx.send(blob).map_err(|_| Error::new(ErrorKind::Io, "storing blobs failed"))
+    }
+
     /// Whether the packer has failed (callers stop early).
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)

@@ -3,8 +3,10 @@
 pub mod backup;
 pub mod cat;
 pub mod dump;
+pub mod forget;
 pub mod init;
 pub mod ls;
+pub mod prune;
 pub mod restore;
 pub mod snapshots;
 

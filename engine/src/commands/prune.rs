@@ -1,0 +1,517 @@
+//! `prune`: reclaim the space of blobs no snapshot uses.
+//!
+//! 1. Mark: walk every snapshot's trees and record each used blob in the cache database (memory
+//!    does not grow with the repository).
+//! 2. Plan: per pack, how much is still used. Packs with nothing used are condemned; packs whose
+//!    unused share exceeds `--max-unused`, and small packs, are repacked (their used blobs are
+//!    copied, still sealed, into new packs); the rest are kept.
+//! 3. Execute, in the order `spec/ordering.md` states: new packs (durable) and their index; then a
+//!    new index that lists the kept packs and *condemns* the rest and supersedes every older index
+//!    file; then the older index files are deleted; last, condemned packs are deleted — now, or by
+//!    a later prune while a backup that loaded the old index may still be running.
+//!
+//! Prune never waits for backups and never deletes what one may rely on: a backup announces itself
+//! with a shared lock before it loads the index, and a condemned pack is only deleted when no live
+//! lock is older than the index that condemned it. Snapshots that appeared while the prune ran are
+//! marked too, and any condemned pack they use is restored to the index. A SIGKILL at any step
+//! leaves a valid repository; the next prune finishes the job.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use cairn_format::blob::{BlobKind, SealedBlob, open_blob};
+use cairn_format::index::{CondemnedPack, IndexFile, IndexedPack};
+use cairn_format::lock::LockKind;
+use cairn_format::snapshot::Snapshot;
+use cairn_format::tree::NodeKind;
+use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backend::FileType;
+use crate::cache::PackUsage;
+use crate::commands::backup::now_ns;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lock;
+use crate::pack_saver::PackSaver;
+use crate::repository::Repository;
+
+/// Packs smaller than this share of their kind's target size are "small" and get combined.
+const SMALL_PACK_DIVISOR: u64 = 4;
+/// Blobs per index file written by prune.
+const INDEX_FILE_BLOBS: usize = 100_000;
+/// Clocks of different hosts may disagree by this much; condemned packs wait that much longer.
+const CLOCK_SKEW_MARGIN_NS: i64 = 60 * 1_000_000_000;
+/// Interrupted writes older than this are removed from the temporary folder.
+const TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Options of a prune.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Repack packs whose unused share exceeds this fraction (0.05 = 5%).
+    pub max_unused: f64,
+    /// Repack at most this many bytes of packs in one run.
+    pub max_repack_bytes: Option<u64>,
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self { max_unused: 0.05, max_repack_bytes: None, dry_run: false }
+    }
+}
+
+/// What prune will do; what `--dry-run` and `--json` show.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PrunePlan {
+    pub snapshots: u64,
+    pub used_blobs: u64,
+    pub packs_total: u64,
+    pub bytes_total: u64,
+    /// Packs with no used blob.
+    pub packs_delete: u64,
+    pub bytes_delete: u64,
+    /// Packs whose used blobs are copied to new packs.
+    pub packs_repack: u64,
+    pub bytes_repack: u64,
+    /// Bytes of used blobs that repacking copies.
+    pub bytes_repack_used: u64,
+    pub packs_keep: u64,
+    pub bytes_keep: u64,
+    /// Unused bytes left in kept packs.
+    pub bytes_unused_after: u64,
+    /// Packs condemned by an earlier prune and still waiting.
+    pub packs_condemned_earlier: u64,
+    /// Condemned packs that a snapshot uses again and that return to the index.
+    pub packs_resurrected: u64,
+    /// Repository size (indexed packs) expected after this prune and the deletions it can make.
+    pub bytes_after: u64,
+    pub dry_run: bool,
+}
+
+/// What prune did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub plan: PrunePlan,
+    pub blobs_repacked: u64,
+    pub packs_written: u64,
+    pub index_files_written: u64,
+    pub index_files_deleted: u64,
+    pub packs_deleted: u64,
+    pub bytes_deleted: u64,
+    /// Condemned packs left for a later prune because a backup may still use them.
+    pub packs_deferred: u64,
+    pub unindexed_packs_deleted: u64,
+    pub duration_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Keep,
+    Repack,
+    Delete,
+}
+
+/// Runs a prune.
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let started = Instant::now();
+    let _lock = if opts.dry_run { None } else { Some(lock::acquire(repo, LockKind::Exclusive)?) };
+    repo.sync_index()?;
+    let index_at_start: Vec<IndexId> = repo.cache().known_index_ids()?;
+
+    let (snapshots, damaged) = repo.load_snapshots()?;
+    if let Some(first) = damaged.first() {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "cannot prune: {} snapshot file(s) cannot be read ({first}); run 'cairn check' and 'cairn repair snapshots' first",
+                damaged.len()
+            ),
+        ));
+    }
+    repo.cache().begin_mark()?;
+    let mut marked_trees = HashSet::new();
+    for (_, s) in &snapshots {
+        mark_snapshot(repo, s, &mut marked_trees)?;
+    }
+    let used_blobs = count_used(repo)?;
+
+    // Condemned packs of earlier prunes, unless some index lists them as live again.
+    let usage = repo.cache().pack_usage()?;
+    let indexed: HashSet<PackId> = usage.iter().map(|u| u.pack).collect();
+    let mut condemned: HashMap<PackId, (i64, IndexedPack)> = HashMap::new();
+    for c in repo.cache().condemned()? {
+        if !indexed.contains(&c.pack) {
+            let entry = condemned.entry(c.pack).or_insert((c.since_ns, IndexedPack { id: c.pack, len: c.len, blobs: c.blobs }));
+            entry.0 = entry.0.min(c.since_ns);
+        }
+    }
+    let existing: HashSet<PackId> = list_packs(repo)?.into_iter().map(|(id, _)| id).collect();
+    condemned.retain(|id, _| existing.contains(id));
+    let resurrect = find_resurrections(repo, &condemned)?;
+    check_complete(repo, &condemned)?;
+
+    let (actions, mut plan) = make_plan(repo, &usage, opts);
+    plan.snapshots = snapshots.len() as u64;
+    plan.used_blobs = used_blobs;
+    plan.packs_condemned_earlier = (condemned.len() - resurrect.len()) as u64;
+    plan.packs_resurrected = resurrect.len() as u64;
+    plan.dry_run = opts.dry_run;
+    let mut report = PruneReport { plan: plan.clone(), ..PruneReport::default() };
+    if opts.dry_run {
+        report.duration_ns = started.elapsed().as_nanos() as u64;
+        return Ok(report);
+    }
+
+    // 1. Repack: used blobs of the chosen packs go to new packs, indexed by the saver.
+    let to_repack: Vec<&PackUsage> = usage.iter().filter(|u| actions.get(&u.pack) == Some(&Action::Repack)).collect();
+    if !to_repack.is_empty() {
+        let (blobs, stats) = repack(repo, &to_repack)?;
+        report.blobs_repacked = blobs;
+        report.packs_written = stats.packs;
+        report.index_files_written += stats.index_files;
+    }
+
+    // 2. The new index: kept and resurrected packs live, everything else condemned.
+    let since_ns = now_ns();
+    let mut writer = IndexWriter::new(repo);
+    for u in &usage {
+        let pack = IndexedPack { id: u.pack, len: u.len, blobs: repo.cache().pack_blobs(&u.pack)? };
+        match actions.get(&u.pack) {
+            Some(Action::Keep) | None => writer.add_live(pack)?,
+            Some(_) => writer.add_condemned(CondemnedPack { since_ns, pack })?,
+        }
+    }
+    for (id, (since, pack)) in &condemned {
+        if resurrect.contains(id) {
+            writer.add_live(pack.clone())?;
+        } else {
+            writer.add_condemned(CondemnedPack { since_ns: *since, pack: pack.clone() })?;
+        }
+    }
+    report.index_files_written += writer.finish(index_at_start.clone())?;
+    // Only now, with a superseding index durable, may the older index files go.
+    for id in &index_at_start {
+        repo.backend().delete(FileType::Index, &id.to_hex())?;
+        report.index_files_deleted += 1;
+    }
+    let index_written_ns = now_ns();
+
+    // 3. Deletion. Order matters: packs listed, then locks, then index and snapshots again.
+    let packs_now = list_packs(repo)?;
+    let other_locks: Vec<lock::LockEntry> = lock::list_locks(repo)?
+        .into_iter()
+        .filter(|l| l.is_live(index_written_ns) && Some(l.name.as_str()) != _lock.as_ref().map(|g| g.name()))
+        .collect();
+    repo.sync_index()?;
+    let mut doomed: HashMap<PackId, (i64, u64)> = HashMap::new();
+    for u in &usage {
+        if actions.get(&u.pack).is_some_and(|a| *a != Action::Keep) {
+            doomed.insert(u.pack, (index_written_ns, u.len));
+        }
+    }
+    for (id, (since, pack)) in &condemned {
+        if !resurrect.contains(id) {
+            doomed.insert(*id, (*since, pack.len));
+        }
+    }
+    // Snapshots written while we worked: whatever they use must stay.
+    let known: HashSet<SnapshotId> = snapshots.iter().map(|(id, _)| *id).collect();
+    let (now_snapshots, _) = repo.load_snapshots()?;
+    let mut late_use_failed = false;
+    for (id, s) in &now_snapshots {
+        if !known.contains(id) && mark_snapshot(repo, s, &mut marked_trees).is_err() {
+            late_use_failed = true;
+        }
+    }
+    let mut back_to_life = Vec::new();
+    if !late_use_failed {
+        for (pack_id, _) in doomed.iter() {
+            let blobs = match repo.cache().pack_blobs(pack_id) {
+                Ok(b) if !b.is_empty() => b,
+                _ => condemned.get(pack_id).map(|c| c.1.blobs.clone()).unwrap_or_default(),
+            };
+            let mut needed = false;
+            for b in &blobs {
+                if repo.cache().is_used(&b.id)? && !repo.cache().has_blob(&b.id)? {
+                    needed = true;
+                    break;
+                }
+            }
+            if needed {
+                let len = packs_now.iter().find(|(p, _)| p == pack_id).map(|(_, l)| *l).unwrap_or(0);
+                back_to_life.push(IndexedPack { id: *pack_id, len, blobs });
+            }
+        }
+    }
+    if !back_to_life.is_empty() {
+        let ids: Vec<PackId> = back_to_life.iter().map(|p| p.id).collect();
+        repo.save_index(&IndexFile { supersedes: Vec::new(), packs: back_to_life, condemned: Vec::new() })?;
+        report.index_files_written += 1;
+        for id in ids {
+            doomed.remove(&id);
+        }
+    }
+    for (pack_id, (since, len)) in &doomed {
+        let blocked = late_use_failed || other_locks.iter().any(|l| l.lock.created_ns <= since + CLOCK_SKEW_MARGIN_NS);
+        if blocked {
+            report.packs_deferred += 1;
+            continue;
+        }
+        repo.backend().delete(FileType::Pack, &pack_id.to_hex())?;
+        report.packs_deleted += 1;
+        report.bytes_deleted += len;
+    }
+    // Packs no index names: leftovers of interrupted backups. Only while nothing else runs.
+    if other_locks.is_empty() {
+        let indexed_now: HashSet<PackId> = repo.indexed_packs()?.into_iter().map(|(p, _)| p).collect();
+        for (pack_id, len) in &packs_now {
+            if !indexed_now.contains(pack_id) && !doomed.contains_key(pack_id) && !condemned.contains_key(pack_id) {
+                repo.backend().delete(FileType::Pack, &pack_id.to_hex())?;
+                report.unindexed_packs_deleted += 1;
+                report.bytes_deleted += len;
+            }
+        }
+    }
+    repo.backend().clean_temporary(TEMP_MAX_AGE)?;
+    lock::remove_stale(repo)?;
+    report.duration_ns = started.elapsed().as_nanos() as u64;
+    Ok(report)
+}
+
+/// Marks every tree and data blob a snapshot references.
+fn mark_snapshot(repo: &Repository, snapshot: &Snapshot, marked_trees: &mut HashSet<TreeId>) -> Result<()> {
+    let mut stack = vec![snapshot.tree];
+    while let Some(tree_id) = stack.pop() {
+        if !marked_trees.insert(tree_id) {
+            continue;
+        }
+        let tree = repo.load_tree(tree_id).map_err(|e| {
+            Error::new(e.kind(), format!("cannot prune: {e}; run 'cairn check' and 'cairn repair' first"))
+        })?;
+        let mut cache = repo.cache();
+        cache.in_transaction(|c| {
+            c.mark_used(&tree_id.into())?;
+            for node in tree.nodes() {
+                match &node.kind {
+                    NodeKind::File { content } => {
+                        for id in content {
+                            c.mark_used(id)?;
+                        }
+                    }
+                    NodeKind::Dir { subtree } => stack.push(*subtree),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+fn count_used(repo: &Repository) -> Result<u64> {
+    // Counting through the usage query would double count duplicates; a plain count is enough.
+    let usage = repo.cache().pack_usage()?;
+    Ok(usage.iter().map(|u| u.used_blobs).sum())
+}
+
+fn list_packs(repo: &Repository) -> Result<Vec<(PackId, u64)>> {
+    Ok(repo
+        .backend()
+        .list(FileType::Pack)?
+        .into_iter()
+        .filter_map(|o| PackId::from_hex(&o.name).ok().map(|id| (id, o.size)))
+        .collect())
+}
+
+/// Condemned packs holding a used blob that no live pack holds.
+fn find_resurrections(repo: &Repository, condemned: &HashMap<PackId, (i64, IndexedPack)>) -> Result<HashSet<PackId>> {
+    let mut out = HashSet::new();
+    let cache = repo.cache();
+    for (id, (_, pack)) in condemned {
+        for b in &pack.blobs {
+            if cache.is_used(&b.id)? && !cache.has_blob(&b.id)? {
+                out.insert(*id);
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses to prune when a used blob is in no pack at all: deleting more would only hide damage.
+fn check_complete(repo: &Repository, condemned: &HashMap<PackId, (i64, IndexedPack)>) -> Result<()> {
+    let in_condemned: HashSet<BlobId> = condemned.values().flat_map(|(_, p)| p.blobs.iter().map(|b| b.id)).collect();
+    let missing = repo.cache().used_but_missing(1, &in_condemned)?;
+    if let Some(id) = missing.first() {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "cannot prune: blob {} is used by a snapshot but in no pack; run 'cairn check' and 'cairn repair' first",
+                id.short()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn make_plan(repo: &Repository, usage: &[PackUsage], opts: &PruneOptions) -> (HashMap<PackId, Action>, PrunePlan) {
+    let mut plan = PrunePlan::default();
+    let mut actions = HashMap::new();
+    let target = |kind: BlobKind| -> u64 {
+        match kind {
+            BlobKind::Data => repo.config().data_pack_target.into(),
+            BlobKind::Tree => repo.config().tree_pack_target.into(),
+        }
+    };
+    let is_small = |u: &PackUsage| u.len < target(u.kind) / SMALL_PACK_DIVISOR;
+    let mut small_count: HashMap<BlobKind, usize> = HashMap::new();
+    for u in usage.iter().filter(|u| u.used_blobs > 0 && is_small(u)) {
+        *small_count.entry(u.kind).or_default() += 1;
+    }
+    let mut repack_candidates: Vec<&PackUsage> = Vec::new();
+    for u in usage {
+        plan.packs_total += 1;
+        plan.bytes_total += u.len;
+        if u.used_blobs == 0 {
+            actions.insert(u.pack, Action::Delete);
+            plan.packs_delete += 1;
+            plan.bytes_delete += u.len;
+            continue;
+        }
+        let unused = u.blob_bytes.saturating_sub(u.used_bytes);
+        let share = if u.blob_bytes == 0 { 0.0 } else { unused as f64 / u.blob_bytes as f64 };
+        if share > opts.max_unused || (is_small(u) && small_count.get(&u.kind).copied().unwrap_or(0) > 1) {
+            repack_candidates.push(u);
+        } else {
+            actions.insert(u.pack, Action::Keep);
+        }
+    }
+    // Most wasteful first, within the repack budget.
+    repack_candidates.sort_by(|a, b| {
+        let wa = a.blob_bytes.saturating_sub(a.used_bytes) as f64 / a.blob_bytes.max(1) as f64;
+        let wb = b.blob_bytes.saturating_sub(b.used_bytes) as f64 / b.blob_bytes.max(1) as f64;
+        wb.total_cmp(&wa)
+    });
+    let mut budget = opts.max_repack_bytes.unwrap_or(u64::MAX);
+    for u in repack_candidates {
+        if u.len <= budget {
+            budget -= u.len;
+            actions.insert(u.pack, Action::Repack);
+            plan.packs_repack += 1;
+            plan.bytes_repack += u.len;
+            plan.bytes_repack_used += u.used_bytes;
+        } else {
+            actions.insert(u.pack, Action::Keep);
+        }
+    }
+    for u in usage {
+        if actions.get(&u.pack) == Some(&Action::Keep) {
+            plan.packs_keep += 1;
+            plan.bytes_keep += u.len;
+            plan.bytes_unused_after += u.blob_bytes.saturating_sub(u.used_bytes);
+        }
+    }
+    plan.bytes_after = plan.bytes_keep + plan.bytes_repack_used;
+    (actions, plan)
+}
+
+/// Copies the used blobs of `packs` into new packs; returns blobs copied and the saver's stats.
+fn repack(repo: &Repository, packs: &[&PackUsage]) -> Result<(u64, crate::pack_saver::SaverStats)> {
+    let mut copied = 0u64;
+    let stats = std::thread::scope(|scope| -> Result<crate::pack_saver::SaverStats> {
+        let saver = PackSaver::start(scope, repo, false);
+        let result = (|| -> Result<()> {
+            let mut queued: HashSet<BlobId> = HashSet::new();
+            for u in packs {
+                let entries = repo.cache().pack_blobs(&u.pack)?;
+                let mut wanted = Vec::new();
+                for e in entries {
+                    if !queued.contains(&e.id) && repo.cache().is_keeper(&e.id, &u.pack)? {
+                        queued.insert(e.id);
+                        wanted.push(e);
+                    }
+                }
+                if wanted.is_empty() {
+                    continue;
+                }
+                let bytes = repo.backend().read(FileType::Pack, &u.pack.to_hex())?;
+                // Verify before copying: a damaged blob must not be spread into a new pack.
+                let checked: Vec<Result<SealedBlob>> = wanted
+                    .par_iter()
+                    .map(|e| {
+                        let sealed = bytes.get(e.offset as usize..e.end() as usize).ok_or_else(|| {
+                            Error::corrupt(format!("pack {} is shorter than its index says", u.pack.short()))
+                        })?;
+                        open_blob(repo.key(), e.kind, e.id, e.compression, e.plain_len, sealed).map_err(|err| {
+                            Error::corrupt(format!(
+                                "cannot repack pack {}: blob {}: {err}; run 'cairn check --read-data'",
+                                u.pack.short(),
+                                e.id.short()
+                            ))
+                        })?;
+                        Ok(SealedBlob {
+                            kind: e.kind,
+                            id: e.id,
+                            compression: e.compression,
+                            plain_len: e.plain_len,
+                            sealed: sealed.to_vec(),
+                        })
+                    })
+                    .collect();
+                for blob in checked {
+                    saver.save_sealed(blob?)?;
+                    copied += 1;
+                }
+            }
+            Ok(())
+        })();
+        let stats = saver.finish();
+        result?;
+        stats
+    })?;
+    Ok((copied, stats))
+}
+
+/// Writes prune's index files: every file but the last has an empty `supersedes`, so that a crash
+/// between them leaves duplicates (harmless) rather than a gap.
+struct IndexWriter<'r> {
+    repo: &'r Repository,
+    current: IndexFile,
+    blobs: usize,
+    written: u64,
+}
+
+impl<'r> IndexWriter<'r> {
+    fn new(repo: &'r Repository) -> Self {
+        Self { repo, current: IndexFile::default(), blobs: 0, written: 0 }
+    }
+
+    fn add_live(&mut self, pack: IndexedPack) -> Result<()> {
+        self.blobs += pack.blobs.len();
+        self.current.packs.push(pack);
+        self.maybe_flush()
+    }
+
+    fn add_condemned(&mut self, c: CondemnedPack) -> Result<()> {
+        self.blobs += c.pack.blobs.len();
+        self.current.condemned.push(c);
+        self.maybe_flush()
+    }
+
+    fn maybe_flush(&mut self) -> Result<()> {
+        if self.blobs >= INDEX_FILE_BLOBS {
+            let file = std::mem::take(&mut self.current);
+            self.repo.save_index(&file)?;
+            self.written += 1;
+            self.blobs = 0;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, supersedes: Vec<IndexId>) -> Result<u64> {
+        self.current.supersedes = supersedes;
+        self.repo.save_index(&self.current)?;
+        Ok(self.written + 1)
+    }
+}
