@@ -55,6 +55,18 @@ impl TestRepo {
         c
     }
 
+    /// The same as [`TestRepo::cairn`] as a plain `std::process::Command`, for spawning and killing.
+    pub fn cairn_std(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("CAIRN_REPOSITORY", self.repo_path())
+            .env("CAIRN_PASSWORD", PASSWORD)
+            .env("CAIRN_CACHE_DIR", self.cache_path());
+        c
+    }
+
     /// Runs `cairn ARGS --json` successfully and parses standard output.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.cairn().args(args).arg("--json").output().expect("runs");
