@@ -106,10 +106,10 @@ pub fn open_blob(
     let body = key.open(kind.seal_kind(), id.as_bytes(), sealed)?;
     let plain = match compression {
         Compression::Raw => body,
+        // `plain_len` is bounded above, so this capacity is too: a frame that would decompress to
+        // more is an error, never a larger allocation.
         Compression::Zstd => {
-            let plain = zstd::bulk::decompress(&body, plain_len as usize)
-                .map_err(|_| FormatError::Decompress { what: "blob" })?;
-            plain
+            zstd::bulk::decompress(&body, plain_len as usize).map_err(|_| FormatError::Decompress { what: "blob" })?
         }
     };
     if plain.len() != plain_len as usize {

@@ -209,6 +209,18 @@ mod tests {
     }
 
     #[test]
+    fn default_parameters_unlock() {
+        // The costs every real key file gets (64 MiB, 3 passes): about a second of work in the test
+        // profile. Only correctness is checked here; the time is never asserted.
+        let master = MasterKey::from_random([6; MASTER_SECRET_LEN]);
+        let kf = KeyFile::create(&master, b"correct horse", KdfParams::DEFAULT, [1; SALT_LEN], &[2; 24], 0, "h", "u")
+            .expect("default parameters are valid");
+        let decoded = KeyFile::decode(&kf.encode()).expect("decodes");
+        assert_eq!(decoded.kdf, KdfParams::DEFAULT);
+        assert_eq!(decoded.unlock(b"correct horse"), Ok(master));
+    }
+
+    #[test]
     fn hostile_parameters_are_refused_before_work() {
         let (_, kf) = sample();
         let mut bytes = kf.encode();

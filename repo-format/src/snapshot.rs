@@ -11,7 +11,7 @@
 
 use crate::crypto::{MasterKey, Nonce, SealKind};
 use crate::object::{HEADER_LEN, ObjectKind};
-use crate::wire::{Reader, Writer, clamp_short};
+use crate::wire::{Reader, Writer, clamp_short, clamp_to};
 use crate::{FormatError, Result, SnapshotId, TreeId};
 
 /// Longest snapshot path accepted.
@@ -107,8 +107,7 @@ impl Snapshot {
         }
         w.u32(self.paths.len() as u32);
         for p in &self.paths {
-            let p = p.as_bytes();
-            w.bytes32(&p[..p.len().min(MAX_PATH_LEN as usize)]);
+            w.bytes32(clamp_to(p, MAX_PATH_LEN as usize).as_bytes());
         }
         w.u8(self.source as u8);
         w.bytes16(clamp_short(&self.source_detail).as_bytes());

@@ -91,6 +91,9 @@ pub fn validate_name(name: &[u8]) -> Result<()> {
     if name.contains(&b'/') || name.contains(&0) {
         return Err(FormatError::Invalid { what, reason: "entry name contains '/' or NUL" });
     }
+    if name.len() > usize::from(u16::MAX) {
+        return Err(FormatError::TooLarge { what, len: name.len() as u64, max: u16::MAX.into() });
+    }
     Ok(())
 }
 
@@ -106,6 +109,11 @@ impl Tree {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         for n in &nodes {
             validate_name(&n.name)?;
+            if let NodeKind::Symlink { target } = &n.kind
+                && target.len() > usize::from(u16::MAX)
+            {
+                return Err(FormatError::TooLarge { what: "tree", len: target.len() as u64, max: u16::MAX.into() });
+            }
         }
         if nodes.windows(2).any(|w| w[0].name == w[1].name) {
             return Err(FormatError::Invalid { what: "tree", reason: "duplicate entry name" });
@@ -134,8 +142,8 @@ impl Tree {
         ObjectKind::Tree.write_header(&mut w);
         w.u32(self.nodes.len() as u32);
         for n in &self.nodes {
-            let name = &n.name[..n.name.len().min(u16::MAX as usize)];
-            w.bytes16(name);
+            // from_nodes and decode bound names and targets to u16::MAX bytes.
+            w.bytes16(&n.name);
             w.u8(n.kind.tag());
             w.u32(n.mode);
             w.u32(n.uid);
@@ -156,7 +164,7 @@ impl Tree {
                     }
                 }
                 NodeKind::Dir { subtree } => w.raw(subtree.as_bytes()),
-                NodeKind::Symlink { target } => w.bytes16(&target[..target.len().min(u16::MAX as usize)]),
+                NodeKind::Symlink { target } => w.bytes16(target),
                 NodeKind::BlockDevice { rdev } | NodeKind::CharDevice { rdev } => w.u64(*rdev),
                 NodeKind::Fifo | NodeKind::Socket => {}
             }

@@ -177,10 +177,16 @@ pub const MAX_SHORT: usize = u16::MAX as usize;
 /// Truncates a string to at most [`MAX_SHORT`] bytes on a character boundary, so encoders never fail
 /// on an over-long host or tag.
 pub fn clamp_short(s: &str) -> &str {
-    if s.len() <= MAX_SHORT {
+    clamp_to(s, MAX_SHORT)
+}
+
+/// Truncates a string to at most `max` bytes on a character boundary: a cut inside a multi-byte
+/// character would make the field invalid UTF-8, which decoders refuse.
+pub fn clamp_to(s: &str, max: usize) -> &str {
+    if s.len() <= max {
         return s;
     }
-    let mut end = MAX_SHORT;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }

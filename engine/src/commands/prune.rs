@@ -40,8 +40,8 @@ use crate::repository::Repository;
 const SMALL_PACK_DIVISOR: u64 = 4;
 /// Blobs per index file written by prune.
 const INDEX_FILE_BLOBS: usize = 100_000;
-/// Clocks of different hosts may disagree by this much; condemned packs wait that much longer.
-const CLOCK_SKEW_MARGIN_NS: i64 = 60 * 1_000_000_000;
+/// Covers writing the condemning index and clock skew between hosts (spec/ordering.md).
+const CLOCK_SKEW_MARGIN_NS: i64 = 10 * 60 * 1_000_000_000;
 /// Interrupted writes older than this are removed from the temporary folder.
 const TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
