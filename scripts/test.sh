@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v cc >/dev/null || need+=(build-essential)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# restic: the retention tests compare forget's decisions with restic's on the same snapshots.
+command -v restic >/dev/null || need+=(restic)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

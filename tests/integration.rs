@@ -3,5 +3,9 @@
 
 mod support;
 
+mod check;
+mod damage;
+mod restic_parity;
 mod retention;
+mod roundtrip;
 mod smoke;

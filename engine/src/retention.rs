@@ -3,8 +3,10 @@
 //!
 //! A pure function: snapshots (time with their own UTC offset, tags) in, a keep/remove decision with
 //! reasons out. Buckets (hour, day, ISO week, month, year) use each snapshot's local time as it was
-//! recorded. `--keep-within*` durations are measured back from the newest snapshot of the group,
-//! not from the clock, exactly as restic does, so no clock is needed.
+//! recorded. `--keep-within*` durations are measured back from the newest snapshot of the group
+//! that is not in the future, exactly as restic does; "now" is a parameter so tests fix it. When a
+//! counting option still has counts left after the newest snapshot of every bucket, the oldest
+//! snapshot of the group is kept as well (restic does this to keep the longest history).
 
 use chrono::{DateTime, Datelike, FixedOffset, Months, TimeDelta, Timelike};
 use serde::Serialize;
@@ -161,9 +163,9 @@ impl KeepPolicy {
             && self.tags.is_empty()
     }
 
-    /// Decides for one group of snapshots. The result is ordered newest first. An empty policy
-    /// keeps everything (with the reason `policy is empty`).
-    pub fn apply<T: Clone>(&self, snapshots: &[Candidate<T>]) -> Vec<Decision<T>> {
+    /// Decides for one group of snapshots at time `now_ns`. The result is ordered newest first. An
+    /// empty policy keeps everything (with the reason `policy is empty`).
+    pub fn apply<T: Clone>(&self, snapshots: &[Candidate<T>], now_ns: i64) -> Vec<Decision<T>> {
         let mut list: Vec<&Candidate<T>> = snapshots.iter().collect();
         // Newest first; equal times keep their given order.
         list.sort_by(|a, b| b.time_ns.cmp(&a.time_ns));
@@ -185,15 +187,23 @@ impl KeepPolicy {
             (self.within_monthly, ym, None, "monthly within"),
             (self.within_yearly, y, None, "yearly within"),
         ];
-        let Some(newest) = list.first().map(|c| local_time(c.time_ns, c.utc_offset_s)) else { return Vec::new() };
+        // The newest snapshot that is not in the future; with none, every snapshot is "within".
+        let newest = list.iter().find(|c| c.time_ns < now_ns).map(|c| local_time(c.time_ns, c.utc_offset_s));
+        let is_within = |d: &Duration, t: DateTime<FixedOffset>| match newest {
+            Some(n) => d.before(n).is_some_and(|limit| t > limit),
+            None => true,
+        };
+        let oldest = list.len().saturating_sub(1);
         let mut out = Vec::with_capacity(list.len());
         for (nr, cur) in list.iter().enumerate() {
             let t = local_time(cur.time_ns, cur.utc_offset_s);
             let mut reasons = Vec::new();
-            if self.tags.iter().any(|group| group.iter().all(|tag| cur.tags.contains(tag))) {
-                reasons.push("has tags".to_owned());
+            for group in &self.tags {
+                if group.iter().all(|tag| cur.tags.contains(tag)) {
+                    reasons.push(format!("has tags [{}]", group.join(", ")));
+                }
             }
-            if !self.within.is_zero() && self.within.before(newest).is_some_and(|limit| t > limit) {
+            if !self.within.is_zero() && is_within(&self.within, t) {
                 reasons.push(format!("within {}", self.within));
             }
             for b in buckets.iter_mut() {
@@ -201,7 +211,8 @@ impl KeepPolicy {
                     continue;
                 }
                 let value = (b.1)(&t, nr);
-                if b.2 != Some(value) {
+                // With counts left, the oldest snapshot is kept too.
+                if b.2 != Some(value) || nr == oldest {
                     b.2 = Some(value);
                     if b.0 > 0 {
                         b.0 -= 1;
@@ -210,7 +221,7 @@ impl KeepPolicy {
                 }
             }
             for b in within_buckets.iter_mut() {
-                if b.0.is_zero() || !b.0.before(newest).is_some_and(|limit| t > limit) {
+                if b.0.is_zero() || !is_within(&b.0, t) {
                     continue;
                 }
                 let value = (b.1)(&t, nr);
@@ -242,10 +253,13 @@ mod tests {
     }
 
     fn kept(p: &KeepPolicy, s: &[Candidate<usize>]) -> Vec<usize> {
-        let mut k: Vec<usize> = p.apply(s).into_iter().filter(|d| d.keep).map(|d| d.item).collect();
+        let mut k: Vec<usize> = p.apply(s, NOW).into_iter().filter(|d| d.keep).map(|d| d.item).collect();
         k.sort();
         k
     }
+
+    /// Far after every test snapshot.
+    const NOW: i64 = 4_000_000_000_000_000_000;
 
     const SERIES: &[&str] = &[
         "2026-01-01 10:00", // 0
@@ -273,8 +287,12 @@ mod tests {
         // ISO weeks: 2026-01-01 and 01-02 share week 1; 01-08 is week 2.
         assert_eq!(kept(&p(|p| p.weekly = 4), &s), vec![4, 5, 6, 8]);
         assert_eq!(kept(&p(|p| p.monthly = 3), &s), vec![4, 6, 8]);
-        assert_eq!(kept(&p(|p| p.yearly = -1), &s), vec![6, 8]);
-        assert_eq!(kept(&p(|p| p.hourly = -1), &s), vec![1, 2, 3, 4, 5, 6, 8]);
+        // Unlimited counts always have counts left, so the oldest snapshot is kept too.
+        assert_eq!(kept(&p(|p| p.yearly = -1), &s), vec![0, 6, 8]);
+        assert_eq!(kept(&p(|p| p.hourly = -1), &s), vec![0, 1, 2, 3, 4, 5, 6, 8]);
+        // Counts left after every bucket: the oldest is kept as well; counts used up: it is not.
+        assert_eq!(kept(&p(|p| p.daily = 20), &s), vec![0, 2, 3, 4, 5, 6, 8]);
+        assert_eq!(kept(&p(|p| p.daily = 6), &s), vec![2, 3, 4, 5, 6, 8]);
         // Within is measured from the newest snapshot, not from now.
         assert_eq!(kept(&p(|p| p.within = Duration::parse("1h").expect("valid")), &s), vec![7, 8]);
         // 1y1m before 2027-03-01 08:45 is 2026-02-01 08:45: snapshot 5 (00:00 that day) is older.
@@ -286,7 +304,7 @@ mod tests {
     fn combinations_and_reasons() {
         let s = snaps(SERIES);
         let p = KeepPolicy { last: 1, daily: 2, monthly: 2, ..KeepPolicy::default() };
-        let d = p.apply(&s);
+        let d = p.apply(&s, NOW);
         let reasons = |i: usize| d.iter().find(|x| x.item == i).expect("present").reasons.clone();
         assert_eq!(reasons(8), vec!["last snapshot", "daily snapshot", "monthly snapshot"]);
         assert_eq!(reasons(6), vec!["daily snapshot", "monthly snapshot"]);
@@ -301,14 +319,37 @@ mod tests {
         let p = KeepPolicy { last: 1, tags: vec![vec!["keep".into()]], ..KeepPolicy::default() };
         assert_eq!(kept(&p, &s), vec![0, 8]);
         assert_eq!(kept(&KeepPolicy::default(), &s).len(), s.len());
-        // 21:00 and 22:30 UTC on Jan 1st fall on two local days in UTC+2 (23:00 and 00:30).
-        let mut t = snaps(&["2026-01-01 21:00", "2026-01-01 22:30"]);
-        t[0].utc_offset_s = 7200;
-        t[1].utc_offset_s = 7200;
-        assert_eq!(kept(&KeepPolicy { daily: 5, ..KeepPolicy::default() }, &t), vec![0, 1]);
-        t[0].utc_offset_s = 0;
-        t[1].utc_offset_s = 0;
-        assert_eq!(kept(&KeepPolicy { daily: 5, ..KeepPolicy::default() }, &t), vec![1]);
+        // 20:00 to 23:00 UTC on Jan 1st span two local days in UTC+2 (22:00 to 01:00).
+        let mut t = snaps(&["2026-01-01 20:00", "2026-01-01 21:30", "2026-01-01 22:30", "2026-01-01 23:00"]);
+        let daily2 = KeepPolicy { daily: 2, ..KeepPolicy::default() };
+        for c in t.iter_mut() {
+            c.utc_offset_s = 7200;
+        }
+        assert_eq!(kept(&daily2, &t), vec![1, 3]);
+        // In UTC they are one day: the newest, plus the oldest because a count is left.
+        for c in t.iter_mut() {
+            c.utc_offset_s = 0;
+        }
+        assert_eq!(kept(&daily2, &t), vec![0, 3]);
+    }
+
+    #[test]
+    fn future_snapshots_do_not_move_the_within_window() {
+        let s = snaps(&["2026-01-01 00:00", "2026-01-01 05:00", "2030-01-01 00:00"]);
+        let now = s[1].time_ns + 1;
+        let p = KeepPolicy { within: Duration::parse("2h").expect("valid"), ..KeepPolicy::default() };
+        // Newest not in the future is 05:00, so 00:00 is outside 2h; the future one is after it.
+        let mut k: Vec<usize> = p.apply(&s, now).into_iter().filter(|d| d.keep).map(|d| d.item).collect();
+        k.sort();
+        assert_eq!(k, vec![1, 2]);
+    }
+
+    #[test]
+    fn tag_reasons_name_the_tag_list() {
+        let mut s = snaps(&["2026-01-01 00:00"]);
+        s[0].tags = vec!["a".into(), "b".into()];
+        let p = KeepPolicy { tags: vec![vec!["a".into(), "b".into()], vec!["b".into()]], ..KeepPolicy::default() };
+        assert_eq!(p.apply(&s, NOW)[0].reasons, vec!["has tags [a, b]", "has tags [b]"]);
     }
 
     #[test]

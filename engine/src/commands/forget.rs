@@ -91,12 +91,14 @@ fn planned(id: SnapshotId, s: &Snapshot, reasons: Vec<String>) -> PlannedSnapsho
     PlannedSnapshot { id, time_ns: s.time_ns, host: s.host.clone(), tags: s.tags.clone(), paths: s.paths.clone(), reasons }
 }
 
-/// Builds the plan for a policy over the snapshots passing `filter`, grouped by `group_by`.
+/// Builds the plan for a policy over the snapshots passing `filter`, grouped by `group_by`, at
+/// time `now_ns` (snapshots after it do not count as the newest).
 pub fn plan_policy(
     snapshots: &[(SnapshotId, Snapshot)],
     policy: &KeepPolicy,
     group_by: GroupBy,
     filter: &SnapshotFilter,
+    now_ns: i64,
 ) -> ForgetPlan {
     let mut groups: BTreeMap<GroupKey, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
     for entry in snapshots.iter().filter(|(_, s)| filter.matches(s)) {
@@ -121,7 +123,7 @@ pub fn plan_policy(
             .map(|(i, (_, s))| Candidate { item: i, time_ns: s.time_ns, utc_offset_s: s.utc_offset_s, tags: s.tags.clone() })
             .collect();
         let mut group = ForgetGroup { key, keep: Vec::new(), remove: Vec::new() };
-        for d in policy.apply(&candidates) {
+        for d in policy.apply(&candidates, now_ns) {
             let (id, s) = members[d.item];
             if d.keep {
                 group.keep.push(planned(*id, s, d.reasons));
