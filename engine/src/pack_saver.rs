@@ -1,6 +1,10 @@
 //! The write side of the pipeline: blobs are compressed and sealed on rayon's pool, gathered into
 //! packs (data and tree blobs apart) by one packer thread, uploaded, and named in index files.
 //!
+//! Blobs saved but not yet named by an index file in the local cache are remembered as *pending*,
+//! so a run never stores a blob twice; once their index file is saved they leave that set (the
+//! cache answers for them), which keeps memory flat however many blobs a run adds.
+//!
 //! Memory is bounded: at most `max_in_flight` blobs are being sealed at once, at most
 //! `SEALED_QUEUE` sealed blobs wait for the packer, and the packer holds one open pack per kind.
 //! With 4 MiB chunks, 16 MiB packs and two cores that is under 100 MiB in the worst case.
@@ -11,6 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,6 +86,7 @@ pub struct PackSaver<'scope> {
     tx: Option<SyncSender<SealedBlob>>,
     gate: Arc<Gate>,
     failed: Arc<AtomicBool>,
+    pending: Arc<Mutex<HashSet<BlobId>>>,
     packer: Option<std::thread::ScopedJoinHandle<'scope, Result<SaverStats>>>,
 }
 
@@ -90,8 +96,10 @@ impl<'scope> PackSaver<'scope> {
         let (tx, rx) = sync_channel::<SealedBlob>(SEALED_QUEUE);
         let failed = Arc::new(AtomicBool::new(false));
         let packer_failed = failed.clone();
+        let pending = Arc::new(Mutex::new(HashSet::new()));
+        let packer_pending = pending.clone();
         let packer = scope.spawn(move || {
-            let result = run_packer(repo, rx, dry_run);
+            let result = run_packer(repo, rx, dry_run, packer_pending);
             if result.is_err() {
                 packer_failed.store(true, Ordering::SeqCst);
             }
@@ -105,6 +113,7 @@ impl<'scope> PackSaver<'scope> {
             tx: Some(tx),
             gate: Arc::new(Gate::default()),
             failed,
+            pending,
             packer: Some(packer),
         }
     }
@@ -116,6 +125,7 @@ impl<'scope> PackSaver<'scope> {
             return Err(Error::new(ErrorKind::Io, "storing blobs failed"));
         }
         let tx = self.tx.clone().ok_or_else(|| Error::new(ErrorKind::Bug, "saver already finished"))?;
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
         self.gate.enter(self.max_in_flight);
         let (key, level, gate) = (self.key.clone(), self.level, self.gate.clone());
         rayon::spawn(move || {
@@ -136,6 +146,11 @@ impl<'scope> PackSaver<'scope> {
         }
         let tx = self.tx.as_ref().ok_or_else(|| Error::new(ErrorKind::Bug, "saver already finished"))?;
         tx.send(blob).map_err(|_| Error::new(ErrorKind::Io, "storing blobs failed"))
+    }
+
+    /// Whether a blob was saved by this saver and is not yet in an index file the cache knows.
+    pub fn is_pending(&self, id: &BlobId) -> bool {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
     }
 
     /// Whether the packer has failed (callers stop early).
@@ -159,9 +174,15 @@ struct Packer<'r> {
     oldest_unindexed: Option<Instant>,
     stats: SaverStats,
     dry_run: bool,
+    pending: Arc<Mutex<HashSet<BlobId>>>,
 }
 
-fn run_packer(repo: &Repository, rx: Receiver<SealedBlob>, dry_run: bool) -> Result<SaverStats> {
+fn run_packer(
+    repo: &Repository,
+    rx: Receiver<SealedBlob>,
+    dry_run: bool,
+    pending: Arc<Mutex<HashSet<BlobId>>>,
+) -> Result<SaverStats> {
     let mut p = Packer {
         repo,
         open: [None, None],
@@ -169,6 +190,7 @@ fn run_packer(repo: &Repository, rx: Receiver<SealedBlob>, dry_run: bool) -> Res
         oldest_unindexed: None,
         stats: SaverStats::default(),
         dry_run,
+        pending,
     };
     let mut result = Ok(());
     for blob in rx.iter() {
@@ -236,7 +258,12 @@ impl Packer<'_> {
         let file = IndexFile { supersedes: Vec::new(), packs: std::mem::take(&mut self.unindexed), condemned: Vec::new() };
         self.oldest_unindexed = None;
         if !self.dry_run {
+            // The cache knows these blobs from now on; they need not be remembered any more.
             self.repo.save_index(&file)?;
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            for b in file.packs.iter().flat_map(|p| p.blobs.iter()) {
+                pending.remove(&b.id);
+            }
         }
         self.stats.index_files += 1;
         Ok(())

@@ -7,7 +7,7 @@
 //! they list is still in the index. A snapshot is written only after every blob it references is in
 //! an index file; a failing source command produces no snapshot.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -155,7 +155,6 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             one_file_system: opts.one_file_system,
             force: opts.force,
             progress,
-            queued: HashSet::new(),
             buffer: Vec::new(),
             summary: &mut summary,
             warnings: &mut warnings,
@@ -399,8 +398,6 @@ struct Walker<'a, 's> {
     one_file_system: bool,
     force: bool,
     progress: &'a dyn Progress,
-    /// Blobs queued by this run (not yet in any index).
-    queued: HashSet<BlobId>,
     buffer: Vec<u8>,
     summary: &'a mut Summary,
     warnings: &'a mut Vec<String>,
@@ -421,14 +418,13 @@ impl Walker<'_, '_> {
     }
 
     fn is_known(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.queued.contains(id) || self.repo.cache().has_blob(id)?)
+        Ok(self.saver.is_pending(id) || self.repo.cache().has_blob(id)?)
     }
 
     fn store_blob(&mut self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<()> {
         if self.is_known(&id)? {
             return Ok(());
         }
-        self.queued.insert(id);
         self.saver.save(kind, id, data.to_vec())
     }
 
@@ -735,7 +731,6 @@ impl Walker<'_, '_> {
                     let id = self.repo.key().blob_id(chunk);
                     content.push(id);
                     if !self.is_known(&id)? {
-                        self.queued.insert(id);
                         self.saver.save(BlobKind::Data, id, chunk.to_vec())?;
                     }
                     offset += len;
