@@ -64,8 +64,14 @@ fn restic_plan(dir: &std::path::Path, policy: &[&str]) -> BTreeMap<String, Vec<S
     for g in groups.as_array().into_iter().flatten() {
         for r in g["reasons"].as_array().into_iter().flatten() {
             let time = r["snapshot"]["time"].as_str().expect("time");
-            let time = chrono::DateTime::parse_from_rfc3339(time).expect("RFC 3339").format("%Y-%m-%d %H:%M:%S").to_string();
-            let matches = r["matches"].as_array().expect("matches").iter().map(|m| m.as_str().expect("text").to_owned()).collect();
+            let time =
+                chrono::DateTime::parse_from_rfc3339(time).expect("RFC 3339").format("%Y-%m-%d %H:%M:%S").to_string();
+            let matches = r["matches"]
+                .as_array()
+                .expect("matches")
+                .iter()
+                .map(|m| m.as_str().expect("text").to_owned())
+                .collect();
             kept.insert(time, matches);
         }
     }
@@ -83,7 +89,12 @@ fn cairn_plan(repo: &TestRepo, policy: &[&str]) -> BTreeMap<String, Vec<String>>
         for k in g["keep"].as_array().into_iter().flatten() {
             let ns = k["time_ns"].as_i64().expect("time");
             let time = chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%d %H:%M:%S").to_string();
-            let reasons = k["reasons"].as_array().expect("reasons").iter().map(|m| m.as_str().expect("text").to_owned()).collect();
+            let reasons = k["reasons"]
+                .as_array()
+                .expect("reasons")
+                .iter()
+                .map(|m| m.as_str().expect("text").to_owned())
+                .collect();
             kept.insert(time, reasons);
         }
     }
@@ -98,7 +109,10 @@ fn forget_keeps_what_restic_keeps_for_the_same_reasons() {
     let src = repo.scratch("src");
     std::fs::write(src.join("f"), b"same content every time").expect("write");
     for (i, t) in times().iter().enumerate() {
-        restic(&dir, &["backup", "--quiet", "--host", "db1", "--tag", tag(i), "--time", t, src.to_str().expect("UTF-8 path")]);
+        restic(
+            &dir,
+            &["backup", "--quiet", "--host", "db1", "--tag", tag(i), "--time", t, src.to_str().expect("UTF-8 path")],
+        );
         repo.cairn()
             .env("TZ", "UTC")
             .args(["backup", "--quiet", "--host", "db1", "--tag", tag(i), "--time", t])
@@ -121,7 +135,20 @@ fn forget_keeps_what_restic_keeps_for_the_same_reasons() {
         &["--keep-within-monthly", "1y"],
         &["--keep-within-yearly", "5y"],
         &["--keep-tag", "monthly-dump"],
-        &["--keep-last", "2", "--keep-hourly", "24", "--keep-daily", "30", "--keep-weekly", "12", "--keep-monthly", "12", "--keep-yearly", "7"],
+        &[
+            "--keep-last",
+            "2",
+            "--keep-hourly",
+            "24",
+            "--keep-daily",
+            "30",
+            "--keep-weekly",
+            "12",
+            "--keep-monthly",
+            "12",
+            "--keep-yearly",
+            "7",
+        ],
         &["--keep-last", "1", "--keep-tag", "monthly-dump", "--keep-within", "10d"],
         &["--keep-daily", "3", "--keep-within-weekly", "2m", "--keep-monthly", "2"],
     ];
@@ -134,7 +161,10 @@ fn forget_keeps_what_restic_keeps_for_the_same_reasons() {
         assert_eq!(ours, theirs, "policy {policy:?}");
         if let Some(reasons) = their_oldest {
             let ours = our_oldest.unwrap_or_default();
-            assert!(reasons.iter().all(|r| ours.contains(r)), "policy {policy:?}: oldest kept by restic for {reasons:?}, by cairn for {ours:?}");
+            assert!(
+                reasons.iter().all(|r| ours.contains(r)),
+                "policy {policy:?}: oldest kept by restic for {reasons:?}, by cairn for {ours:?}"
+            );
         }
     }
 }

@@ -32,8 +32,12 @@ fn dump_at(step: u64) -> Vec<u8> {
     for row in 0..40_000u64 {
         let version = if row % 97 == step % 97 { step } else { 0 };
         out.extend_from_slice(
-            format!("INSERT INTO accounts VALUES ({row}, 'user_{row}', {}, 'v{version}-{:016x}');\n", row * 7 % 1000, row.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-                .as_bytes(),
+            format!(
+                "INSERT INTO accounts VALUES ({row}, 'user_{row}', {}, 'v{version}-{:016x}');\n",
+                row * 7 % 1000,
+                row.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            )
+            .as_bytes(),
         );
     }
     out
@@ -61,8 +65,11 @@ fn assert_restores_as_step(repo: &TestRepo, snapshot: &str, src: &Path, step: u6
         Rng(step + 1).bytes(300_000),
         "unique file of step {step}"
     );
-    let names: Vec<String> =
-        std::fs::read_dir(&restored).expect("list").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(&restored)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names.len(), 2, "snapshot of step {step} holds exactly two files: {names:?}");
 }
 
@@ -74,7 +81,13 @@ fn snapshot_steps(repo: &TestRepo) -> BTreeMap<String, u64> {
         .iter()
         .map(|s| {
             let id = s["id"].as_str().expect("id").to_owned();
-            let tag = s["tags"].as_array().expect("tags").iter().filter_map(|t| t.as_str()).find(|t| t.starts_with("step-")).expect("step tag");
+            let tag = s["tags"]
+                .as_array()
+                .expect("tags")
+                .iter()
+                .filter_map(|t| t.as_str())
+                .find(|t| t.starts_with("step-"))
+                .expect("step tag");
             (id, tag["step-".len()..].parse().expect("step number"))
         })
         .collect()
@@ -106,7 +119,19 @@ fn gfs_policy_keeps_the_expected_snapshots_and_prune_reclaims_the_rest() {
     let out = repo
         .cairn()
         .env("TZ", "UTC")
-        .args(["forget", "--keep-last", "2", "--keep-daily", "3", "--keep-weekly", "2", "--keep-monthly", "1", "--prune", "--json"])
+        .args([
+            "forget",
+            "--keep-last",
+            "2",
+            "--keep-daily",
+            "3",
+            "--keep-weekly",
+            "2",
+            "--keep-monthly",
+            "1",
+            "--prune",
+            "--json",
+        ])
         .output()
         .expect("runs");
     assert!(out.status.success(), "forget failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -116,13 +141,22 @@ fn gfs_policy_keeps_the_expected_snapshots_and_prune_reclaims_the_rest() {
     // last 2 -> steps 79, 78; daily 3 -> newest of Nov 21 (79), Nov 20 (75), Nov 19 (71);
     // weekly 2 -> newest of ISO week 47 (79) and week 46 (Sun Nov 15 18:00 = 55);
     // monthly 1 -> newest of November (79).
-    let kept: Vec<u64> = snapshot_steps(&repo).values().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let kept: Vec<u64> =
+        snapshot_steps(&repo).values().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     assert_eq!(kept, vec![55, 71, 75, 78, 79]);
     let reasons: Vec<String> = report["plan"]["groups"][0]["keep"]
         .as_array()
         .expect("kept list")
         .iter()
-        .map(|k| k["reasons"].as_array().expect("reasons").iter().map(|r| r.as_str().expect("text")).collect::<Vec<_>>().join("+"))
+        .map(|k| {
+            k["reasons"]
+                .as_array()
+                .expect("reasons")
+                .iter()
+                .map(|r| r.as_str().expect("text"))
+                .collect::<Vec<_>>()
+                .join("+")
+        })
         .collect();
     assert_eq!(
         reasons,
@@ -200,7 +234,8 @@ fn prune_beside_running_backups_never_breaks_a_snapshot() {
         scope.spawn(move || {
             for d in delays {
                 std::thread::sleep(Duration::from_millis(d));
-                let out = repo.cairn().args(["forget", "--keep-last", "2", "--prune", "--quiet"]).output().expect("runs");
+                let out =
+                    repo.cairn().args(["forget", "--keep-last", "2", "--prune", "--quiet"]).output().expect("runs");
                 // Two prunes never overlap here, so the exclusive lock is always free.
                 assert!(out.status.success(), "prune failed: {}", String::from_utf8_lossy(&out.stderr));
             }
@@ -281,7 +316,13 @@ fn prune_defers_deleting_what_a_running_backup_may_use() {
     std::fs::write(src.join("other.txt"), b"b").expect("write");
     repo.cairn().args(["backup", "--quiet", "--tag", "b"]).arg(&src).assert().success();
     // Snapshot a goes; x_old.bin is now unused.
-    let ids: Vec<String> = repo.json(&["snapshots", "--tag", "a"]).as_array().expect("array").iter().map(|s| s["id"].as_str().expect("id").to_owned()).collect();
+    let ids: Vec<String> = repo
+        .json(&["snapshots", "--tag", "a"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect();
     repo.cairn().arg("forget").args(&ids).assert().success();
 
     // Backup c: a large new file first (sorted first), then the old file again.
@@ -304,7 +345,10 @@ fn prune_defers_deleting_what_a_running_backup_may_use() {
 
     let report = repo.json(&["prune"]);
     assert!(report["plan"]["packs_delete"].as_u64().expect("count") >= 1, "x_old.bin's pack is unused: {report}");
-    assert!(report["packs_deferred"].as_u64().expect("count") >= 1, "deletion must wait for the running backup: {report}");
+    assert!(
+        report["packs_deferred"].as_u64().expect("count") >= 1,
+        "deletion must wait for the running backup: {report}"
+    );
     assert_eq!(report["packs_deleted"], 0);
 
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("resume backup");

@@ -17,6 +17,8 @@ pub mod exit {
     pub const FATAL: u8 = 1;
     /// Finished, but some files could not be read or restored.
     pub const INCOMPLETE: u8 = 3;
+    /// `check` (or `key list`) found damage in the repository.
+    pub const DAMAGE: u8 = 4;
     pub const NO_REPOSITORY: u8 = 10;
     pub const LOCKED: u8 = 11;
     pub const WRONG_PASSWORD: u8 = 12;
@@ -78,6 +80,12 @@ enum Command {
     Forget(commands::forget::Args),
     /// Reclaim the space of data no snapshot uses
     Prune(commands::prune::Args),
+    /// Check the repository for damage (structure; with --read-data, every blob)
+    Check(commands::check::Args),
+    /// Repair the index or snapshots after damage
+    Repair(commands::repair::Args),
+    /// Manage key files and passwords
+    Key(commands::key::Args),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +98,9 @@ fn main() -> ExitCode {
         Command::Dump(a) => commands::dump::run(&cli.global, a),
         Command::Ls(a) => commands::ls::run(&cli.global, a),
         Command::Cat(a) => commands::cat::run(&cli.global, a),
+        Command::Check(a) => commands::check::run(&cli.global, a),
+        Command::Repair(a) => commands::repair::run(&cli.global, a),
+        Command::Key(a) => commands::key::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
     };

@@ -112,6 +112,9 @@ impl Cache {
         conn.busy_timeout(Duration::from_secs(120)).map_err(sql("busy timeout"))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql("journal mode"))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql("synchronous"))?;
+        // Sorting and grouping over millions of rows (prune) spill to disk, not to memory.
+        conn.pragma_update(None, "temp_store", "FILE").map_err(sql("temp store"))?;
+        conn.pragma_update(None, "cache_size", -16_384).map_err(sql("cache size"))?;
         conn.execute_batch(SCHEMA).map_err(sql("schema"))?;
         Ok(Self { conn, path })
     }
@@ -138,11 +141,22 @@ impl Cache {
         let new: Vec<IndexId> = present.iter().copied().filter(|id| !known.contains(id)).collect();
         // Decoding is CPU work (decryption); do it in parallel before taking the write lock.
         use rayon::prelude::*;
-        let fetched: Vec<(IndexId, IndexFile)> =
-            new.par_iter().map(|id| fetch(*id).map(|f| (*id, f))).collect::<Result<Vec<_>>>()?;
+        let results: Vec<(IndexId, Result<IndexFile>)> = new.par_iter().map(|id| (*id, fetch(*id))).collect();
+        let mut fetched: Vec<(IndexId, IndexFile)> = Vec::with_capacity(results.len());
+        let mut unreadable = Vec::new();
+        for (id, r) in results {
+            match r {
+                Ok(f) => fetched.push((id, f)),
+                // A damaged index file must not make every other one unusable; a vanished one was
+                // superseded by a prune between listing and reading. Neither is merged; the caller
+                // decides whether it may go on.
+                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => unreadable.push(e),
+                Err(e) => return Err(e),
+            }
+        }
 
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql("begin"))?;
-        let mut stats = SyncStats::default();
+        let mut stats = SyncStats { unreadable, ..SyncStats::default() };
         // Forget index files that vanished from the repository.
         for id in known.difference(&present_set) {
             forget_index(&tx, *id)?;
@@ -408,7 +422,8 @@ impl Cache {
 
     /// Marks a blob used; returns whether it was not marked before.
     pub fn mark_used(&self, id: &BlobId) -> Result<bool> {
-        let mut stmt = self.conn.prepare_cached("INSERT OR IGNORE INTO temp.used (id) VALUES (?1)").map_err(sql("mark"))?;
+        let mut stmt =
+            self.conn.prepare_cached("INSERT OR IGNORE INTO temp.used (id) VALUES (?1)").map_err(sql("mark"))?;
         Ok(stmt.execute([&id.as_bytes()[..]]).map_err(sql("mark"))? == 1)
     }
 
@@ -521,9 +536,7 @@ impl Cache {
     pub fn is_keeper(&self, id: &BlobId, pack: &PackId) -> Result<bool> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT MIN(b.pack) FROM blobs b JOIN temp.used u ON u.id = b.id WHERE b.id = ?1",
-            )
+            .prepare_cached("SELECT MIN(b.pack) FROM blobs b JOIN temp.used u ON u.id = b.id WHERE b.id = ?1")
             .map_err(sql("keeper"))?;
         let keeper: Option<Vec<u8>> = stmt.query_row([&id.as_bytes()[..]], |r| r.get(0)).map_err(sql("keeper"))?;
         Ok(keeper.as_deref() == Some(&pack.as_bytes()[..]))
@@ -540,7 +553,13 @@ impl Cache {
             .map_err(sql("condemned"))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, Vec<u8>>(4)?))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                ))
             })
             .map_err(sql("condemned"))?;
         let mut out = Vec::new();
@@ -594,10 +613,12 @@ impl Cache {
 }
 
 /// What a sync did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SyncStats {
     pub merged: usize,
     pub removed: usize,
+    /// Index files that could not be read (damaged, or gone since they were listed).
+    pub unreadable: Vec<Error>,
 }
 
 fn to_id(b: &[u8]) -> Option<[u8; 32]> {
@@ -682,4 +703,119 @@ fn decode_entries(bytes: &[u8]) -> Option<Vec<BlobEntry>> {
         });
     }
     Some(out)
+}
+
+/// When `check` last read a pack and found it whole, at each depth (Unix nanoseconds; 0 = never).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PackCheckTimes {
+    /// Last time the pack's bytes were found to match its name.
+    pub hashed_ns: i64,
+    /// Last time every blob of the pack was decrypted and authenticated.
+    pub decrypted_ns: i64,
+}
+
+const PACK_CHECKS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS pack_checks (
+    pack BLOB PRIMARY KEY,
+    hashed_ns INTEGER NOT NULL,
+    decrypted_ns INTEGER NOT NULL
+) WITHOUT ROWID;";
+
+impl Cache {
+    /// When each pack was last verified by `check`. Used only to choose which packs a partial
+    /// `check --read-data-subset` reads first; losing it only changes that order.
+    pub fn pack_check_times(&self) -> Result<std::collections::HashMap<PackId, PackCheckTimes>> {
+        self.conn.execute_batch(PACK_CHECKS_SCHEMA).map_err(sql("pack checks"))?;
+        let mut stmt =
+            self.conn.prepare("SELECT pack, hashed_ns, decrypted_ns FROM pack_checks").map_err(sql("pack checks"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(sql("pack checks"))?;
+        let mut out = std::collections::HashMap::new();
+        for row in rows {
+            let (pack, hashed_ns, decrypted_ns) = row.map_err(sql("pack checks"))?;
+            if let Some(b) = to_id(&pack) {
+                out.insert(PackId::from_bytes(b), PackCheckTimes { hashed_ns, decrypted_ns });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that `packs` were read at `now_ns` and found whole (`decrypted`: every blob was also
+    /// authenticated), and forgets packs that are no longer in `present`.
+    pub fn record_pack_checks(
+        &mut self,
+        packs: &[PackId],
+        decrypted: bool,
+        now_ns: i64,
+        present: &HashSet<PackId>,
+    ) -> Result<()> {
+        self.conn.execute_batch(PACK_CHECKS_SCHEMA).map_err(sql("pack checks"))?;
+        let tx = self.conn.transaction().map_err(sql("begin"))?;
+        {
+            let known: Vec<Vec<u8>> = {
+                let mut stmt = tx.prepare("SELECT pack FROM pack_checks").map_err(sql("pack checks"))?;
+                let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql("pack checks"))?;
+                rows.filter_map(|r| r.ok()).collect()
+            };
+            for k in known {
+                if to_id(&k).is_none_or(|b| !present.contains(&PackId::from_bytes(b))) {
+                    tx.execute("DELETE FROM pack_checks WHERE pack = ?1", [&k]).map_err(sql("pack checks"))?;
+                }
+            }
+            let sql_text = if decrypted {
+                "INSERT INTO pack_checks (pack, hashed_ns, decrypted_ns) VALUES (?1, ?2, ?2)
+                 ON CONFLICT(pack) DO UPDATE SET hashed_ns = excluded.hashed_ns, decrypted_ns = excluded.decrypted_ns"
+            } else {
+                "INSERT INTO pack_checks (pack, hashed_ns, decrypted_ns) VALUES (?1, ?2, 0)
+                 ON CONFLICT(pack) DO UPDATE SET hashed_ns = excluded.hashed_ns"
+            };
+            let mut stmt = tx.prepare_cached(sql_text).map_err(sql("pack checks"))?;
+            for p in packs {
+                stmt.execute(params![&p.as_bytes()[..], now_ns]).map_err(sql("pack checks"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit"))
+    }
+}
+
+impl Cache {
+    /// Every location the merged index knows for a blob (a blob may be stored more than once), so
+    /// that a reader can fall back to another copy when one is damaged.
+    pub fn locate_all(&self, id: &BlobId) -> Result<Vec<BlobLocation>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT pack, kind, compression, offset, stored_len, plain_len FROM blobs WHERE id = ?1",
+            )
+            .map_err(sql("lookup"))?;
+        let rows = stmt
+            .query_map([&id.as_bytes()[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, u8>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, u32>(5)?,
+                ))
+            })
+            .map_err(sql("lookup"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (pack, kind, compression, offset, stored_len, plain_len) = row.map_err(sql("lookup"))?;
+            let bad = || Error::corrupt("local cache holds an invalid row; delete the cache folder");
+            out.push(BlobLocation {
+                pack: PackId::from_bytes(to_id(&pack).ok_or_else(bad)?),
+                entry: BlobEntry {
+                    kind: BlobKind::from_u8(kind).map_err(|_| bad())?,
+                    id: *id,
+                    compression: Compression::from_u8(compression).map_err(|_| bad())?,
+                    offset,
+                    stored_len,
+                    plain_len,
+                },
+            });
+        }
+        Ok(out)
+    }
 }

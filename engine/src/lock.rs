@@ -146,26 +146,22 @@ impl Drop for LockGuard {
 pub fn acquire(repo: &Repository, kind: LockKind) -> Result<LockGuard> {
     let now = crate::commands::backup::now_ns();
     if kind == LockKind::Exclusive
-        && let Some(other) = list_locks(repo)?.into_iter().find(|l| l.lock.kind == LockKind::Exclusive && l.is_live(now))
+        && let Some(other) =
+            list_locks(repo)?.into_iter().find(|l| l.lock.kind == LockKind::Exclusive && l.is_live(now))
     {
         return Err(Error::new(
             ErrorKind::Locked,
             format!("the repository is locked: {}; try again when it has finished", other.describe()),
         ));
     }
-    let lock = Lock {
-        kind,
-        host: hostname(),
-        user: username(),
-        pid: std::process::id(),
-        created_ns: now,
-        refreshed_ns: now,
-    };
+    let lock =
+        Lock { kind, host: hostname(), user: username(), pid: std::process::id(), created_ns: now, refreshed_ns: now };
     let name = cairn_format::id::to_hex(&random_bytes::<32>());
     repo.backend().write(FileType::Lock, &name, lock.encode(repo.key(), &nonce()))?;
     let stop = Arc::new(Stop::default());
     let heartbeat = {
-        let (backend, key, name, stop, lock) = (repo.backend().clone(), repo.key().clone(), name.clone(), stop.clone(), lock.clone());
+        let (backend, key, name, stop, lock) =
+            (repo.backend().clone(), repo.key().clone(), name.clone(), stop.clone(), lock.clone());
         std::thread::spawn(move || {
             let mut lock = lock;
             let mut stopped = stop.stopped.lock().unwrap_or_else(|p| p.into_inner());

@@ -13,9 +13,9 @@
 //! is written before the snapshot that needs it. Index files are flushed every few packs and every
 //! few seconds, so an interrupted backup leaves indexed packs that the next run reuses.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -255,7 +255,8 @@ impl Packer<'_> {
         if self.unindexed.is_empty() {
             return Ok(());
         }
-        let file = IndexFile { supersedes: Vec::new(), packs: std::mem::take(&mut self.unindexed), condemned: Vec::new() };
+        let file =
+            IndexFile { supersedes: Vec::new(), packs: std::mem::take(&mut self.unindexed), condemned: Vec::new() };
         self.oldest_unindexed = None;
         if !self.dry_run {
             // The cache knows these blobs from now on; they need not be remembered any more.

@@ -39,6 +39,9 @@ impl Default for InitOptions {
     }
 }
 
+/// A snapshot with its id.
+pub type SnapshotEntry = (SnapshotId, Snapshot);
+
 /// An unlocked repository.
 #[derive(Debug)]
 pub struct Repository {
@@ -197,12 +200,23 @@ impl Repository {
         IndexFile::decode(&bytes, &self.key).map_err(|e| Error::format(format!("index/{id}"), e))
     }
 
-    /// Brings the local merged index up to date with the repository.
-    pub fn sync_index(&self) -> Result<()> {
+    /// Brings the local merged index up to date with the repository. Index files that cannot be
+    /// read are skipped and returned, so that one damaged file does not stop a restore; commands
+    /// that delete (prune, repair snapshots) must refuse to go on when any is returned.
+    pub fn sync_index(&self) -> Result<Vec<Error>> {
         let present = self.list_index_ids()?;
         let mut cache = self.cache();
-        cache.sync_index(&present, |id| self.load_index(id))?;
-        Ok(())
+        Ok(cache.sync_index(&present, |id| self.load_index(id))?.unreadable)
+    }
+
+    /// Like [`Repository::sync_index`], but an unreadable index file is an error.
+    pub fn sync_index_complete(&self, doing: &str) -> Result<()> {
+        match self.sync_index()?.into_iter().next() {
+            None => Ok(()),
+            Some(e) => {
+                Err(Error::new(ErrorKind::Corrupt, format!("cannot {doing}: {e}; run 'cairn repair index' first")))
+            }
+        }
     }
 
     /// Saves an index file and merges it into the local cache.
@@ -233,7 +247,7 @@ impl Repository {
     }
 
     /// Every snapshot, oldest first. Damaged snapshot files are returned as errors beside the rest.
-    pub fn load_snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Error>)> {
+    pub fn load_snapshots(&self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
         let ids = self.list_snapshot_ids()?;
         let present: HashSet<[u8; 32]> = ids.iter().map(|i| *i.as_bytes()).collect();
         self.cache().retain_snapshots(&present)?;

@@ -35,7 +35,8 @@ impl Duration {
                 num.push(c);
                 continue;
             }
-            let n: i32 = num.parse().map_err(|_| Error::invalid(format!("duration '{s}': a number must come before '{c}'")))?;
+            let n: i32 =
+                num.parse().map_err(|_| Error::invalid(format!("duration '{s}': a number must come before '{c}'")))?;
             num.clear();
             match c {
                 'y' => d.years += n,
@@ -59,7 +60,11 @@ impl Duration {
     /// `t` minus this duration (years and months on the calendar, then days and hours).
     fn before(&self, t: DateTime<FixedOffset>) -> Option<DateTime<FixedOffset>> {
         let months = self.years.checked_mul(12)?.checked_add(self.months)?;
-        let t = if months >= 0 { t.checked_sub_months(Months::new(months as u32))? } else { t.checked_add_months(Months::new(months.unsigned_abs()))? };
+        let t = if months >= 0 {
+            t.checked_sub_months(Months::new(months as u32))?
+        } else {
+            t.checked_add_months(Months::new(months.unsigned_abs()))?
+        };
         t.checked_sub_signed(TimeDelta::days(self.days.into()))?.checked_sub_signed(TimeDelta::hours(self.hours.into()))
     }
 }
@@ -141,7 +146,8 @@ fn y(t: &DateTime<FixedOffset>, _: usize) -> i64 {
 
 fn local_time(time_ns: i64, offset_s: i32) -> DateTime<FixedOffset> {
     let utc = DateTime::from_timestamp_nanos(time_ns);
-    let offset = FixedOffset::east_opt(offset_s).unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset is valid"));
+    let offset =
+        FixedOffset::east_opt(offset_s).unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset is valid"));
     utc.with_timezone(&offset)
 }
 
@@ -168,9 +174,12 @@ impl KeepPolicy {
     pub fn apply<T: Clone>(&self, snapshots: &[Candidate<T>], now_ns: i64) -> Vec<Decision<T>> {
         let mut list: Vec<&Candidate<T>> = snapshots.iter().collect();
         // Newest first; equal times keep their given order.
-        list.sort_by(|a, b| b.time_ns.cmp(&a.time_ns));
+        list.sort_by_key(|c| std::cmp::Reverse(c.time_ns));
         if self.is_empty() {
-            return list.iter().map(|c| Decision { item: c.item.clone(), keep: true, reasons: vec!["policy is empty".into()] }).collect();
+            return list
+                .iter()
+                .map(|c| Decision { item: c.item.clone(), keep: true, reasons: vec!["policy is empty".into()] })
+                .collect();
         }
         let mut buckets: [(i64, Bucketer, Option<i64>, &str); 6] = [
             (self.last, always, None, "last snapshot"),
@@ -247,7 +256,12 @@ mod tests {
             .enumerate()
             .map(|(i, t)| {
                 let dt = chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M").expect("test time").and_utc();
-                Candidate { item: i, time_ns: dt.timestamp_nanos_opt().expect("in range"), utc_offset_s: 0, tags: vec![] }
+                Candidate {
+                    item: i,
+                    time_ns: dt.timestamp_nanos_opt().expect("in range"),
+                    utc_offset_s: 0,
+                    tags: vec![],
+                }
             })
             .collect()
     }

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+pub mod data;
+pub mod fstree;
+
 /// Password used by every test repository.
 pub const PASSWORD: &str = "test password";
 

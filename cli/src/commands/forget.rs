@@ -159,7 +159,13 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         eprintln!("warning: {d}");
     }
     let mut plan = if args.ids.is_empty() {
-        forget::plan_policy(&snapshots, &policy, group_by, &args.filter.to_filter(), cairn_engine::commands::backup::now_ns())
+        forget::plan_policy(
+            &snapshots,
+            &policy,
+            group_by,
+            &args.filter.to_filter(),
+            cairn_engine::commands::backup::now_ns(),
+        )
     } else {
         forget::plan_ids(&repo, &snapshots, &args.ids)?
     };

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use cairn_engine::InitOptions;
+use cairn_format::chunker::ChunkerParams;
 use cairn_format::key::KdfParams;
 
 use crate::{GlobalArgs, exit, output, password};
@@ -17,6 +18,26 @@ pub struct Args {
     /// argon2id passes for the key file
     #[arg(long, default_value_t = KdfParams::DEFAULT.t_cost, value_name = "N")]
     pub kdf_time: u32,
+    /// Content-defined chunk sizes in KiB as MIN,AVG,MAX (default 512,1024,4096), fixed for the
+    /// repository's lifetime. Smaller chunks store less for small edits but make the index larger.
+    /// Needs MIN < AVG < MAX with MIN 1..=1024, AVG 1..=4096, MAX 1..=16384
+    #[arg(long, value_name = "MIN,AVG,MAX", value_parser = parse_chunk_size)]
+    pub chunk_size: Option<ChunkerParams>,
+}
+
+/// Parses `--chunk-size MIN,AVG,MAX` (KiB) into validated chunker parameters.
+fn parse_chunk_size(s: &str) -> Result<ChunkerParams, String> {
+    let kib: Vec<u32> = s
+        .split(',')
+        .map(|part| part.trim().parse::<u32>().map_err(|_| format!("'{part}' is not a whole number of KiB")))
+        .collect::<Result<_, _>>()?;
+    let [min, avg, max] = kib[..] else {
+        return Err(format!("expected three sizes in KiB as MIN,AVG,MAX (e.g. 512,1024,4096), got {}", kib.len()));
+    };
+    let bytes = |k: u32| k.checked_mul(1024).ok_or_else(|| format!("{k} KiB is too large"));
+    ChunkerParams { min_size: bytes(min)?, avg_size: bytes(avg)?, max_size: bytes(max)? }
+        .validate()
+        .map_err(|e| format!("{e} (limits: MIN 1..=1024, AVG 1..=4096, MAX 1..=16384 KiB, MIN < AVG < MAX)"))
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
@@ -25,7 +46,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     let init = InitOptions {
         kdf: KdfParams { m_cost: args.kdf_memory_kib, t_cost: args.kdf_time, p_cost: 1 },
         compression_level: args.compression_level,
-        chunker: None,
+        chunker: args.chunk_size,
     };
     let (_, report) =
         cairn_engine::commands::init::init(&location, password.as_bytes(), &init, &super::open_options(global))?;

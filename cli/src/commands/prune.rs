@@ -55,7 +55,8 @@ fn options(args: &PruneArgs, dry_run: bool) -> Result<PruneOptions> {
     let max_unused = match args.max_unused.trim() {
         "unlimited" => f64::INFINITY,
         s => {
-            let v: f64 = s.trim_end_matches('%').parse().map_err(|_| anyhow::anyhow!("--max-unused: cannot read '{s}'"))?;
+            let v: f64 =
+                s.trim_end_matches('%').parse().map_err(|_| anyhow::anyhow!("--max-unused: cannot read '{s}'"))?;
             if !(0.0..=100.0).contains(&v) {
                 bail!("--max-unused must be between 0% and 100%");
             }

@@ -104,8 +104,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     let started_ns = now_ns();
     // The shared lock announces this backup to a concurrent prune before the index is loaded, so
     // that prune never deletes a pack this backup may deduplicate against. It never waits.
-    let _lock = if opts.dry_run { None } else { Some(crate::lock::acquire(repo, cairn_format::lock::LockKind::Shared)?) };
-    repo.sync_index()?;
+    let _lock =
+        if opts.dry_run { None } else { Some(crate::lock::acquire(repo, cairn_format::lock::LockKind::Shared)?) };
+    for e in repo.sync_index()? {
+        progress.warn(&format!("{e} (skipped; 'cairn repair index' rebuilds the index)"));
+    }
     let host = opts.host.clone().unwrap_or_else(hostname);
     let paths = snapshot_paths(&opts.source)?;
 

@@ -33,7 +33,9 @@ impl GroupBy {
                 "host" => g.host = true,
                 "paths" | "path" => g.paths = true,
                 "tags" | "tag" => g.tags = true,
-                other => return Err(Error::invalid(format!("--group-by: unknown field '{other}' (use host, paths, tags)"))),
+                other => {
+                    return Err(Error::invalid(format!("--group-by: unknown field '{other}' (use host, paths, tags)")));
+                }
             }
         }
         Ok(g)
@@ -88,7 +90,14 @@ impl ForgetPlan {
 }
 
 fn planned(id: SnapshotId, s: &Snapshot, reasons: Vec<String>) -> PlannedSnapshot {
-    PlannedSnapshot { id, time_ns: s.time_ns, host: s.host.clone(), tags: s.tags.clone(), paths: s.paths.clone(), reasons }
+    PlannedSnapshot {
+        id,
+        time_ns: s.time_ns,
+        host: s.host.clone(),
+        tags: s.tags.clone(),
+        paths: s.paths.clone(),
+        reasons,
+    }
 }
 
 /// Builds the plan for a policy over the snapshots passing `filter`, grouped by `group_by`, at
@@ -120,7 +129,12 @@ pub fn plan_policy(
         let candidates: Vec<Candidate<usize>> = members
             .iter()
             .enumerate()
-            .map(|(i, (_, s))| Candidate { item: i, time_ns: s.time_ns, utc_offset_s: s.utc_offset_s, tags: s.tags.clone() })
+            .map(|(i, (_, s))| Candidate {
+                item: i,
+                time_ns: s.time_ns,
+                utc_offset_s: s.utc_offset_s,
+                tags: s.tags.clone(),
+            })
             .collect();
         let mut group = ForgetGroup { key, keep: Vec::new(), remove: Vec::new() };
         for d in policy.apply(&candidates, now_ns) {

@@ -116,7 +116,8 @@ enum Action {
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let started = Instant::now();
     let _lock = if opts.dry_run { None } else { Some(lock::acquire(repo, LockKind::Exclusive)?) };
-    repo.sync_index()?;
+    // An index file that cannot be read hides which packs are in use: never prune past it.
+    repo.sync_index_complete("prune")?;
     let index_at_start: Vec<IndexId> = repo.cache().known_index_ids()?;
 
     let (snapshots, damaged) = repo.load_snapshots()?;
@@ -142,7 +143,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut condemned: HashMap<PackId, (i64, IndexedPack)> = HashMap::new();
     for c in repo.cache().condemned()? {
         if !indexed.contains(&c.pack) {
-            let entry = condemned.entry(c.pack).or_insert((c.since_ns, IndexedPack { id: c.pack, len: c.len, blobs: c.blobs }));
+            let entry =
+                condemned.entry(c.pack).or_insert((c.since_ns, IndexedPack { id: c.pack, len: c.len, blobs: c.blobs }));
             entry.0 = entry.0.min(c.since_ns);
         }
     }
@@ -203,7 +205,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .into_iter()
         .filter(|l| l.is_live(index_written_ns) && Some(l.name.as_str()) != _lock.as_ref().map(|g| g.name()))
         .collect();
-    repo.sync_index()?;
+    repo.sync_index_complete("prune")?;
     let mut doomed: HashMap<PackId, (i64, u64)> = HashMap::new();
     for u in &usage {
         if actions.get(&u.pack).is_some_and(|a| *a != Action::Keep) {

@@ -93,7 +93,9 @@ struct Restorer<'a> {
 /// Restores according to `opts`.
 pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreReport> {
     let (id, snapshot) = find_snapshot(repo, &opts.snapshot, &opts.filter)?;
-    repo.sync_index()?;
+    for e in repo.sync_index()? {
+        progress.warn(&format!("{e} (skipped; 'cairn repair index' rebuilds the index)"));
+    }
     let (node, base) = find_node(repo, &snapshot, &opts.subpath)?;
     let mut r = Restorer {
         repo,
@@ -351,6 +353,7 @@ impl Restorer<'_> {
                 // Never leave a file with wrong or missing bytes looking restored.
                 let _ = std::fs::remove_file(&job.path);
                 self.report.files -= 1;
+                self.report.bytes -= job.chunks.iter().map(|c| u64::from(c.1.entry.plain_len)).sum::<u64>();
                 self.report.errors.push(format!("{}: {e}", job.path.display()));
             }
         }
@@ -403,12 +406,9 @@ impl Restorer<'_> {
             node.mtime_ns.div_euclid(1_000_000_000),
             node.mtime_ns.rem_euclid(1_000_000_000) as u32,
         );
-        let result = if is_link {
-            filetime::set_symlink_file_times(path, mtime, mtime)
-        } else {
-            filetime::set_file_times(path, mtime, mtime)
-        };
-        if let Err(e) = result {
+        // By path (utimensat, not following links) for every kind: `filetime::set_file_times` opens
+        // the file, which blocks forever on a FIFO and fails on a file whose mode forbids reading.
+        if let Err(e) = filetime::set_symlink_file_times(path, mtime, mtime) {
             self.report.warnings.push(format!("{}: setting times: {e}", path.display()));
         }
     }

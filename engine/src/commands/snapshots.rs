@@ -87,7 +87,7 @@ pub fn list(repo: &Repository, opts: &ListOptions) -> Result<SnapshotList> {
             let skip = g.len().saturating_sub(n);
             rows.extend(g.drain(skip..));
         }
-        rows.sort_by(|a, b| a.snapshot.time_ns.cmp(&b.snapshot.time_ns));
+        rows.sort_by_key(|r| r.snapshot.time_ns);
     }
     Ok(SnapshotList { snapshots: rows, damaged })
 }

@@ -1,0 +1,1371 @@
+//! `check`: find every kind of damage in a repository and name what it affects.
+//!
+//! Three depths, each including the one before:
+//!
+//! 1. **Structure** (default, reads no pack contents except tree blobs): every key file matches its
+//!    name and decodes; every index file matches its name and decodes; every pack a live index file
+//!    names exists with the size the index gives; blobs indexed twice are noted (damage only when the
+//!    copies disagree about what the blob is); every snapshot matches its name and decodes, every tree
+//!    it reaches loads, and every blob those trees reference is in the index, in a pack that exists
+//!    and is long enough. Packs that no index names are noted, not counted as damage: they can be
+//!    leftovers of an interrupted backup or the work of a backup running right now.
+//! 2. **Hashes** (`--read-hashes`): every selected pack is read and its BLAKE3 hash compared with its
+//!    name. This part needs no key ([`check_without_key`] runs it on every file of a repository whose
+//!    password is not at hand).
+//! 3. **Data** (`--read-data`): every selected pack is read, its hash checked, every blob decrypted,
+//!    authenticated, decompressed and hashed back to its id, and the pack's header compared with the
+//!    index and with the per-blob frames.
+//!
+//! Reading runs on a thread pool with one pack per worker in memory. Which packs a partial read
+//! covers is decided by [`ReadSubset`]; percentages and sizes read the packs verified least recently
+//! first (remembered in the local cache), so a daily partial check continues where the last stopped.
+//!
+//! Check never writes to the repository and takes no lock. It builds a [`CheckReport`] (plain data)
+//! and never prints.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use cairn_format::blob::{BlobKind, open_blob};
+use cairn_format::crypto::{MasterKey, object_name};
+use cairn_format::index::IndexFile;
+use cairn_format::key::KeyFile;
+use cairn_format::pack::{BlobEntry, TRAILER_LEN, decode_header, read_trailer, scan_frames};
+use cairn_format::snapshot::Snapshot;
+use cairn_format::tree::{NodeKind, Tree};
+use cairn_format::{BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backend::{Backend, FileType, Location};
+use crate::cache::PackCheckTimes;
+use crate::error::{Error, ErrorKind, Result};
+use crate::progress::Progress;
+use crate::repository::{Repository, kind_name, random_bytes};
+
+/// How deep a check goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckLevel {
+    /// Metadata only: keys, index, pack sizes, snapshots and their trees.
+    #[default]
+    Structure,
+    /// Plus: read packs and compare their hash with their name.
+    Hashes,
+    /// Plus: decrypt and authenticate every blob of the packs read.
+    Data,
+}
+
+/// Which packs a reading check reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum ReadSubset {
+    /// Every pack.
+    #[default]
+    All,
+    /// Group `n` of `m` (1-based): the packs whose id, read as a big-endian number from its first
+    /// eight bytes, is `n - 1` modulo `m`. Fixed by the ids alone, so `1/7` … `7/7` on successive
+    /// days read every pack once, on any machine.
+    Group { n: u32, m: u32 },
+    /// This percentage of the packs (by count), least recently verified first.
+    Percent(f64),
+    /// Packs totalling at most this many bytes (at least one pack), least recently verified first.
+    Bytes(u64),
+}
+
+impl FromStr for ReadSubset {
+    type Err = Error;
+
+    /// Parses `n/m`, `P%` or a size such as `500M`, `5G`, `1T` (binary units; a bare number is bytes).
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let bad = |why: &str| {
+            Error::invalid(format!(
+                "--read-data-subset '{s}': {why} (use n/m such as 1/7, a percentage such as 10%, or a size such as 5G)"
+            ))
+        };
+        if let Some((n, m)) = s.split_once('/') {
+            let n: u32 = n.trim().parse().map_err(|_| bad("n is not a whole number"))?;
+            let m: u32 = m.trim().parse().map_err(|_| bad("m is not a whole number"))?;
+            if m == 0 || n == 0 || n > m {
+                return Err(bad("needs 1 <= n <= m"));
+            }
+            return Ok(ReadSubset::Group { n, m });
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad("not a number before %"))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad("the percentage must be above 0 and at most 100"));
+            }
+            return Ok(ReadSubset::Percent(p));
+        }
+        let upper = s.to_ascii_uppercase();
+        let digits_end = upper.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(upper.len());
+        let (number, unit) = upper.split_at(digits_end);
+        let number: f64 = number.parse().map_err(|_| bad("not a size"))?;
+        let shift = match unit.trim().trim_end_matches("IB").trim_end_matches('B') {
+            "" => 0,
+            "K" => 10,
+            "M" => 20,
+            "G" => 30,
+            "T" => 40,
+            _ => return Err(bad("unknown size unit")),
+        };
+        let bytes = number * (1u64 << shift) as f64;
+        if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+            return Err(bad("the size must be at least one byte"));
+        }
+        Ok(ReadSubset::Bytes(bytes as u64))
+    }
+}
+
+impl fmt::Display for ReadSubset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadSubset::All => f.write_str("all"),
+            ReadSubset::Group { n, m } => write!(f, "{n}/{m}"),
+            ReadSubset::Percent(p) => write!(f, "{p}%"),
+            ReadSubset::Bytes(b) => write!(f, "{b} bytes"),
+        }
+    }
+}
+
+/// Options of a check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    pub level: CheckLevel,
+    /// Which packs the hash or data level reads.
+    pub subset: ReadSubset,
+    /// Remember in the local cache which packs were found whole, and when.
+    pub remember: bool,
+}
+
+/// Whether a finding is damage or worth knowing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Something stored is missing, damaged or inconsistent.
+    Damage,
+    /// Harmless, but worth knowing (leftovers, duplicates, concurrent changes).
+    Notice,
+}
+
+/// One problem, about one object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// Machine-readable kind of problem, such as `pack_missing` or `blob_damaged`.
+    pub code: &'static str,
+    /// What the object is: `key`, `index`, `pack`, `blob`, `tree`, `snapshot` or `repository`.
+    pub object: &'static str,
+    /// The object's full id, when it has one.
+    pub id: Option<String>,
+    /// What is wrong, without the object's name.
+    pub message: String,
+    /// The snapshots whose contents the problem touches; `None` when it cannot touch any (a key
+    /// file, a leftover) or when that was not worked out (a check without the key).
+    pub snapshots: Option<Vec<SnapshotId>>,
+    /// Other objects involved (the packs of a grouped notice, for instance).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<String>,
+}
+
+impl Finding {
+    /// `pack 1a2b3c4d: message`.
+    pub fn headline(&self) -> String {
+        match &self.id {
+            Some(id) => format!("{} {}: {}", self.object, &id[..id.len().min(8)], self.message),
+            None => format!("{}: {}", self.object, self.message),
+        }
+    }
+}
+
+/// Counts of what a check looked at.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckStats {
+    pub keys: u64,
+    /// Index files that count (present, readable, not superseded).
+    pub index_files: u64,
+    pub index_files_superseded: u64,
+    /// Packs named by the live index.
+    pub packs: u64,
+    pub packs_condemned: u64,
+    pub packs_unindexed: u64,
+    /// Distinct blobs in the live index.
+    pub blobs: u64,
+    pub snapshots: u64,
+    /// Distinct trees loaded.
+    pub trees: u64,
+    /// Packs in `data/` and their total size.
+    pub packs_stored: u64,
+    pub bytes_stored: u64,
+    /// Packs and bytes read by the hash or data level.
+    pub packs_read: u64,
+    pub bytes_read: u64,
+    /// Blobs decrypted and authenticated by the data level.
+    pub blobs_read: u64,
+    /// Snapshots, index files and key files whose bytes were hashed without the key.
+    pub files_hashed: u64,
+}
+
+/// What a check found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    pub level: CheckLevel,
+    /// Whether the check ran without the key (hashes and key-file decoding only).
+    pub keyless: bool,
+    /// Which packs were read, for the hash and data levels.
+    pub subset: Option<String>,
+    pub stats: CheckStats,
+    pub damage: Vec<Finding>,
+    pub notices: Vec<Finding>,
+}
+
+impl CheckReport {
+    /// Whether no damage was found.
+    pub fn is_clean(&self) -> bool {
+        self.damage.is_empty()
+    }
+}
+
+/// Runs a check of `repo` at the depth `opts` asks for.
+pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+    let mut c = Checker::new(repo.backend(), Some(repo), opts);
+    let now = crate::commands::backup::now_ns();
+    for lock in crate::lock::list_locks(repo)? {
+        if lock.lock.kind == cairn_format::lock::LockKind::Exclusive && lock.is_live(now) {
+            c.add(
+                Severity::Notice,
+                "repository_locked",
+                "repository",
+                None,
+                format!(
+                    "{} (a prune or repair is running; problems about missing packs may be its work in progress)",
+                    lock.describe()
+                ),
+                false,
+            );
+        }
+    }
+    let index_at_start = repo.list_index_ids()?;
+    c.check_keys()?;
+    let mut view = c.load_index(repo, &index_at_start)?;
+    let stored = c.list_packs()?;
+    c.check_pack_presence(&mut view, &stored);
+    if opts.level != CheckLevel::Structure {
+        c.read_packs(Some(&view), &stored, progress)?;
+        c.apply_read_outcomes(&mut view);
+    }
+    c.check_snapshots(repo, &view)?;
+    let mut index_at_end = repo.list_index_ids()?;
+    let mut at_start = index_at_start;
+    at_start.sort();
+    index_at_end.sort();
+    if at_start != index_at_end {
+        c.add(
+            Severity::Notice,
+            "repository_changed",
+            "repository",
+            None,
+            "index files were added or removed while check ran (a backup, prune or repair ran at the same time); \
+             run check again if it reported missing packs or blobs"
+                .to_owned(),
+            false,
+        );
+    }
+    Ok(c.finish())
+}
+
+/// Checks what can be checked without the key: every key file decodes, and every file's bytes
+/// (key files, index files, snapshots, and the selected packs) match the BLAKE3 hash in its name.
+pub fn check_without_key(location: &Location, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+    let backend = Backend::open(location, false)?;
+    let opts = CheckOptions { level: CheckLevel::Hashes, remember: false, ..opts.clone() };
+    let mut c = Checker::new(&backend, None, &opts);
+    c.check_keys()?;
+    for ft in [FileType::Index, FileType::Snapshot] {
+        let names: Vec<String> = backend.list(ft)?.into_iter().map(|o| o.name).collect();
+        let hashed: Vec<(String, Result<bool>)> = names
+            .par_iter()
+            .map(|n| (n.clone(), backend.read(ft, n).map(|b| cairn_format::id::to_hex(&object_name(&b)) == *n)))
+            .collect();
+        for (name, ok) in hashed {
+            match ok {
+                Ok(true) => {}
+                Ok(false) => {
+                    let (object, code) = match ft {
+                        FileType::Index => ("index", "index_damaged"),
+                        _ => ("snapshot", "snapshot_damaged"),
+                    };
+                    c.add(
+                        Severity::Damage,
+                        code,
+                        object,
+                        Some(name),
+                        "does not match its name (the file is damaged)".to_owned(),
+                        false,
+                    );
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            c.stats.files_hashed += 1;
+        }
+    }
+    let stored = c.list_packs()?;
+    c.read_packs(None, &stored, progress)?;
+    let mut report = c.finish();
+    report.keyless = true;
+    Ok(report)
+}
+
+/// Where one indexed copy of a blob lives: a pack row and an entry in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CopyRef {
+    pack: u32,
+    entry: u32,
+}
+
+/// One pack as the live index lists it, with what the check learned about it.
+#[derive(Debug)]
+struct PackRow {
+    id: PackId,
+    indexed_len: u64,
+    entries: Vec<BlobEntry>,
+    /// Size in `data/`, `None` when missing.
+    stored_len: Option<u64>,
+    /// A finding that makes every blob of the pack unusable (missing, or damaged when only hashes
+    /// were read).
+    whole_problem: Option<usize>,
+    /// A finding for a pack shorter than the index says; blobs past its end are unusable.
+    short_problem: Option<usize>,
+}
+
+/// The live index, as the check loaded it from the index files themselves (not the cache).
+#[derive(Debug, Default)]
+struct IndexView {
+    packs: Vec<PackRow>,
+    by_pack: HashMap<PackId, u32>,
+    blobs: HashMap<BlobId, CopyRef>,
+    /// Further copies of blobs indexed more than once.
+    extra: HashMap<BlobId, Vec<CopyRef>>,
+    /// Packs listed as condemned by a live index file (and not live in another).
+    condemned: HashSet<PackId>,
+    /// Blobs held by condemned packs, for naming them when no live copy exists.
+    condemned_blobs: HashMap<BlobId, PackId>,
+}
+
+impl IndexView {
+    fn entry(&self, c: CopyRef) -> &BlobEntry {
+        &self.packs[c.pack as usize].entries[c.entry as usize]
+    }
+
+    fn copies(&self, id: &BlobId) -> impl Iterator<Item = CopyRef> + '_ {
+        self.blobs.get(id).copied().into_iter().chain(self.extra.get(id).into_iter().flatten().copied())
+    }
+}
+
+/// What reading one pack found.
+#[derive(Debug, Default)]
+struct PackOutcome {
+    id: PackId,
+    len: u64,
+    /// The pack vanished between listing and reading.
+    vanished: bool,
+    hash_ok: bool,
+    /// Blobs that failed to open, with the reason.
+    bad_blobs: Vec<(BlobEntry, String)>,
+    blobs_read: u64,
+    header_problem: Option<String>,
+    index_disagreement: Option<String>,
+    frames_problem: Option<String>,
+}
+
+impl PackOutcome {
+    fn whole(&self) -> bool {
+        !self.vanished
+            && self.hash_ok
+            && self.bad_blobs.is_empty()
+            && self.header_problem.is_none()
+            && self.index_disagreement.is_none()
+            && self.frames_problem.is_none()
+    }
+}
+
+struct Checker<'a> {
+    backend: &'a Backend,
+    repo: Option<&'a Repository>,
+    opts: &'a CheckOptions,
+    findings: Vec<Finding>,
+    /// Snapshots affected, per finding; `None` for findings that cannot affect snapshots.
+    affected: Vec<Option<BTreeSet<SnapshotId>>>,
+    /// Deduplicates findings raised from several places.
+    keyed: HashMap<String, usize>,
+    stats: CheckStats,
+    outcomes: Vec<PackOutcome>,
+    /// Indexed copies found damaged, with the finding that says so.
+    bad_copies: HashMap<(BlobId, u32), usize>,
+    /// Problems reachable from each tree walked (sorted finding indices).
+    tree_memo: HashMap<TreeId, Vec<usize>>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(backend: &'a Backend, repo: Option<&'a Repository>, opts: &'a CheckOptions) -> Self {
+        Self {
+            backend,
+            repo,
+            opts,
+            findings: Vec::new(),
+            affected: Vec::new(),
+            keyed: HashMap::new(),
+            stats: CheckStats::default(),
+            outcomes: Vec::new(),
+            bad_copies: HashMap::new(),
+            tree_memo: HashMap::new(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        severity: Severity,
+        code: &'static str,
+        object: &'static str,
+        id: Option<String>,
+        message: String,
+        attributable: bool,
+    ) -> usize {
+        self.findings.push(Finding { severity, code, object, id, message, snapshots: None, related: Vec::new() });
+        self.affected.push(attributable.then(BTreeSet::new));
+        self.findings.len() - 1
+    }
+
+    /// Like [`Checker::add`], but returns the existing finding when one with `key` was raised.
+    #[allow(clippy::too_many_arguments)]
+    fn add_once(
+        &mut self,
+        key: String,
+        severity: Severity,
+        code: &'static str,
+        object: &'static str,
+        id: Option<String>,
+        message: impl FnOnce() -> String,
+        attributable: bool,
+    ) -> usize {
+        if let Some(&i) = self.keyed.get(&key) {
+            return i;
+        }
+        let i = self.add(severity, code, object, id, message(), attributable);
+        self.keyed.insert(key, i);
+        i
+    }
+
+    fn finish(mut self) -> CheckReport {
+        let mut report = CheckReport {
+            level: self.opts.level,
+            keyless: false,
+            subset: (self.opts.level != CheckLevel::Structure).then(|| self.opts.subset.to_string()),
+            ..CheckReport::default()
+        };
+        for (mut f, snaps) in self.findings.drain(..).zip(self.affected.drain(..)) {
+            f.snapshots = snaps.map(|s| s.into_iter().collect());
+            match f.severity {
+                Severity::Damage => report.damage.push(f),
+                Severity::Notice => report.notices.push(f),
+            }
+        }
+        report.stats = self.stats;
+        report
+    }
+
+    /// Every key file must match its name and decode (the one in use also unlocked the repository).
+    fn check_keys(&mut self) -> Result<()> {
+        let names: Vec<String> = self.backend.list(FileType::Key)?.into_iter().map(|o| o.name).collect();
+        let backend = self.backend;
+        let read: Vec<(String, Result<Vec<u8>>)> =
+            names.par_iter().map(|n| (n.clone(), backend.read(FileType::Key, n))).collect();
+        for (name, bytes) in read {
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            self.stats.keys += 1;
+            self.stats.files_hashed += 1;
+            let problem = if cairn_format::id::to_hex(&object_name(&bytes)) != name {
+                Some("does not match its name (the file is damaged); the password it holds no longer opens the repository".to_owned())
+            } else {
+                KeyFile::decode(&bytes).err().map(|e| format!("does not decode: {e}"))
+            };
+            if let Some(message) = problem {
+                let in_use = self.repo.is_some_and(|r| KeyId::from_hex(&name).ok() == Some(r.key_id()));
+                let message = if in_use {
+                    format!("{message} (it is the key in use, read before it was damaged)")
+                } else {
+                    message
+                };
+                self.add(Severity::Damage, "key_damaged", "key", Some(name), message, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads every index file named at the start, decides which are live, and builds the view.
+    fn load_index(&mut self, repo: &Repository, ids: &[IndexId]) -> Result<IndexView> {
+        let loaded: Vec<(IndexId, Result<IndexFile>)> = ids.par_iter().map(|id| (*id, repo.load_index(*id))).collect();
+        let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
+        for (id, file) in loaded {
+            match file {
+                Ok(f) => files.push((id, f)),
+                // Removed by a prune or repair since the listing.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    let message = strip_object_prefix(&e.to_string(), &id.to_hex());
+                    self.add(
+                        Severity::Damage,
+                        "index_damaged",
+                        "index",
+                        Some(id.to_hex()),
+                        format!("{message}; the packs it names may be unindexed: run 'cairn repair index'"),
+                        false,
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let superseded: HashMap<IndexId, IndexId> =
+            files.iter().flat_map(|(by, f)| f.supersedes.iter().map(move |s| (*s, *by))).collect();
+        let mut view = IndexView::default();
+        let mut live_packs_of: Vec<(IndexId, usize)> = Vec::new();
+        for (i, (id, _)) in files.iter().enumerate() {
+            if let Some(by) = superseded.get(id) {
+                self.stats.index_files_superseded += 1;
+                self.add(
+                    Severity::Notice,
+                    "index_superseded",
+                    "index",
+                    Some(id.to_hex()),
+                    format!(
+                        "is superseded by index {} and still present (left by an interrupted prune or repair; ignored, harmless)",
+                        by.short()
+                    ),
+                    false,
+                );
+            } else {
+                self.stats.index_files += 1;
+                live_packs_of.push((*id, i));
+            }
+        }
+        let mut condemned: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
+        for (index_id, i) in live_packs_of {
+            let file = &mut files[i].1;
+            for p in std::mem::take(&mut file.packs) {
+                if let Some(&pos) = view.by_pack.get(&p.id) {
+                    let row = &view.packs[pos as usize];
+                    if !same_entries(&row.entries, &p.blobs) || row.indexed_len != p.len {
+                        self.add(
+                            Severity::Damage,
+                            "pack_index_conflict",
+                            "pack",
+                            Some(p.id.to_hex()),
+                            format!(
+                                "index {} lists it differently from another index file; run 'cairn repair index'",
+                                index_id.short()
+                            ),
+                            false,
+                        );
+                    }
+                    continue;
+                }
+                let pos = u32::try_from(view.packs.len()).map_err(|_| Error::new(ErrorKind::Bug, "too many packs"))?;
+                for (e, entry) in p.blobs.iter().enumerate() {
+                    let copy = CopyRef { pack: pos, entry: e as u32 };
+                    match view.blobs.get(&entry.id).copied() {
+                        None => {
+                            view.blobs.insert(entry.id, copy);
+                        }
+                        Some(first) => {
+                            let first_pack = view.packs.get(first.pack as usize).map(|r| r.id).unwrap_or(p.id);
+                            let first_entry =
+                                if first.pack == pos { p.blobs[first.entry as usize] } else { *view.entry(first) };
+                            if first_entry.kind != entry.kind || first_entry.plain_len != entry.plain_len {
+                                self.add(
+                                    Severity::Damage,
+                                    "blob_index_conflict",
+                                    "blob",
+                                    Some(entry.id.to_hex()),
+                                    format!(
+                                        "indexed as {} of {} bytes in pack {} and as {} of {} bytes in pack {}",
+                                        kind_name(first_entry.kind),
+                                        first_entry.plain_len,
+                                        first_pack.short(),
+                                        kind_name(entry.kind),
+                                        entry.plain_len,
+                                        p.id.short()
+                                    ),
+                                    false,
+                                );
+                            }
+                            view.extra.entry(entry.id).or_default().push(copy);
+                        }
+                    }
+                }
+                view.by_pack.insert(p.id, pos);
+                view.packs.push(PackRow {
+                    id: p.id,
+                    indexed_len: p.len,
+                    entries: p.blobs,
+                    stored_len: None,
+                    whole_problem: None,
+                    short_problem: None,
+                });
+            }
+            for c in std::mem::take(&mut file.condemned) {
+                condemned.entry(c.pack.id).or_insert(c.pack.blobs);
+            }
+        }
+        for (pack, blobs) in condemned {
+            if view.by_pack.contains_key(&pack) {
+                continue;
+            }
+            view.condemned.insert(pack);
+            for b in blobs {
+                view.condemned_blobs.entry(b.id).or_insert(pack);
+            }
+        }
+        self.stats.packs = view.packs.len() as u64;
+        self.stats.packs_condemned = view.condemned.len() as u64;
+        self.stats.blobs = view.blobs.len() as u64;
+        let duplicated = view.extra.len();
+        if duplicated > 0 {
+            self.add(
+                Severity::Notice,
+                "blobs_duplicated",
+                "repository",
+                None,
+                format!(
+                    "{duplicated} blobs are stored more than once (after an interrupted or concurrent backup; harmless, prune removes the extra copies)"
+                ),
+                false,
+            );
+        }
+        Ok(view)
+    }
+
+    /// Lists `data/` (after the index was read, so every pack an index names was durable by then).
+    fn list_packs(&mut self) -> Result<Vec<(PackId, u64)>> {
+        let mut stored: Vec<(PackId, u64)> = self
+            .backend
+            .list(FileType::Pack)?
+            .into_iter()
+            .filter_map(|o| PackId::from_hex(&o.name).ok().map(|id| (id, o.size)))
+            .collect();
+        stored.sort();
+        self.stats.packs_stored = stored.len() as u64;
+        self.stats.bytes_stored = stored.iter().map(|p| p.1).sum();
+        Ok(stored)
+    }
+
+    fn check_pack_presence(&mut self, view: &mut IndexView, stored: &[(PackId, u64)]) {
+        let sizes: HashMap<PackId, u64> = stored.iter().copied().collect();
+        for pos in 0..view.packs.len() {
+            let (id, indexed_len, blob_count) = {
+                let r = &view.packs[pos];
+                (r.id, r.indexed_len, r.entries.len())
+            };
+            match sizes.get(&id) {
+                None => {
+                    let f = self.add(
+                        Severity::Damage,
+                        "pack_missing",
+                        "pack",
+                        Some(id.to_hex()),
+                        format!(
+                            "is missing from data/ ({blob_count} blobs indexed in it are lost unless stored elsewhere)"
+                        ),
+                        true,
+                    );
+                    view.packs[pos].whole_problem = Some(f);
+                }
+                Some(&len) => {
+                    view.packs[pos].stored_len = Some(len);
+                    if len != indexed_len {
+                        let what = if len < indexed_len { "truncated" } else { "longer than indexed" };
+                        let f = self.add(
+                            Severity::Damage,
+                            "pack_size",
+                            "pack",
+                            Some(id.to_hex()),
+                            format!("is {len} bytes, the index says {indexed_len} ({what})"),
+                            true,
+                        );
+                        view.packs[pos].short_problem = Some(f);
+                    }
+                }
+            }
+        }
+        let unindexed: Vec<&(PackId, u64)> =
+            stored.iter().filter(|(id, _)| !view.by_pack.contains_key(id) && !view.condemned.contains(id)).collect();
+        self.stats.packs_unindexed = unindexed.len() as u64;
+        if !unindexed.is_empty() {
+            let bytes: u64 = unindexed.iter().map(|p| p.1).sum();
+            let i = self.add(
+                Severity::Notice,
+                "packs_unindexed",
+                "repository",
+                None,
+                format!(
+                    "{} packs ({bytes} bytes) are named by no index: leftovers of an interrupted backup, or the work of a \
+                     backup running now; prune removes leftovers, 'cairn repair index' adopts them",
+                    unindexed.len()
+                ),
+                false,
+            );
+            self.findings[i].related = unindexed.iter().map(|p| p.0.to_hex()).collect();
+        }
+    }
+
+    /// Picks the packs to read, reads them in parallel (one pack per worker in memory) and keeps
+    /// what each showed.
+    fn read_packs(
+        &mut self,
+        view: Option<&IndexView>,
+        stored: &[(PackId, u64)],
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let times = match (self.repo, self.opts.subset) {
+            (Some(repo), ReadSubset::Percent(_) | ReadSubset::Bytes(_)) => repo.cache().pack_check_times()?,
+            _ => HashMap::new(),
+        };
+        let level = self.opts.level;
+        let seed: [u8; 32] = random_bytes();
+        let selected = select_packs(stored, self.opts.subset, |id| last_verified(&times, id, level), &seed);
+        progress.set_total(selected.iter().map(|p| p.1).sum());
+        let key = self.repo.map(|r| r.key());
+        let backend = self.backend;
+        let threads = rayon::current_num_threads() + 1;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("cairn-check-{i}"))
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("starting the check threads: {e}")))?;
+        let outcomes: Vec<Result<PackOutcome>> = pool.install(|| {
+            selected
+                .par_iter()
+                .map(|&(id, len)| {
+                    let indexed =
+                        view.and_then(|v| v.by_pack.get(&id).map(|&p| v.packs[p as usize].entries.as_slice()));
+                    let out = read_one_pack(backend, key.filter(|_| level == CheckLevel::Data), id, len, indexed);
+                    progress.add_bytes(len);
+                    out
+                })
+                .collect()
+        });
+        for o in outcomes {
+            let o = o?;
+            self.stats.packs_read += 1;
+            self.stats.bytes_read += o.len;
+            self.stats.blobs_read += o.blobs_read;
+            self.outcomes.push(o);
+        }
+        if let Some(repo) = self.repo.filter(|_| self.opts.remember) {
+            let whole: Vec<PackId> = self.outcomes.iter().filter(|o| o.whole()).map(|o| o.id).collect();
+            let present: HashSet<PackId> = stored.iter().map(|p| p.0).collect();
+            repo.cache().record_pack_checks(
+                &whole,
+                level == CheckLevel::Data,
+                crate::commands::backup::now_ns(),
+                &present,
+            )?;
+        }
+        if view.is_none() {
+            // Without the key there is nothing to attribute: report what reading found.
+            let outcomes = std::mem::take(&mut self.outcomes);
+            for o in &outcomes {
+                self.report_outcome(o, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns what reading found into findings, and marks the copies it made unusable.
+    fn apply_read_outcomes(&mut self, view: &mut IndexView) {
+        let outcomes = std::mem::take(&mut self.outcomes);
+        for o in &outcomes {
+            self.report_outcome(o, Some(view));
+        }
+    }
+
+    fn report_outcome(&mut self, o: &PackOutcome, view: Option<&mut IndexView>) {
+        let pos = view.as_ref().and_then(|v| v.by_pack.get(&o.id).copied());
+        let indexed = pos.is_some();
+        let note = if view.is_some() && !indexed { " (the pack is named by no live index)" } else { "" };
+        let pack_hex = o.id.to_hex();
+        if o.vanished {
+            self.add(
+                Severity::Notice,
+                "pack_vanished",
+                "pack",
+                Some(pack_hex),
+                "disappeared while check ran (a prune deleted it?)".to_owned(),
+                false,
+            );
+            return;
+        }
+        if !o.hash_ok {
+            let detail = if self.opts.level == CheckLevel::Data && o.bad_blobs.is_empty() && self.repo.is_some() {
+                "; every blob in it still authenticates, the damage is outside the blobs".to_owned()
+            } else {
+                String::new()
+            };
+            let f = self.add(
+                Severity::Damage,
+                "pack_hash",
+                "pack",
+                Some(pack_hex.clone()),
+                format!("content does not match its name (the file is damaged){detail}{note}"),
+                indexed && self.opts.level == CheckLevel::Hashes,
+            );
+            if self.opts.level == CheckLevel::Hashes
+                && let (Some(v), Some(p)) = (view, pos)
+            {
+                v.packs[p as usize].whole_problem.get_or_insert(f);
+            }
+        }
+        for (entry, why) in &o.bad_blobs {
+            let f = self.add_once(
+                format!("blob {} in {}", entry.id, o.id),
+                Severity::Damage,
+                "blob_damaged",
+                "pack",
+                Some(pack_hex.clone()),
+                || format!("{} blob {} {why}{note}", kind_name(entry.kind), entry.id.short()),
+                indexed,
+            );
+            if let Some(p) = pos {
+                self.bad_copies.insert((entry.id, p), f);
+            }
+        }
+        if let Some(h) = &o.header_problem {
+            self.add(
+                Severity::Damage,
+                "pack_header",
+                "pack",
+                Some(pack_hex.clone()),
+                format!("header {h}{note}; its blobs are still found through the index, but 'cairn repair index' would have to salvage them from their frames"),
+                false,
+            );
+        }
+        if let Some(d) = &o.index_disagreement {
+            self.add(
+                Severity::Damage,
+                "pack_header_index",
+                "pack",
+                Some(pack_hex.clone()),
+                format!("header disagrees with the index: {d}; run 'cairn repair index'"),
+                false,
+            );
+        }
+        if let Some(fr) = &o.frames_problem {
+            self.add(Severity::Damage, "pack_frames", "pack", Some(pack_hex), format!("{fr}{note}"), false);
+        }
+    }
+
+    /// Reads every snapshot file, walks its trees and attributes problems to it.
+    fn check_snapshots(&mut self, repo: &Repository, view: &IndexView) -> Result<()> {
+        let ids = repo.list_snapshot_ids()?;
+        let backend = self.backend;
+        let key = repo.key();
+        let loaded: Vec<(SnapshotId, Result<Snapshot>)> = ids
+            .par_iter()
+            .map(|id| {
+                let s = backend.read(FileType::Snapshot, &id.to_hex()).and_then(|bytes| {
+                    if &object_name(&bytes) != id.as_bytes() {
+                        return Err(Error::corrupt("does not match its name (the file is damaged)"));
+                    }
+                    Snapshot::decode(&bytes, key).map_err(|e| Error::corrupt(format!("does not decode: {e}")))
+                });
+                (*id, s)
+            })
+            .collect();
+        let mut snapshots = Vec::new();
+        for (id, s) in loaded {
+            match s {
+                Ok(s) => snapshots.push((id, s)),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    self.add(
+                        Severity::Damage,
+                        "snapshot_damaged",
+                        "snapshot",
+                        Some(id.to_hex()),
+                        format!("{e}; it cannot be restored (remove it with 'cairn repair snapshots --forget')"),
+                        false,
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        snapshots.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
+        self.stats.snapshots = snapshots.len() as u64;
+        for (id, s) in &snapshots {
+            let problems = self.walk_tree(view, s.tree)?;
+            for p in problems {
+                if let Some(set) = self.affected[p].as_mut() {
+                    set.insert(*id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The problems reachable from a tree (memoised: trees shared by snapshots are walked once).
+    fn walk_tree(&mut self, view: &IndexView, id: TreeId) -> Result<Vec<usize>> {
+        if let Some(v) = self.tree_memo.get(&id) {
+            return Ok(v.clone());
+        }
+        // Guards against a cycle, which content addressing makes impossible unless something is badly wrong.
+        self.tree_memo.insert(id, Vec::new());
+        let mut problems = Vec::new();
+        match self.load_tree(view, id)? {
+            Err(found) => problems.extend(found),
+            Ok(tree) => {
+                self.stats.trees += 1;
+                for node in tree.nodes() {
+                    match &node.kind {
+                        NodeKind::File { content } => {
+                            for blob in content {
+                                self.blob_problems(view, blob, BlobKind::Data, &mut problems);
+                            }
+                        }
+                        NodeKind::Dir { subtree } => problems.extend(self.walk_tree(view, *subtree)?),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        problems.sort_unstable();
+        problems.dedup();
+        self.tree_memo.insert(id, problems.clone());
+        Ok(problems)
+    }
+
+    /// Loads a tree from the first copy that reads, authenticates and decodes; otherwise returns
+    /// the findings that explain why it cannot be loaded.
+    fn load_tree(&mut self, view: &IndexView, id: TreeId) -> Result<std::result::Result<Tree, Vec<usize>>> {
+        let blob: BlobId = id.into();
+        let mut problems = Vec::new();
+        let usable = self.blob_problems(view, &blob, BlobKind::Tree, &mut problems);
+        let key = self.repo.map(|r| r.key()).ok_or_else(|| Error::new(ErrorKind::Bug, "tree walk without key"))?;
+        for copy in usable {
+            let entry = *view.entry(copy);
+            let pack = view.packs[copy.pack as usize].id;
+            let sealed = match self.backend.read_range(
+                FileType::Pack,
+                &pack.to_hex(),
+                u64::from(entry.offset),
+                u64::from(entry.stored_len),
+            ) {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::Io => return Err(e),
+                Err(e) => {
+                    problems.push(self.bad_copy(view, copy, format!("cannot be read: {e}")));
+                    continue;
+                }
+            };
+            let plain = match open_blob(key, entry.kind, entry.id, entry.compression, entry.plain_len, &sealed) {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.push(self.bad_copy(view, copy, describe_blob_error(&e)));
+                    continue;
+                }
+            };
+            return Ok(match Tree::decode(&plain) {
+                Ok(t) => Ok(t),
+                Err(e) => {
+                    let f = self.add_once(
+                        format!("tree {id}"),
+                        Severity::Damage,
+                        "tree_invalid",
+                        "tree",
+                        Some(id.to_hex()),
+                        || format!("authenticates but does not decode as a tree: {e}"),
+                        true,
+                    );
+                    Err(vec![f])
+                }
+            });
+        }
+        Ok(Err(problems))
+    }
+
+    /// Records a copy found damaged while walking trees; returns its finding.
+    fn bad_copy(&mut self, view: &IndexView, copy: CopyRef, why: String) -> usize {
+        let entry = *view.entry(copy);
+        let pack = view.packs[copy.pack as usize].id;
+        let f = self.add_once(
+            format!("blob {} in {}", entry.id, pack),
+            Severity::Damage,
+            "blob_damaged",
+            "pack",
+            Some(pack.to_hex()),
+            || format!("{} blob {} {why}", kind_name(entry.kind), entry.id.short()),
+            true,
+        );
+        self.bad_copies.insert((entry.id, copy.pack), f);
+        f
+    }
+
+    /// Pushes the findings that make blob `id` unusable onto `problems` (nothing when some copy is
+    /// usable) and returns the usable copies.
+    fn blob_problems(
+        &mut self,
+        view: &IndexView,
+        id: &BlobId,
+        want: BlobKind,
+        problems: &mut Vec<usize>,
+    ) -> Vec<CopyRef> {
+        let mut usable = Vec::new();
+        let mut reasons = Vec::new();
+        let mut wrong_kind = None;
+        for copy in view.copies(id) {
+            let row = &view.packs[copy.pack as usize];
+            let entry = &row.entries[copy.entry as usize];
+            if entry.kind != want {
+                wrong_kind = Some(entry.kind);
+                continue;
+            }
+            // Every reason a copy is unusable gets the snapshots, so each finding names them.
+            let before = reasons.len();
+            reasons.extend(row.whole_problem);
+            if let (Some(f), Some(len)) = (row.short_problem, row.stored_len)
+                && entry.end() > len
+            {
+                reasons.push(f);
+            }
+            reasons.extend(self.bad_copies.get(&(*id, copy.pack)).copied());
+            if reasons.len() == before {
+                usable.push(copy);
+            }
+        }
+        if !usable.is_empty() {
+            return usable;
+        }
+        if !reasons.is_empty() {
+            problems.extend(reasons);
+            return usable;
+        }
+        let what = kind_name(want);
+        let object = if want == BlobKind::Tree { "tree" } else { "blob" };
+        let f = if let Some(found) = wrong_kind {
+            self.add_once(
+                format!("kind {id}"),
+                Severity::Damage,
+                "blob_wrong_kind",
+                object,
+                Some(id.to_hex()),
+                || format!("is referenced as a {what} blob but indexed as a {} blob", kind_name(found)),
+                true,
+            )
+        } else if let Some(pack) = view.condemned_blobs.get(id) {
+            self.add_once(
+                format!("condemned {id}"),
+                Severity::Damage,
+                "blob_condemned_only",
+                object,
+                Some(id.to_hex()),
+                || {
+                    format!(
+                        "is referenced but only held by pack {}, which a prune condemned (the next prune restores it)",
+                        pack.short()
+                    )
+                },
+                true,
+            )
+        } else {
+            self.add_once(
+                format!("missing {id}"),
+                Severity::Damage,
+                "blob_missing",
+                object,
+                Some(id.to_hex()),
+                || "is referenced but in no index".to_owned(),
+                true,
+            )
+        };
+        problems.push(f);
+        usable
+    }
+}
+
+/// Whether two listings of one pack agree (order-insensitive).
+fn same_entries(a: &[BlobEntry], b: &[BlobEntry]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut a: Vec<_> = a.iter().map(entry_key).collect();
+    let mut b: Vec<_> = b.iter().map(entry_key).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
+fn entry_key(e: &BlobEntry) -> (u32, BlobId, u8, u8, u32, u32) {
+    (e.offset, e.id, e.kind as u8, e.compression as u8, e.stored_len, e.plain_len)
+}
+
+/// Drops a leading `index/<hex>: ` from an engine error message, as the finding names the object.
+fn strip_object_prefix(message: &str, hex: &str) -> String {
+    match message.strip_prefix(&format!("index/{hex}")) {
+        Some(rest) => rest.trim_start_matches(':').trim_start().to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// When a pack was last found whole at a depth at least `level`.
+fn last_verified(times: &HashMap<PackId, PackCheckTimes>, id: &PackId, level: CheckLevel) -> i64 {
+    let t = times.get(id).copied().unwrap_or_default();
+    match level {
+        CheckLevel::Data => t.decrypted_ns,
+        _ => t.hashed_ns.max(t.decrypted_ns),
+    }
+}
+
+/// Chooses the packs a reading check reads, from `stored` (sorted by id).
+///
+/// Groups depend on the ids only. Percentages and sizes take the packs verified least recently
+/// first; among packs never verified (or verified at the same moment) the order is a keyed hash of
+/// the id under `seed`, so that without remembered times successive runs still sample the whole
+/// repository rather than the same packs.
+pub fn select_packs(
+    stored: &[(PackId, u64)],
+    subset: ReadSubset,
+    last_verified: impl Fn(&PackId) -> i64,
+    seed: &[u8; 32],
+) -> Vec<(PackId, u64)> {
+    match subset {
+        ReadSubset::All => stored.to_vec(),
+        ReadSubset::Group { n, m } => stored.iter().copied().filter(|(id, _)| pack_group(id, m) == n - 1).collect(),
+        ReadSubset::Percent(_) | ReadSubset::Bytes(_) => {
+            let mut order: Vec<(i64, [u8; 32], (PackId, u64))> = stored
+                .iter()
+                .map(|p| (last_verified(&p.0), object_name(&[&seed[..], p.0.as_bytes()].concat()), *p))
+                .collect();
+            order.sort_unstable_by_key(|o| (o.0, o.1));
+            let ordered = order.into_iter().map(|o| o.2);
+            match subset {
+                ReadSubset::Percent(p) => {
+                    let count = ((stored.len() as f64) * p / 100.0).ceil() as usize;
+                    ordered.take(count.clamp(usize::from(!stored.is_empty()), stored.len())).collect()
+                }
+                ReadSubset::Bytes(limit) => {
+                    let mut total = 0u64;
+                    let mut out = Vec::new();
+                    for p in ordered {
+                        if !out.is_empty() && total.saturating_add(p.1) > limit {
+                            break;
+                        }
+                        total = total.saturating_add(p.1);
+                        out.push(p);
+                    }
+                    out
+                }
+                _ => unreachable!("matched above"),
+            }
+        }
+    }
+}
+
+/// The group (0-based) of a pack among `m`.
+fn pack_group(id: &PackId, m: u32) -> u32 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&id.as_bytes()[..8]);
+    (u64::from_be_bytes(first) % u64::from(m)) as u32
+}
+
+/// Reads one pack and checks it: its hash always; with `key`, also its header, frames and blobs.
+/// `indexed` is what the live index says the pack holds (`None` for a pack no index names).
+fn read_one_pack(
+    backend: &Backend,
+    key: Option<&MasterKey>,
+    id: PackId,
+    len: u64,
+    indexed: Option<&[BlobEntry]>,
+) -> Result<PackOutcome> {
+    thread_local! {
+        // One pack buffer per worker, reused: memory stays at one pack per worker and the pages
+        // are not faulted in again for every pack.
+        static PACK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    PACK_BUFFER.with_borrow_mut(|buffer| {
+        let mut out = PackOutcome { id, len, ..PackOutcome::default() };
+        match backend.read_into(FileType::Pack, &id.to_hex(), buffer) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                out.vanished = true;
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        }
+        check_pack_bytes(buffer, key, out, indexed)
+    })
+}
+
+/// The checks of [`read_one_pack`] on a pack's bytes.
+fn check_pack_bytes(
+    bytes: &[u8],
+    key: Option<&MasterKey>,
+    mut out: PackOutcome,
+    indexed: Option<&[BlobEntry]>,
+) -> Result<PackOutcome> {
+    let id = out.id;
+    out.len = bytes.len() as u64;
+    out.hash_ok = &object_name(bytes) == id.as_bytes();
+    let Some(key) = key else { return Ok(out) };
+
+    let header = parse_header(bytes, key);
+    if let Err(e) = &header {
+        out.header_problem = Some(e.clone());
+    }
+    let to_open: Vec<BlobEntry> = match (indexed, &header) {
+        (Some(entries), _) => entries.to_vec(),
+        (None, Ok(entries)) => entries.clone(),
+        (None, Err(_)) => scan_frames(bytes).unwrap_or_default(),
+    };
+    for e in &to_open {
+        let (start, end) = (e.offset as usize, e.end() as usize);
+        let Some(sealed) = bytes.get(start..end) else {
+            out.bad_blobs.push((*e, "lies beyond the end of the pack".to_owned()));
+            continue;
+        };
+        match open_blob(key, e.kind, e.id, e.compression, e.plain_len, sealed) {
+            Ok(_) => out.blobs_read += 1,
+            Err(err) => out.bad_blobs.push((*e, describe_blob_error(&err))),
+        }
+    }
+    if let Ok(header) = &header {
+        if let Some(entries) = indexed
+            && !same_entries(header, entries)
+        {
+            let header_keys: HashSet<_> = header.iter().map(entry_key).collect();
+            let index_keys: HashSet<_> = entries.iter().map(entry_key).collect();
+            out.index_disagreement = Some(format!(
+                "{} blobs only in the header, {} only in the index",
+                header_keys.difference(&index_keys).count(),
+                index_keys.difference(&header_keys).count()
+            ));
+        }
+        match scan_frames(bytes) {
+            Ok(frames) if frames == *header => {}
+            Ok(frames) => {
+                out.frames_problem = Some(format!(
+                    "blob frames disagree with the header ({} frames readable, {} header entries); the blobs themselves are checked separately",
+                    frames.len(),
+                    header.len()
+                ))
+            }
+            Err(e) => out.frames_problem = Some(format!("does not start like a pack: {e}")),
+        }
+    }
+    Ok(out)
+}
+
+fn describe_blob_error(e: &cairn_format::FormatError) -> String {
+    use cairn_format::FormatError as F;
+    match e {
+        F::AuthenticationFailed { .. } => "fails authentication (damaged)".to_owned(),
+        F::Decompress { .. } => "authenticates but does not decompress to its length".to_owned(),
+        F::Invalid { reason, .. } => format!("is invalid: {reason}"),
+        other => other.to_string(),
+    }
+}
+
+/// Opens a whole pack's header from the trailer.
+fn parse_header(bytes: &[u8], key: &MasterKey) -> std::result::Result<Vec<BlobEntry>, String> {
+    let len = bytes.len();
+    if len < TRAILER_LEN {
+        return Err("is missing: the pack is shorter than its trailer".to_owned());
+    }
+    let header_len =
+        read_trailer(&bytes[len - TRAILER_LEN..], len as u64).map_err(|e| format!("cannot be found: {e}"))?;
+    let start = len - TRAILER_LEN - header_len as usize;
+    decode_header(&bytes[start..len - TRAILER_LEN], key, len as u64).map_err(|e| match e {
+        cairn_format::FormatError::AuthenticationFailed { .. } => "fails authentication (damaged)".to_owned(),
+        other => format!("does not decode: {other}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(b: u8, size: u64) -> (PackId, u64) {
+        let mut id = [0u8; 32];
+        id[0] = b;
+        id[7] = b;
+        (PackId::from_bytes(id), size)
+    }
+
+    #[test]
+    fn subsets_parse() {
+        assert_eq!("1/7".parse::<ReadSubset>().ok(), Some(ReadSubset::Group { n: 1, m: 7 }));
+        assert_eq!("10%".parse::<ReadSubset>().ok(), Some(ReadSubset::Percent(10.0)));
+        assert_eq!("5G".parse::<ReadSubset>().ok(), Some(ReadSubset::Bytes(5 << 30)));
+        assert_eq!("1.5GiB".parse::<ReadSubset>().ok(), Some(ReadSubset::Bytes(3 << 29)));
+        assert_eq!("500m".parse::<ReadSubset>().ok(), Some(ReadSubset::Bytes(500 << 20)));
+        assert_eq!("4096".parse::<ReadSubset>().ok(), Some(ReadSubset::Bytes(4096)));
+        for bad in ["0/7", "8/7", "1/0", "0%", "101%", "x", "5Q", "", "-1G"] {
+            assert!(bad.parse::<ReadSubset>().is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn groups_partition_the_packs() {
+        let stored: Vec<_> = (0..=255u8).map(|b| pack(b, 10)).collect();
+        let seed = [0u8; 32];
+        let mut seen = HashSet::new();
+        for n in 1..=7 {
+            for p in select_packs(&stored, ReadSubset::Group { n, m: 7 }, |_| 0, &seed) {
+                assert!(seen.insert(p.0), "a pack is in two groups");
+            }
+        }
+        assert_eq!(seen.len(), stored.len());
+    }
+
+    #[test]
+    fn percent_and_bytes_read_least_recently_verified_first() {
+        let stored: Vec<_> = (0..10u8).map(|b| pack(b, 100)).collect();
+        let seed = [7u8; 32];
+        // Packs 0..5 were verified at time 5; the others never.
+        let when = |id: &PackId| if id.as_bytes()[0] < 5 { 5 } else { 0 };
+        let half = select_packs(&stored, ReadSubset::Percent(50.0), when, &seed);
+        assert_eq!(half.len(), 5);
+        assert!(half.iter().all(|p| p.0.as_bytes()[0] >= 5));
+        let by_size = select_packs(&stored, ReadSubset::Bytes(250), when, &seed);
+        assert_eq!(by_size.len(), 2);
+        assert!(by_size.iter().all(|p| p.0.as_bytes()[0] >= 5));
+        // A size below one pack still reads one pack; a tiny percentage reads at least one.
+        assert_eq!(select_packs(&stored, ReadSubset::Bytes(1), when, &seed).len(), 1);
+        assert_eq!(select_packs(&stored, ReadSubset::Percent(0.1), when, &seed).len(), 1);
+        assert!(select_packs(&[], ReadSubset::Percent(50.0), when, &seed).is_empty());
+    }
+
+    #[test]
+    fn successive_percent_runs_cover_everything() {
+        let stored: Vec<_> = (0..20u8).map(|b| pack(b, 1)).collect();
+        let mut times: HashMap<PackId, i64> = HashMap::new();
+        let mut seen = HashSet::new();
+        for day in 1..=4 {
+            let chosen = select_packs(
+                &stored,
+                ReadSubset::Percent(25.0),
+                |id| times.get(id).copied().unwrap_or(0),
+                &[day as u8; 32],
+            );
+            for p in chosen {
+                seen.insert(p.0);
+                times.insert(p.0, day);
+            }
+        }
+        assert_eq!(seen.len(), stored.len());
+    }
+}
