@@ -36,7 +36,7 @@ measure() {
 }
 measure "backup of $files tiny files" "$cairn" backup --quiet --time "2026-01-01 00:00:00" "$src"
 # Half the files change: the second snapshot shares half of the blobs with the first.
-find "$src" -name 'f*[02468]' -type f -print0 | xargs -0 -n 5000 sed -i 's/tiny/TINY/'
+find "$src" -name 'f*[02468]' -type f -print0 | xargs -0 -n 5000 sed -i 's/$/ changed/'
 measure "backup after changing half the files" "$cairn" backup --quiet --time "2026-01-01 01:00:00" "$src"
 "$cairn" prune --dry-run --json | python3 -c 'import json,sys; p=json.load(sys.stdin)["plan"]; print("blobs used:", p["used_blobs"], "packs:", p["packs_total"])'
 measure "forget --keep-last 1" "$cairn" forget --keep-last 1 --quiet
