@@ -328,6 +328,7 @@ last_step=$(printf 'hour-%02d' "$HOURS"); ((HOURS > 0)) || last_step=first
 for tool in "${TOOL_LIST[@]}"; do
     tool_restore "$tool" restore "$(snapshot_of "$tool" "$last_step")" "$(size_of "$(dump_path "$HOURS")")"
     RESTORED[$tool]=$(check_restore "$tool" "$(dump_path "$HOURS")")
+    [ "${RESTORED[$tool]}" = ok ] || say "WARNING: $tool restored a file that differs from $(dump_path "$HOURS")"
 done
 rm -f "$STAGE/db.sql"
 
@@ -381,7 +382,8 @@ for k, v in meta:
     print(f"- **{k}**: {v}")
 print("\nMB = 10^6 bytes. MB/s = input bytes / wall time. CPU = user + system seconds. Peak RSS = largest")
 print("resident set of any process in the step. Added = growth of the repository folder in the step; repo and")
-print("index = sizes after the step. Load = 1-minute load average just before the step.\n")
+print("index = sizes after the step. Load = 1-minute load average just before the step (it includes the")
+print("previous step's own processes). No tool fsyncs restored files, so restore times exclude their writeback.\n")
 
 print("## Summary\n")
 head(["step", "tool", "wall s", "CPU s", "MB/s", "peak RSS MB", "added MB", "repo MB", "index MB", "load"])

@@ -114,7 +114,10 @@ fn exclude_patterns_files_and_marker_files_leave_paths_out() {
     let target = repo.scratch("out");
     repo.cairn().args(["restore", &id, "--target"]).arg(&target).assert().success();
     let restored = crate::support::fstree::restored_path(&target, &src);
-    assert_eq!(relative_paths(&restored).into_iter().filter(|p| !p.as_os_str().is_empty()).collect::<BTreeSet<_>>(), paths);
+    assert_eq!(
+        relative_paths(&restored).into_iter().filter(|p| !p.as_os_str().is_empty()).collect::<BTreeSet<_>>(),
+        paths
+    );
 }
 
 #[test]
@@ -125,7 +128,12 @@ fn tags_host_and_time_are_recorded_and_filter_listings() {
     repo.json(&["backup", src_str(&src), "--tag", "daily,db", "--tag", "pg", "--host", "db-primary"]);
     repo.json(&["backup", src_str(&src), "--host", "web-1", "--time", "2021-03-04T05:06:07.5+02:00"]);
     // A local time is read in the local zone; TZ pins it.
-    let out = repo.cairn().env("TZ", "UTC").args(["backup", "--json", src_str(&src), "--time", "2022-12-31 23:59:58"]).output().expect("runs");
+    let out = repo
+        .cairn()
+        .env("TZ", "UTC")
+        .args(["backup", "--json", src_str(&src), "--time", "2022-12-31 23:59:58"])
+        .output()
+        .expect("runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let all = repo.json(&["snapshots"]);
@@ -145,7 +153,12 @@ fn tags_host_and_time_are_recorded_and_filter_listings() {
     let hosts = |args: &[&str]| -> Vec<String> {
         let mut full = vec!["snapshots"];
         full.extend_from_slice(args);
-        repo.json(&full).as_array().expect("array").iter().map(|s| s["host"].as_str().expect("host").to_owned()).collect()
+        repo.json(&full)
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s["host"].as_str().expect("host").to_owned())
+            .collect()
     };
     assert_eq!(hosts(&["--host", "web-1"]), ["web-1"]);
     assert_eq!(hosts(&["--tag", "db"]), ["db-primary"]);
@@ -198,7 +211,10 @@ fn incremental_runs_use_the_parent_and_read_only_what_changed() {
     let second = repo.json(&["backup", src_str(&src)]);
     assert_eq!(second["parent"], first["snapshot_id"], "parent chosen automatically");
     let s = &second["summary"];
-    assert_eq!((s["files_new"].as_u64(), s["files_changed"].as_u64(), s["files_unchanged"].as_u64()), (Some(0), Some(0), Some(12)));
+    assert_eq!(
+        (s["files_new"].as_u64(), s["files_changed"].as_u64(), s["files_unchanged"].as_u64()),
+        (Some(0), Some(0), Some(12))
+    );
     assert_eq!(s["bytes_read"], 0, "unchanged files were read again");
     assert_eq!(s["data_blobs_added"], 0);
 
@@ -210,7 +226,10 @@ fn incremental_runs_use_the_parent_and_read_only_what_changed() {
     let third = repo.json(&["backup", src_str(&src)]);
     assert_eq!(third["parent"], second["snapshot_id"]);
     let s = &third["summary"];
-    assert_eq!((s["files_new"].as_u64(), s["files_changed"].as_u64(), s["files_unchanged"].as_u64()), (Some(1), Some(1), Some(11)));
+    assert_eq!(
+        (s["files_new"].as_u64(), s["files_changed"].as_u64(), s["files_unchanged"].as_u64()),
+        (Some(1), Some(1), Some(11))
+    );
     assert_eq!(s["bytes_read"], 200_000 + 9, "only the changed and the new file are read");
     assert!(s["data_blobs_added"].as_u64().expect("number") >= 2);
 

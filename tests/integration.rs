@@ -3,9 +3,14 @@
 
 mod support;
 
+mod backup_options;
 mod check;
+mod crash;
 mod damage;
+mod dedup;
+mod errors;
 mod restic_parity;
 mod retention;
 mod roundtrip;
 mod smoke;
+mod streams;

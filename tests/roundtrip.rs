@@ -157,7 +157,16 @@ fn rich_tree_round_trips_bytes_and_metadata() {
     assert_eq!(summary["files_new"], files, "files counted");
 
     let target = repo.scratch("target");
-    let report = repo.json(&["restore", "latest", "--verify", "--target", target.to_str().expect("UTF-8")]);
+    // A guard, not a measurement: a restore that blocks (opening a FIFO did once) fails instead of hanging.
+    let out = repo
+        .cairn()
+        .args(["restore", "latest", "--verify", "--json", "--target"])
+        .arg(&target)
+        .timeout(std::time::Duration::from_secs(600))
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(report["errors"], serde_json::json!([]));
     assert_eq!(report["warnings"], serde_json::json!([]));
     // Hard links beyond the first of each group: b, c, "link to hard a", y.
@@ -178,6 +187,67 @@ fn rich_tree_round_trips_bytes_and_metadata() {
         sparse.blocks() * 512,
         sparse.len()
     );
+}
+
+/// The comparison above must be able to fail: a faithful copy (`cp -a`) passes, and each single
+/// difference in bytes, time, mode, owner, link identity, link target or entries is caught.
+#[test]
+fn tree_comparison_notices_every_difference() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let src = mkdir(&dir.path().join("src"));
+    std::fs::write(src.join("a"), b"alpha").expect("write");
+    std::fs::hard_link(src.join("a"), src.join("b")).expect("link");
+    std::fs::write(src.join("c"), b"gamma").expect("write");
+    symlink("a", &src.join("l"));
+    std::fs::write(mkdir(&src.join("d")).join("e"), b"epsilon").expect("write");
+    set_distinct_mtimes(&src, 1_500_000_000);
+
+    let copy = |name: &str| -> PathBuf {
+        let to = dir.path().join(name);
+        let status = std::process::Command::new("cp").arg("-a").arg(&src).arg(&to).status().expect("cp runs");
+        assert!(status.success());
+        to
+    };
+    assert_same_tree(&src, &copy("faithful"));
+
+    let keep_time = |p: &Path, change: &dyn Fn(&Path)| {
+        let m = std::fs::symlink_metadata(p).expect("stat");
+        change(p);
+        crate::support::fstree::set_mtime(p, m.mtime(), m.mtime_nsec());
+    };
+    type Mutation<'a> = Box<dyn Fn(&Path) + 'a>;
+    let mutations: Vec<(&str, Mutation<'_>)> = vec![
+        ("one byte", Box::new(|t| keep_time(&t.join("c"), &|p| std::fs::write(p, b"gammA").expect("write")))),
+        ("one nanosecond", Box::new(|t| crate::support::fstree::set_mtime(&t.join("c"), 1_500_000_000, 1))),
+        ("mode", Box::new(|t| chmod(&t.join("c"), 0o600))),
+        ("owner", Box::new(|t| std::os::unix::fs::lchown(t.join("c"), Some(4242), None).expect("chown"))),
+        (
+            "hard link broken",
+            Box::new(|t| {
+                keep_time(&t.join("b"), &|p| {
+                    std::fs::remove_file(p).expect("unlink");
+                    std::fs::write(p, b"alpha").expect("write");
+                })
+            }),
+        ),
+        (
+            "symlink target",
+            Box::new(|t| {
+                keep_time(&t.join("l"), &|p| {
+                    std::fs::remove_file(p).expect("unlink");
+                    symlink("c", p);
+                })
+            }),
+        ),
+        ("extra entry", Box::new(|t| keep_time(&t.join("d"), &|p| std::fs::write(p.join("x"), b"").expect("write")))),
+        ("missing entry", Box::new(|t| keep_time(&t.join("d"), &|p| std::fs::remove_file(p.join("e")).expect("rm")))),
+    ];
+    for (i, (what, mutate)) in mutations.iter().enumerate() {
+        let target = copy(&format!("copy-{i}"));
+        mutate(&target);
+        let caught = std::panic::catch_unwind(|| assert_same_tree(&src, &target)).is_err();
+        assert!(caught, "a difference in {what} went unnoticed");
+    }
 }
 
 /// A small tree for the tests of partial restores and listings.
@@ -458,7 +528,8 @@ fn snapshots_json_carries_the_recorded_fields() {
     assert_eq!(s["parent"], first["snapshot_id"], "the second snapshot names the first as parent");
     assert!(list[0]["parent"].is_null());
     assert_eq!(s["uid"], nix::unistd::getuid().as_raw());
-    assert_eq!(s["user"], "root");
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid()).expect("user lookup").expect("a named user");
+    assert_eq!(s["user"], me.name.as_str());
     assert!(s["program_version"].as_str().is_some_and(|v| !v.is_empty()));
     assert!(s["tree"].as_str().is_some_and(|t| t.len() == 64));
     assert!(s["time_ns"].as_i64().expect("time") > list[0]["time_ns"].as_i64().expect("time"));
