@@ -27,4 +27,6 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 echo "== cargo test"
+# The end-to-end tests drive the real binary, which lives in another package: build it first.
+cargo build --locked -p cairn-cli
 cargo test --locked --workspace

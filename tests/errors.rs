@@ -136,7 +136,7 @@ impl Unprivileged {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        let built = assert_cmd::cargo::cargo_bin("cairn");
+        let built = crate::support::cairn_bin();
         let binary = dir.path().join("cairn");
         // The build folder may sit below folders the user cannot enter.
         std::fs::hard_link(&built, &binary).or_else(|_| std::fs::copy(&built, &binary).map(|_| ())).expect("binary");

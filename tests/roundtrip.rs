@@ -406,7 +406,7 @@ fn dump_writes_one_file_byte_exact_and_stops_quietly_at_a_closed_pipe() {
     let mut shell = std::process::Command::new("bash");
     shell
         .args(["-c", "set -o pipefail; \"$CAIRN\" dump latest \"$FILE\" | head -c 10 | od -An -tx1"])
-        .env("CAIRN", assert_cmd::cargo::cargo_bin("cairn"))
+        .env("CAIRN", crate::support::cairn_bin())
         .env("FILE", &big)
         .env("CAIRN_REPOSITORY", repo.repo_path())
         .env("CAIRN_PASSWORD", crate::support::PASSWORD)

@@ -10,6 +10,20 @@ use assert_cmd::Command;
 pub mod data;
 pub mod fstree;
 
+/// The `cairn` binary under test: `CAIRN_BIN` when set, otherwise the one cargo built next to this
+/// test executable (`scripts/test.sh` builds it before running the tests). Fails loudly if absent.
+pub fn cairn_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAIRN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("path of the test executable");
+    // target/<profile>/deps/integration-HASH -> target/<profile>/cairn
+    let bin =
+        exe.parent().and_then(Path::parent).expect("test executable lives in target/<profile>/deps").join("cairn");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build -p cairn-cli)", bin.display());
+    bin
+}
+
 /// Password used by every test repository.
 pub const PASSWORD: &str = "test password";
 
@@ -48,7 +62,7 @@ impl TestRepo {
 
     /// The binary with repository, password and cache set through the environment.
     pub fn cairn(&self) -> Command {
-        let mut c = Command::cargo_bin("cairn").expect("the cairn binary is built");
+        let mut c = Command::new(cairn_bin());
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -60,7 +74,7 @@ impl TestRepo {
 
     /// The same as [`TestRepo::cairn`] as a plain `std::process::Command`, for spawning and killing.
     pub fn cairn_std(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("cairn"));
+        let mut c = std::process::Command::new(cairn_bin());
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
