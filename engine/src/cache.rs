@@ -241,32 +241,9 @@ impl Cache {
                 "SELECT pack, kind, compression, offset, stored_len, plain_len FROM blobs WHERE id = ?1 LIMIT 1",
             )
             .map_err(sql("lookup"))?;
-        let row = stmt
-            .query_row([&id.as_bytes()[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, u8>(1)?,
-                    r.get::<_, u8>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, u32>(5)?,
-                ))
-            })
-            .optional()
-            .map_err(sql("lookup"))?;
-        let Some((pack, kind, compression, offset, stored_len, plain_len)) = row else { return Ok(None) };
-        let bad = || Error::corrupt("local cache holds an invalid row; delete the cache folder");
-        Ok(Some(BlobLocation {
-            pack: PackId::from_bytes(to_id(&pack).ok_or_else(bad)?),
-            entry: BlobEntry {
-                kind: BlobKind::from_u8(kind).map_err(|_| bad())?,
-                id: *id,
-                compression: Compression::from_u8(compression).map_err(|_| bad())?,
-                offset,
-                stored_len,
-                plain_len,
-            },
-        }))
+        let row = stmt.query_row([&id.as_bytes()[..]], read_entry_row).optional().map_err(sql("lookup"))?;
+        let Some(row) = row else { return Ok(None) };
+        location_from_row(*id, row).map(Some)
     }
 
     /// Whether the merged index knows a blob.
@@ -504,30 +481,11 @@ impl Cache {
                 "SELECT DISTINCT id, kind, compression, offset, stored_len, plain_len FROM blobs WHERE pack = ?1 ORDER BY offset",
             )
             .map_err(sql("pack blobs"))?;
-        let rows = stmt
-            .query_map([&pack.as_bytes()[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, u8>(1)?,
-                    r.get::<_, u8>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, u32>(5)?,
-                ))
-            })
-            .map_err(sql("pack blobs"))?;
+        let rows = stmt.query_map([&pack.as_bytes()[..]], read_entry_row).map_err(sql("pack blobs"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, kind, compression, offset, stored_len, plain_len) = row.map_err(sql("pack blobs"))?;
-            let bad = || Error::corrupt("local cache holds an invalid row; delete the cache folder");
-            out.push(BlobEntry {
-                id: BlobId::from_bytes(to_id(&id).ok_or_else(bad)?),
-                kind: BlobKind::from_u8(kind).map_err(|_| bad())?,
-                compression: Compression::from_u8(compression).map_err(|_| bad())?,
-                offset,
-                stored_len,
-                plain_len,
-            });
+            let (id, entry) = row.map_err(sql("pack blobs"))?;
+            out.push(entry_from_row(BlobId::from_bytes(to_id(&id).ok_or_else(bad_row)?), entry)?);
         }
         Ok(out)
     }
@@ -610,6 +568,35 @@ impl Cache {
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql("read"))?;
         Ok(rows.filter_map(|r| r.ok()).filter_map(|b| to_id(&b).map(IndexId::from_bytes)).collect())
     }
+}
+
+/// The columns `(first id, kind, compression, offset, stored_len, plain_len)` of a blob row.
+type EntryRow = (Vec<u8>, (u8, u8, u32, u32, u32));
+
+fn read_entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+}
+
+fn bad_row() -> Error {
+    Error::corrupt("local cache holds an invalid row; delete the cache folder")
+}
+
+fn entry_from_row(
+    id: BlobId,
+    (kind, compression, offset, stored_len, plain_len): (u8, u8, u32, u32, u32),
+) -> Result<BlobEntry> {
+    Ok(BlobEntry {
+        id,
+        kind: BlobKind::from_u8(kind).map_err(|_| bad_row())?,
+        compression: Compression::from_u8(compression).map_err(|_| bad_row())?,
+        offset,
+        stored_len,
+        plain_len,
+    })
+}
+
+fn location_from_row(id: BlobId, (pack, entry): EntryRow) -> Result<BlobLocation> {
+    Ok(BlobLocation { pack: PackId::from_bytes(to_id(&pack).ok_or_else(bad_row)?), entry: entry_from_row(id, entry)? })
 }
 
 /// What a sync did.
@@ -788,33 +775,10 @@ impl Cache {
                 "SELECT DISTINCT pack, kind, compression, offset, stored_len, plain_len FROM blobs WHERE id = ?1",
             )
             .map_err(sql("lookup"))?;
-        let rows = stmt
-            .query_map([&id.as_bytes()[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, u8>(1)?,
-                    r.get::<_, u8>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, u32>(5)?,
-                ))
-            })
-            .map_err(sql("lookup"))?;
+        let rows = stmt.query_map([&id.as_bytes()[..]], read_entry_row).map_err(sql("lookup"))?;
         let mut out = Vec::new();
         for row in rows {
-            let (pack, kind, compression, offset, stored_len, plain_len) = row.map_err(sql("lookup"))?;
-            let bad = || Error::corrupt("local cache holds an invalid row; delete the cache folder");
-            out.push(BlobLocation {
-                pack: PackId::from_bytes(to_id(&pack).ok_or_else(bad)?),
-                entry: BlobEntry {
-                    kind: BlobKind::from_u8(kind).map_err(|_| bad())?,
-                    id: *id,
-                    compression: Compression::from_u8(compression).map_err(|_| bad())?,
-                    offset,
-                    stored_len,
-                    plain_len,
-                },
-            });
+            out.push(location_from_row(*id, row.map_err(sql("lookup"))?)?);
         }
         Ok(out)
     }
