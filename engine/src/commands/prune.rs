@@ -22,14 +22,15 @@ use std::time::Instant;
 use cairn_format::blob::{BlobKind, SealedBlob, open_blob};
 use cairn_format::index::{CondemnedPack, IndexFile, IndexedPack};
 use cairn_format::lock::LockKind;
+use cairn_format::pack::BlobEntry;
 use cairn_format::snapshot::Snapshot;
-use cairn_format::tree::NodeKind;
+use cairn_format::tree::{NodeKind, Tree};
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::FileType;
-use crate::cache::PackUsage;
+use crate::cache::{BlobLocation, PackUsage};
 use crate::commands::backup::now_ns;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock;
@@ -130,16 +131,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             ),
         ));
     }
-    repo.cache().begin_mark()?;
-    let mut marked_trees = HashSet::new();
-    for (_, s) in &snapshots {
-        mark_snapshot(repo, s, &mut marked_trees)?;
-    }
-    let used_blobs = count_used(repo)?;
-
     // Condemned packs of earlier prunes, unless some index lists them as live again.
-    let usage = repo.cache().pack_usage()?;
-    let indexed: HashSet<PackId> = usage.iter().map(|u| u.pack).collect();
+    let indexed: HashSet<PackId> = repo.indexed_packs()?.into_iter().map(|(p, _)| p).collect();
     let mut condemned: HashMap<PackId, (i64, IndexedPack)> = HashMap::new();
     for c in repo.cache().condemned()? {
         if !indexed.contains(&c.pack) {
@@ -150,6 +143,20 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     let existing: HashSet<PackId> = list_packs(repo)?.into_iter().map(|(id, _)| id).collect();
     condemned.retain(|id, _| existing.contains(id));
+    // A snapshot written by a backup that ran beside an earlier prune may reach trees that only a
+    // condemned pack holds: marking must be able to read them there.
+    let mut condemned_trees: HashMap<BlobId, BlobLocation> = HashMap::new();
+    for (id, (_, pack)) in &condemned {
+        add_tree_locations(&mut condemned_trees, *id, &pack.blobs);
+    }
+
+    repo.cache().begin_mark()?;
+    let mut marked_trees = HashSet::new();
+    for (_, s) in &snapshots {
+        mark_snapshot(repo, s, &mut marked_trees, &condemned_trees)?;
+    }
+    let used_blobs = count_used(repo)?;
+    let usage = repo.cache().pack_usage()?;
     let resurrect = find_resurrections(repo, &condemned)?;
     check_complete(repo, &condemned)?;
 
@@ -177,11 +184,17 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // 2. The new index: kept and resurrected packs live, everything else condemned.
     let since_ns = now_ns();
     let mut writer = IndexWriter::new(repo);
+    // Blob lists of the packs condemned now: after the sync below the cache no longer has them.
+    let mut condemned_now: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
     for u in &usage {
         let pack = IndexedPack { id: u.pack, len: u.len, blobs: repo.cache().pack_blobs(&u.pack)? };
         match actions.get(&u.pack) {
             Some(Action::Keep) | None => writer.add_live(pack)?,
-            Some(_) => writer.add_condemned(CondemnedPack { since_ns, pack })?,
+            Some(_) => {
+                add_tree_locations(&mut condemned_trees, pack.id, &pack.blobs);
+                condemned_now.insert(pack.id, pack.blobs.clone());
+                writer.add_condemned(CondemnedPack { since_ns, pack })?
+            }
         }
     }
     for (id, (since, pack)) in &condemned {
@@ -222,16 +235,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let (now_snapshots, _) = repo.load_snapshots()?;
     let mut late_use_failed = false;
     for (id, s) in &now_snapshots {
-        if !known.contains(id) && mark_snapshot(repo, s, &mut marked_trees).is_err() {
+        if !known.contains(id) && mark_snapshot(repo, s, &mut marked_trees, &condemned_trees).is_err() {
             late_use_failed = true;
         }
     }
     let mut back_to_life = Vec::new();
     if !late_use_failed {
         for (pack_id, _) in doomed.iter() {
-            let blobs = match repo.cache().pack_blobs(pack_id) {
-                Ok(b) if !b.is_empty() => b,
-                _ => condemned.get(pack_id).map(|c| c.1.blobs.clone()).unwrap_or_default(),
+            let blobs = match condemned_now.get(pack_id) {
+                Some(b) => b.clone(),
+                None => condemned.get(pack_id).map(|c| c.1.blobs.clone()).unwrap_or_default(),
             };
             let mut needed = false;
             for b in &blobs {
@@ -282,13 +295,37 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 }
 
 /// Marks every tree and data blob a snapshot references.
-fn mark_snapshot(repo: &Repository, snapshot: &Snapshot, marked_trees: &mut HashSet<TreeId>) -> Result<()> {
+/// Records where the tree blobs of a condemned pack are.
+fn add_tree_locations(map: &mut HashMap<BlobId, BlobLocation>, pack: PackId, blobs: &[BlobEntry]) {
+    for b in blobs.iter().filter(|b| b.kind == BlobKind::Tree) {
+        map.insert(b.id, BlobLocation { pack, entry: *b });
+    }
+}
+
+/// Loads a tree through the index, or from a condemned pack that still holds it.
+fn load_tree_anywhere(repo: &Repository, id: TreeId, condemned_trees: &HashMap<BlobId, BlobLocation>) -> Result<Tree> {
+    let blob: BlobId = id.into();
+    if repo.locate(&blob)?.is_none()
+        && let Some(loc) = condemned_trees.get(&blob)
+    {
+        let plain = repo.read_blob_at(loc)?;
+        return Tree::decode(&plain).map_err(|e| Error::format(format!("tree {}", id.short()), e));
+    }
+    repo.load_tree(id)
+}
+
+fn mark_snapshot(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    marked_trees: &mut HashSet<TreeId>,
+    condemned_trees: &HashMap<BlobId, BlobLocation>,
+) -> Result<()> {
     let mut stack = vec![snapshot.tree];
     while let Some(tree_id) = stack.pop() {
         if !marked_trees.insert(tree_id) {
             continue;
         }
-        let tree = repo.load_tree(tree_id).map_err(|e| {
+        let tree = load_tree_anywhere(repo, tree_id, condemned_trees).map_err(|e| {
             Error::new(e.kind(), format!("cannot prune: {e}; run 'cairn check' and 'cairn repair' first"))
         })?;
         let mut cache = repo.cache();
