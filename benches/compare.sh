@@ -10,6 +10,12 @@
 #                       e.g. --chunk-study 256,512,1024,2048
 #   --scale N           pgbench scale of the database (default 100, a dump of about 1 GB)
 #   --tree-files N      files in the small-file tree (default 30000)
+#   --forget-prune      give the hourly snapshots the times 2026-11-01 00:00, 01:00, ... (UTC) and, after
+#                       the last hour, run each tool's forget + prune with the policy below and measure it
+#                       (restic: forget --prune; borg: prune + compact); then restore every snapshot cairn
+#                       kept and compare it with its dump; the tree steps are left out
+#   --policy "OPTS"     the keep options for --forget-prune (default: "--keep-hourly 24 --keep-daily 7
+#                       --keep-weekly 4 --keep-monthly 12"), spelled the same for all three tools
 #   --data-only         generate (or extend) the data and stop
 #   --max-load L        before each step wait (at most 3 minutes) until the 1-minute load average is
 #                       below L, so that other work on the machine does not distort one tool's numbers
@@ -35,6 +41,8 @@ CHUNK_STUDY=
 SCALE=100
 TREE_FILES=30000
 DATA_ONLY=
+FORGET_PRUNE=
+POLICY="--keep-hourly 24 --keep-daily 7 --keep-weekly 4 --keep-monthly 12"
 MAX_LOAD=
 WORK=
 while (($#)); do
@@ -45,6 +53,8 @@ while (($#)); do
         --scale) SCALE=$2; shift 2 ;;
         --tree-files) TREE_FILES=$2; shift 2 ;;
         --data-only) DATA_ONLY=1; shift ;;
+        --forget-prune) FORGET_PRUNE=1; shift ;;
+        --policy) POLICY=$2; shift 2 ;;
         --max-load) MAX_LOAD=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         -*) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -229,16 +239,68 @@ tool_init() {
     esac >"$LOGS/$tool-init.log" 2>&1 || die "$tool init failed (log: $LOGS/$tool-init.log)"
 }
 
-# tool_backup TOOL STEP INPUT_BYTES PATH
+# tool_backup TOOL STEP INPUT_BYTES PATH [TIME]   (TIME: "YYYY-MM-DD HH:MM:SS", UTC)
 tool_backup() {
-    local tool=$1 step=$2 input=$3 path=$4 repo; repo=$(repo_of "$1")
+    local tool=$1 step=$2 input=$3 path=$4 when=${5:-} repo; repo=$(repo_of "$1")
+    local cairn_time=() restic_time=() borg_time=()
+    if [ -n "$when" ]; then
+        cairn_time=(--time "${when/ /T}Z"); restic_time=(--time "$when"); borg_time=(--timestamp "${when/ /T}")
+    fi
     case $tool in
-        cairn*) measure "$tool" "$step" "$input" "$repo" -- "$CAIRN" -r "$repo" --cache-dir "$CACHES/$tool" --json backup "$path" ;;
-        restic) measure "$tool" "$step" "$input" "$repo" -- restic -r "$repo" --cache-dir "$CACHES/restic" \
-            --compression auto backup --json "$path" ;;
+        cairn*) measure "$tool" "$step" "$input" "$repo" -- "$CAIRN" -r "$repo" --cache-dir "$CACHES/$tool" --json backup \
+            "${cairn_time[@]}" "$path" ;;
+        restic) measure "$tool" "$step" "$input" "$repo" -- env TZ=UTC restic -r "$repo" --cache-dir "$CACHES/restic" \
+            --compression auto backup --json "${restic_time[@]}" "$path" ;;
         borg) measure "$tool" "$step" "$input" "$repo" -- env BORG_BASE_DIR="$CACHES/borg" borg create \
-            --compression lz4 "$repo::$step" "$path" ;;
+            --compression lz4 "${borg_time[@]}" "$repo::$step" "$path" ;;
     esac
+}
+
+# The time of hour H of the series: 2026-11-01 00:00:00 UTC plus H hours.
+hour_time() { date -u -d "2026-11-01 00:00:00 UTC + $1 hours" '+%Y-%m-%d %H:%M:%S'; }
+
+# tool_forget_prune TOOL: forget with $POLICY, then reclaim space, as one measured step.
+tool_forget_prune() {
+    local tool=$1 repo; repo=$(repo_of "$1")
+    local -a policy; read -r -a policy <<<"$POLICY"
+    case $tool in
+        cairn*) measure "$tool" forget-prune 0 "$repo" -- "$CAIRN" -r "$repo" --cache-dir "$CACHES/$tool" -q \
+            forget "${policy[@]}" --prune ;;
+        restic) measure "$tool" forget-prune 0 "$repo" -- env TZ=UTC restic -r "$repo" --cache-dir "$CACHES/restic" -q \
+            forget "${policy[@]}" --prune ;;
+        borg) measure "$tool" forget-prune 0 "$repo" -- env BORG_BASE_DIR="$CACHES/borg" sh -c \
+            'borg prune "$@" "$0" && borg compact "$0"' "$repo" "${policy[@]}" ;;
+    esac
+}
+
+# Unused bytes left in the repository after prune, as the tool itself reports them.
+unused_after() {
+    local tool=$1 repo; repo=$(repo_of "$1")
+    case $tool in
+        cairn*) "$CAIRN" -r "$repo" --cache-dir "$CACHES/$tool" --json prune --dry-run | jq -r '.plan.bytes_unused_after' ;;
+        restic) restic -r "$repo" --cache-dir "$CACHES/restic" prune --dry-run 2>/dev/null \
+            | awk '/unused size after prune:/ { v = $5; u = $6; m = (u ~ /^KiB/) ? 1024 : (u ~ /^MiB/) ? 1048576 :
+                   (u ~ /^GiB/) ? 1073741824 : 1; printf "%.0f\n", v * m }' ;;
+        borg) echo "n/a" ;;
+    esac
+}
+
+# Restores every snapshot cairn kept and compares each with the dump of its hour.
+check_kept_cairn() {
+    local tool=$1 repo; repo=$(repo_of "$1")
+    local ok=0 bad=0 id secs h target=$WORK/restore/$1
+    while read -r id secs; do
+        h=$(( (secs - $(date -u -d "2026-11-01 00:00:00 UTC" +%s)) / 3600 ))
+        rm -rf "$target"; mkdir -p "$target"
+        "$CAIRN" -r "$repo" --cache-dir "$CACHES/$tool" -q restore "$id" --target "$target"
+        if cmp -s "$(find "$target" -type f -name db.sql | head -n1)" "$(dump_path "$h")"; then
+            ok=$((ok + 1))
+        else
+            bad=$((bad + 1)); say "WARNING: $tool snapshot $id (hour $h) does not restore to its dump"
+        fi
+    done < <("$CAIRN" -r "$repo" --cache-dir "$CACHES/$tool" --json snapshots | jq -r '.[] | "\(.id) \(.time_ns / 1e9 | floor)"')
+    rm -rf "$target"
+    echo "$ok of $((ok + bad)) kept snapshots restore byte for byte"
 }
 
 # The id of the snapshot the last backup step of TOOL wrote (borg: the archive name).
@@ -311,15 +373,24 @@ for tool in "${TOOL_LIST[@]}"; do
 done
 
 # Each step runs for every tool before the next step, so drifting machine load hits all alike.
+when() { [ -z "$FORGET_PRUNE" ] || hour_time "$1"; }
 ln -f "$(dump_path 0)" "$STAGE/db.sql"
-for tool in "${TOOL_LIST[@]}"; do tool_backup "$tool" first "$(size_of "$STAGE/db.sql")" "$STAGE/db.sql"; done
+for tool in "${TOOL_LIST[@]}"; do tool_backup "$tool" first "$(size_of "$STAGE/db.sql")" "$STAGE/db.sql" "$(when 0)"; done
 for ((h = 1; h <= HOURS; h++)); do
     ln -f "$(dump_path "$h")" "$STAGE/db.sql"
     step=$(printf 'hour-%02d' "$h")
-    for tool in "${TOOL_LIST[@]}"; do tool_backup "$tool" "$step" "$(size_of "$STAGE/db.sql")" "$STAGE/db.sql"; done
+    for tool in "${TOOL_LIST[@]}"; do
+        tool_backup "$tool" "$step" "$(size_of "$STAGE/db.sql")" "$STAGE/db.sql" "$(when "$h")"
+    done
 done
-declare -A RESTORED
-if [ -z "$CHUNK_STUDY" ]; then
+declare -A RESTORED UNUSED KEPT
+if [ -n "$FORGET_PRUNE" ]; then
+    for tool in "${TOOL_LIST[@]}"; do
+        tool_forget_prune "$tool"
+        UNUSED[$tool]=$(unused_after "$tool")
+        case $tool in cairn*) KEPT[$tool]=$(check_kept_cairn "$tool") ;; esac
+    done
+elif [ -z "$CHUNK_STUDY" ]; then
     tree_bytes=$(size_of "$DATA/tree")
     for tool in "${TOOL_LIST[@]}"; do tool_backup "$tool" tree-first "$tree_bytes" "$DATA/tree"; done
     for tool in "${TOOL_LIST[@]}"; do tool_backup "$tool" tree-unchanged "$tree_bytes" "$DATA/tree"; done
@@ -339,7 +410,8 @@ rm -f "$STAGE/db.sql"
     echo "meta	kernel	$(uname -r)"
     echo "meta	page cache dropped before each step	$DROP_CACHES"
     echo "meta	dump	hour 0: $(size_of "$(dump_path 0)") bytes; hour $HOURS: $(size_of "$(dump_path "$HOURS")") bytes; pgbench scale $SCALE, -t 300 -c 2 per hour"
-    [ -n "$CHUNK_STUDY" ] || echo "meta	tree	$TREE_FILES files, $(find "$DATA/tree" -type d | wc -l) folders, $(size_of "$DATA/tree") bytes"
+    [ -z "$FORGET_PRUNE" ] || echo "meta	forget + prune	policy: $POLICY (snapshot times: hour H of the series is 2026-11-01 00:00 UTC + H hours)"
+    [ -n "$CHUNK_STUDY$FORGET_PRUNE" ] || echo "meta	tree	$TREE_FILES files, $(find "$DATA/tree" -type d | wc -l) folders, $(size_of "$DATA/tree") bytes"
     for tool in "${TOOL_LIST[@]}"; do
         case $tool in
             cairn*) echo "meta	$tool	$("$CAIRN" --version) ($(readlink -f "$CAIRN")), zstd level 1 (default)$([ "$tool" = cairn ] && echo ', chunks 512K/1M/4M (default)' || echo ", chunks $((${tool#cairn-} / 2))K/${tool#cairn-}K/$((${tool#cairn-} * 4))K"), default argon2id"
@@ -348,6 +420,8 @@ rm -f "$STAGE/db.sql"
             borg) echo "meta	borg	$(borg --version), --encryption $BORG_ENCRYPTION, --compression lz4 (default), default chunker (19,23,21,4095)" ;;
         esac
         [ -z "${RESTORED[$tool]:-}" ] || echo "meta	$tool restore check	cmp with the dump: ${RESTORED[$tool]}"
+        [ -z "${UNUSED[$tool]:-}" ] || echo "meta	$tool unused bytes after prune	${UNUSED[$tool]}"
+        [ -z "${KEPT[$tool]:-}" ] || echo "meta	$tool after prune	${KEPT[$tool]}"
     done
 } >"$TSV.meta"
 python3 - "$TSV" >"$RESULTS/$STAMP.md" <<'PY'
@@ -388,7 +462,7 @@ print("previous step's own processes). No tool fsyncs restored files, so restore
 print("## Summary\n")
 head(["step", "tool", "wall s", "CPU s", "MB/s", "peak RSS MB", "added MB", "repo MB", "index MB", "load"])
 steps = ["first"] + (["hourly"] if hours else []) + \
-    [s for s in ("tree-first", "tree-unchanged", "restore") if any(x["step"] == s for x in recs)]
+    [s for s in ("tree-first", "tree-unchanged", "forget-prune", "restore") if any(x["step"] == s for x in recs)]
 for step in steps:
     for t in tools:
         x, name = (hourly(t), f"hourly (mean of {len(hours)}; RSS: max)") if step == "hourly" else (by[(t, step)], step)
@@ -401,6 +475,26 @@ if hours:
     for h in hours:
         line([h] + [v for t in tools for v in (fmt(by[(t, h)]["wall"], 2), fmt(by[(t, h)]["cpu"], 2),
                                                fmt(by[(t, h)]["added"] / M))])
+
+if any(x["step"] == "forget-prune" for x in recs):
+    metad = dict((k, v) for k, v in meta)
+    print("\n## Forget + prune\n")
+    print("Reclaimed = how much the repository folder shrank in the step. Unused after = bytes in the repository")
+    print("that no kept snapshot uses, as the tool's own dry-run prune reports them (borg has no such report).\n")
+    head(["tool", "wall s", "CPU s", "peak RSS MB", "repo before MB", "reclaimed MB", "repo after MB", "unused after MB", "unused %"])
+    for t in tools:
+        x = by[(t, "forget-prune")]
+        unused = metad.get(f"{t} unused bytes after prune", "n/a")
+        pct = "n/a" if unused in ("n/a", "", "null") else f"{100 * int(unused) / max(x['repo'], 1):.1f}"
+        line([t, fmt(x["wall"], 2), fmt(x["cpu"], 2), fmt(x["rss"], 0), fmt((x["repo"] - x["added"]) / M),
+              fmt(-x["added"] / M), fmt(x["repo"] / M), "n/a" if pct == "n/a" else fmt(int(unused) / M), pct])
+    if {"cairn", "restic"} <= set(tools):
+        c, r = by[("cairn", "forget-prune")], by[("restic", "forget-prune")]
+        print(f"\ncairn's forget + prune is {r['wall'] / c['wall']:.1f}× faster than restic's (goal ≥ 10×)", end="")
+        if "borg" in tools:
+            b = by[("borg", "forget-prune")]
+            print(f" and {b['wall'] / c['wall']:.1f}× borg's prune + compact (goal ≥ 1×)", end="")
+        print(".")
 
 if {"cairn", "restic"} <= set(tools) and all(("cairn", s) in by for s in ("tree-unchanged", "restore")):
     print("\n## cairn against the targets\n")

@@ -112,3 +112,44 @@ fn a_1_gb_dump_with_a_few_percent_of_rows_changed_adds_a_small_fraction() {
     assert!(status.success());
     assert!(crate::support::data::same_contents(&restored, &path), "the changed dump does not read back identical");
 }
+
+/// Files larger than one read block are read by a second thread, small files and streams of
+/// unknown length in other ways; chunk boundaries must not depend on the way (or on where the read
+/// blocks end), or the same bytes would be stored twice.
+#[test]
+fn a_stream_and_a_file_of_the_same_bytes_share_every_chunk() {
+    const SIZE: u64 = 30 * 1024 * 1024 + 12_345;
+    let repo = TestRepo::new();
+    let dir = repo.scratch("src");
+    let file = dir.join("dump.bin");
+    write_random_file(&file, 0xdedb_0003, SIZE);
+    let first = backup(&repo, &file);
+    assert!(u64_of(&first["summary"]["data_blobs_added"]) > 10, "expected many chunks: {first}");
+
+    let bytes = std::fs::read(&file).expect("read source");
+    let out = repo
+        .cairn()
+        .args(["backup", "--json", "--stdin", "--stdin-filename", "dump.bin"])
+        .write_stdin(bytes.clone())
+        .assert()
+        .success();
+    let stream: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON report");
+    assert_eq!(u64_of(&stream["summary"]["bytes_read"]), SIZE);
+    assert_eq!(u64_of(&stream["summary"]["data_blobs_added"]), 0, "the stream stored new chunks: {stream}");
+
+    // A small file (one read, no reader thread) made of the first chunk-sized piece, then the
+    // same piece as a stream: again one shared chunk.
+    let small = dir.join("small.bin");
+    std::fs::write(&small, &bytes[..100_000]).expect("write small file");
+    backup(&repo, &small);
+    let out = repo
+        .cairn()
+        .args(["backup", "--json", "--stdin", "--stdin-filename", "small.bin"])
+        .write_stdin(bytes[..100_000].to_vec())
+        .assert()
+        .success();
+    let stream: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON report");
+    assert_eq!(u64_of(&stream["summary"]["data_blobs_added"]), 0, "{stream}");
+    let dumped = repo.cairn().args(["dump", "latest", "/small.bin"]).assert().success();
+    assert_eq!(dumped.get_output().stdout, &bytes[..100_000]);
+}

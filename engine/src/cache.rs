@@ -351,6 +351,13 @@ impl Cache {
         Ok(())
     }
 
+    /// The size of one pack in the merged index.
+    pub fn pack_len(&self, pack: &PackId) -> Result<Option<u64>> {
+        let mut stmt = self.conn.prepare_cached("SELECT len FROM packs WHERE id = ?1 LIMIT 1").map_err(sql("packs"))?;
+        let len: Option<i64> = stmt.query_row([&pack.as_bytes()[..]], |r| r.get(0)).optional().map_err(sql("packs"))?;
+        Ok(len.map(|l| l as u64))
+    }
+
     /// Every pack in the merged index with its size.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut stmt = self.conn.prepare("SELECT DISTINCT id, len FROM packs").map_err(sql("packs"))?;
@@ -533,6 +540,23 @@ impl Cache {
             });
         }
         Ok(out)
+    }
+
+    /// The blobs of one condemned pack, as the live index files that condemn it list them.
+    pub fn condemned_blobs(&self, pack: &PackId) -> Result<Vec<BlobEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT c.entries FROM condemned c JOIN index_files i ON i.id = c.index_id
+                 WHERE c.pack = ?1 AND i.loaded = 1 LIMIT 1",
+            )
+            .map_err(sql("condemned"))?;
+        let entries: Option<Vec<u8>> =
+            stmt.query_row([&pack.as_bytes()[..]], |r| r.get(0)).optional().map_err(sql("condemned"))?;
+        match entries {
+            Some(bytes) => decode_entries(&bytes).ok_or_else(bad_row),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Up to `limit` used blobs that no live pack holds and that are not in `elsewhere`.

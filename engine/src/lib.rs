@@ -12,6 +12,7 @@ pub mod filter;
 pub mod lock;
 pub mod pack_saver;
 pub mod progress;
+pub mod read_ahead;
 pub mod repository;
 pub mod retention;
 

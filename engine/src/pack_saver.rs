@@ -5,9 +5,10 @@
 //! so a run never stores a blob twice; once their index file is saved they leave that set (the
 //! cache answers for them), which keeps memory flat however many blobs a run adds.
 //!
-//! Memory is bounded: at most `max_in_flight` blobs are being sealed at once, at most
-//! `SEALED_QUEUE` sealed blobs wait for the packer, and the packer holds one open pack per kind.
-//! With 4 MiB chunks, 16 MiB packs and two cores that is under 100 MiB in the worst case.
+//! Memory is bounded: at most `max_in_flight` sealing tasks (one large blob, or a batch of small
+//! blobs of at most about 1 MiB) exist at once, at most `SEALED_QUEUE` sealed blobs wait for the
+//! packer, and the packer holds one open pack per kind. With 1 MiB chunks, 16 MiB packs and two
+//! cores that is under 60 MiB in the worst case.
 //!
 //! Durability order: a pack is written (and synced) before any index file names it; an index file
 //! is written before the snapshot that needs it. Index files are flushed every few packs and every
@@ -31,6 +32,10 @@ use crate::repository::{Repository, nonce};
 
 /// Sealed blobs waiting for the packer.
 const SEALED_QUEUE: usize = 4;
+/// Blobs smaller than this are sealed in batches of up to `BATCH_BYTES`: one task per small file
+/// would wake the pool's threads tens of thousands of times per second for microseconds of work.
+const BATCH_BLOB_MAX: usize = 256 * 1024;
+const BATCH_BYTES: usize = 1024 * 1024;
 /// Write an index file after this many packs...
 const INDEX_FLUSH_PACKS: usize = 8;
 /// ...or when the oldest unindexed pack is this old.
@@ -87,7 +92,15 @@ pub struct PackSaver<'scope> {
     gate: Arc<Gate>,
     failed: Arc<AtomicBool>,
     pending: Arc<Mutex<HashSet<BlobId>>>,
+    batch: Mutex<Batch>,
     packer: Option<std::thread::ScopedJoinHandle<'scope, Result<SaverStats>>>,
+}
+
+/// Small blobs waiting to be sealed together.
+#[derive(Debug, Default)]
+struct Batch {
+    blobs: Vec<(BlobKind, BlobId, Vec<u8>)>,
+    bytes: usize,
 }
 
 impl<'scope> PackSaver<'scope> {
@@ -114,6 +127,7 @@ impl<'scope> PackSaver<'scope> {
             gate: Arc::new(Gate::default()),
             failed,
             pending,
+            batch: Mutex::default(),
             packer: Some(packer),
         }
     }
@@ -124,15 +138,42 @@ impl<'scope> PackSaver<'scope> {
         if self.failed.load(Ordering::SeqCst) {
             return Err(Error::new(ErrorKind::Io, "storing blobs failed"));
         }
-        let tx = self.tx.clone().ok_or_else(|| Error::new(ErrorKind::Bug, "saver already finished"))?;
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        if plaintext.len() >= BATCH_BLOB_MAX {
+            return self.seal(vec![(kind, id, plaintext)]);
+        }
+        let full = {
+            let mut batch = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            batch.bytes += plaintext.len();
+            batch.blobs.push((kind, id, plaintext));
+            (batch.bytes >= BATCH_BYTES).then(|| std::mem::take(&mut *batch))
+        };
+        match full {
+            Some(batch) => self.seal(batch.blobs),
+            None => Ok(()),
+        }
+    }
+
+    /// Seals the batched small blobs now.
+    fn flush_batch(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.batch.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.blobs.is_empty() { Ok(()) } else { self.seal(batch.blobs) }
+    }
+
+    /// Compresses and seals `blobs` in one task on the pool.
+    fn seal(&self, blobs: Vec<(BlobKind, BlobId, Vec<u8>)>) -> Result<()> {
+        let tx = self.tx.clone().ok_or_else(|| Error::new(ErrorKind::Bug, "saver already finished"))?;
         self.gate.enter(self.max_in_flight);
         let (key, level, gate) = (self.key.clone(), self.level, self.gate.clone());
         rayon::spawn(move || {
-            let sealed = seal_blob(&key, kind, id, &plaintext, level, &nonce());
-            drop(plaintext);
-            // A closed channel means the packer stopped on an error it reports itself.
-            let _ = tx.send(sealed);
+            for (kind, id, plaintext) in blobs {
+                let sealed = seal_blob(&key, kind, id, &plaintext, level, &nonce());
+                drop(plaintext);
+                // A closed channel means the packer stopped on an error it reports itself.
+                if tx.send(sealed).is_err() {
+                    break;
+                }
+            }
             gate.leave();
         });
         Ok(())
@@ -160,10 +201,12 @@ impl<'scope> PackSaver<'scope> {
 
     /// Waits for every queued blob, writes the last packs and the final index file.
     pub fn finish(mut self) -> Result<SaverStats> {
+        let flushed = self.flush_batch();
         self.gate.wait_idle();
         drop(self.tx.take());
         let packer = self.packer.take().ok_or_else(|| Error::new(ErrorKind::Bug, "saver finished twice"))?;
-        packer.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Bug, "the packer thread panicked")))
+        let stats = packer.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Bug, "the packer thread panicked")));
+        stats.and_then(|s| flushed.map(|()| s))
     }
 }
 

@@ -14,9 +14,10 @@ pub struct ChunkerParams {
 }
 
 impl ChunkerParams {
-    /// The default: 512 KiB / 1 MiB / 4 MiB (see the README's measurements).
+    /// The default: 128 KiB / 256 KiB / 1 MiB. Chosen by measurement on hourly database dumps (see
+    /// the README): a quarter of the bytes a 1 MiB average adds per hour, at the same speed.
     pub const DEFAULT: ChunkerParams =
-        ChunkerParams { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 4 * 1024 * 1024 };
+        ChunkerParams { min_size: 128 * 1024, avg_size: 256 * 1024, max_size: 1024 * 1024 };
 
     /// Checks the limits the chunker needs: even sizes, min < avg < max, each inside FastCDC's range.
     pub fn validate(self) -> Result<Self> {

@@ -40,7 +40,7 @@ impl Config {
         Config {
             repository_id,
             chunker: ChunkerParams::DEFAULT,
-            compression_level: 3,
+            compression_level: 1,
             data_pack_target: 16 * 1024 * 1024,
             tree_pack_target: 4 * 1024 * 1024,
         }

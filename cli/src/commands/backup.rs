@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use cairn_engine::commands::backup::{BackupOptions, BackupSource, ParentChoice, backup};
+use cairn_engine::read_ahead::ReadAhead;
 
 use crate::progress::Bar;
 use crate::{GlobalArgs, exit, output};
@@ -99,8 +100,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         BackupSource::Files(args.paths)
     };
     let time_ns = args.time.as_deref().map(parse_time).transpose()?;
-    let repo = super::open(global)?;
-    let opts = BackupOptions {
+    let mut opts = BackupOptions {
         source,
         excludes: args.excludes,
         exclude_files: args.exclude_files,
@@ -112,7 +112,11 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         dry_run: args.dry_run,
         parent: args.parent.map(ParentChoice::Named).unwrap_or_default(),
         force: args.force,
+        read_ahead: None,
     };
+    // The folders are read ahead while the key is derived from the password.
+    opts.read_ahead = ReadAhead::for_backup(&opts);
+    let repo = super::open(global)?;
     let bar = Bar::new(!global.quiet && !global.json, "backup");
     let report = backup(&repo, opts, &bar);
     bar.finish();

@@ -18,7 +18,7 @@ pub struct Args {
     /// argon2id passes for the key file
     #[arg(long, default_value_t = KdfParams::DEFAULT.t_cost, value_name = "N")]
     pub kdf_time: u32,
-    /// Content-defined chunk sizes in KiB as MIN,AVG,MAX (default 512,1024,4096), fixed for the
+    /// Content-defined chunk sizes in KiB as MIN,AVG,MAX (default 128,256,1024), fixed for the
     /// repository's lifetime. Smaller chunks store less for small edits but make the index larger.
     /// Needs MIN < AVG < MAX with MIN 1..=1024, AVG 1..=4096, MAX 1..=16384
     #[arg(long, value_name = "MIN,AVG,MAX", value_parser = parse_chunk_size)]

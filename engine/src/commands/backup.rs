@@ -13,6 +13,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use cairn_format::blob::BlobKind;
@@ -20,6 +21,7 @@ use cairn_format::chunker::Chunker;
 use cairn_format::snapshot::{Snapshot, SourceKind, Summary};
 use cairn_format::tree::{Node, NodeKind, Tree};
 use cairn_format::{BlobId, SnapshotId, TreeId};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::cache::FileFingerprint;
@@ -27,10 +29,13 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::filter::PatternSet;
 use crate::pack_saver::PackSaver;
 use crate::progress::Progress;
+use crate::read_ahead::ReadAhead;
 use crate::repository::{Repository, hostname, username};
 
-/// Bytes read from a source at a time (chunks are cut from this buffer).
-const READ_BUFFER: usize = 16 * 1024 * 1024;
+/// Bytes read from a source at a time (chunks are cut from these blocks).
+const READ_BLOCK: usize = 8 * 1024 * 1024;
+/// Blocks of one large stream in memory at once: one being filled, one queued, one being chunked.
+const READ_BLOCKS: usize = 3;
 /// Files-cache rows written per transaction.
 const FILES_CACHE_BATCH: usize = 4096;
 
@@ -82,6 +87,8 @@ pub struct BackupOptions {
     pub parent: ParentChoice,
     /// Read every file again, ignoring the parent and the files cache.
     pub force: bool,
+    /// Started before the repository was opened (see [`ReadAhead::for_backup`]); only speed.
+    pub read_ahead: Option<ReadAhead>,
 }
 
 /// What a backup did.
@@ -133,6 +140,9 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             }
         }
     };
+    if let Some(read_ahead) = &opts.read_ahead {
+        read_ahead.read_contents(parent.is_none());
+    }
     let parent_tree = match &parent {
         Some((_, s)) => Some(repo.load_tree(s.tree)?),
         None => None,
@@ -165,6 +175,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             files_cache_pending: Vec::new(),
             use_files_cache: !opts.dry_run,
             root_device: 0,
+            read_ahead: opts.read_ahead.as_ref(),
         };
         let root = match opts.source {
             BackupSource::Files(ref sources) => {
@@ -212,6 +223,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             ));
         }
     }
+    drop(opts.read_ahead.take());
     let (root, saved) = outcome?;
 
     summary.data_blobs_added = saved.data_blobs;
@@ -408,6 +420,7 @@ struct Walker<'a, 's> {
     files_cache_pending: Vec<(Vec<u8>, FileFingerprint, Vec<BlobId>)>,
     use_files_cache: bool,
     root_device: u64,
+    read_ahead: Option<&'a ReadAhead>,
 }
 
 fn time_ns(secs: i64, nsecs: i64) -> i64 {
@@ -526,6 +539,9 @@ impl Walker<'_, '_> {
             return Ok(None);
         }
         let ft = meta.file_type();
+        if let Some(read_ahead) = self.read_ahead {
+            read_ahead.walked(if ft.is_file() { meta.len() } else { 0 });
+        }
         if ft.is_dir() {
             if self.one_file_system && meta.dev() != self.root_device {
                 return Ok(None);
@@ -647,7 +663,7 @@ impl Walker<'_, '_> {
             }
         }
         let file = std::fs::File::open(path);
-        let content = match file.map(|mut f| self.chunk_stream(&mut f)) {
+        let content = match file.map(|mut f| self.chunk_stream(&mut f, Some(fp.size))) {
             Ok(Ok(content)) => content,
             Ok(Err(e)) if e.kind() != ErrorKind::Io || self.saver.has_failed() => return Err(e),
             Ok(Err(e)) => {
@@ -673,8 +689,13 @@ impl Walker<'_, '_> {
         Ok(Some(self.base_node(name, NodeKind::File { content }, &meta)))
     }
 
-    fn archive_stream(&mut self, filename: &str, reader: &mut dyn Read, parent: Option<&Tree>) -> Result<TreeId> {
-        let content = self.chunk_stream(reader)?;
+    fn archive_stream(
+        &mut self,
+        filename: &str,
+        reader: &mut (dyn Read + Send),
+        parent: Option<&Tree>,
+    ) -> Result<TreeId> {
+        let content = self.chunk_stream(reader, None)?;
         let size = self.summary.bytes_read;
         self.summary.total_size += size;
         match parent.and_then(|t| t.get(filename.as_bytes())) {
@@ -702,52 +723,123 @@ impl Walker<'_, '_> {
         self.save_tree(vec![node])
     }
 
-    /// Reads a stream to its end, storing every new chunk; returns the chunk list.
-    fn chunk_stream(&mut self, reader: &mut dyn Read) -> Result<Vec<BlobId>> {
-        let max_chunk = self.chunker.params().max_size as usize;
-        let mut buf = std::mem::take(&mut self.buffer);
-        buf.resize(READ_BUFFER + max_chunk, 0);
-        let mut filled = 0usize;
+    /// Reads a stream to its end, storing every new chunk; returns the chunk list. A stream that
+    /// may be larger than one block (`size_hint` unknown or large) is read by a second thread one
+    /// block ahead, so that reading from disk or a pipe overlaps chunking and hashing.
+    fn chunk_stream(&mut self, reader: &mut (dyn Read + Send), size_hint: Option<u64>) -> Result<Vec<BlobId>> {
+        let front = self.chunker.params().max_size as usize;
         let mut content = Vec::new();
-        let result = (|| -> Result<()> {
-            loop {
-                let mut at_end = false;
-                while filled < READ_BUFFER {
-                    match reader.read(&mut buf[filled..READ_BUFFER + max_chunk]) {
-                        Ok(0) => {
-                            at_end = true;
-                            break;
+        if size_hint.is_some_and(|s| s < READ_BLOCK as u64) {
+            let mut block = std::mem::take(&mut self.buffer);
+            block.resize(front + READ_BLOCK, 0);
+            let result = (|| -> Result<()> {
+                let mut carry = 0;
+                loop {
+                    let (n, at_end) = fill(reader, &mut block[front..]).map_err(|e| Error::io("reading", e))?;
+                    carry = self.take_block(&block, front, carry, n, at_end, &mut content)?;
+                    if at_end {
+                        return Ok(());
+                    }
+                    block.copy_within(front + READ_BLOCK - carry.., front - carry);
+                }
+            })();
+            self.buffer = block;
+            return result.map(|()| content);
+        }
+        std::thread::scope(|scope| -> Result<()> {
+            let (full_tx, full_rx) = sync_channel::<std::io::Result<(Vec<u8>, usize, bool)>>(1);
+            let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(READ_BLOCKS);
+            scope.spawn(move || {
+                let mut allocated = 0;
+                loop {
+                    let mut block = match spare_rx.try_recv() {
+                        Ok(b) => b,
+                        Err(_) if allocated < READ_BLOCKS => {
+                            allocated += 1;
+                            vec![0; front + READ_BLOCK]
                         }
-                        Ok(n) => {
-                            filled += n;
-                            self.summary.bytes_read += n as u64;
-                            self.progress.add_bytes(n as u64);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(Error::io("reading", e)),
+                        // The consumer returns blocks; when it is gone, so is the reason to read.
+                        Err(_) => match spare_rx.recv() {
+                            Ok(b) => b,
+                            Err(_) => return,
+                        },
+                    };
+                    let read = fill(reader, &mut block[front..]);
+                    let stop = !matches!(read, Ok((_, false)));
+                    if full_tx.send(read.map(|(n, at_end)| (block, n, at_end))).is_err() || stop {
+                        return;
                     }
                 }
-                let (lengths, used) = self.chunker.cut(&buf[..filled], at_end);
-                let mut offset = 0;
-                for len in lengths {
-                    let chunk = &buf[offset..offset + len];
-                    let id = self.repo.key().blob_id(chunk);
-                    content.push(id);
-                    if !self.is_known(&id)? {
-                        self.saver.save(BlobKind::Data, id, chunk.to_vec())?;
-                    }
-                    offset += len;
+            });
+            let mut previous: Option<Vec<u8>> = None;
+            let mut carry = 0;
+            for read in full_rx.iter() {
+                let (mut block, n, at_end) = read.map_err(|e| Error::io("reading", e))?;
+                if let Some(prev) = previous.take() {
+                    // The unconsumed tail of the previous block goes right in front of the new bytes.
+                    block[front - carry..front].copy_from_slice(&prev[front + READ_BLOCK - carry..]);
+                    let _ = spare_tx.try_send(prev);
                 }
-                buf.copy_within(used..filled, 0);
-                filled -= used;
+                carry = self.take_block(&block, front, carry, n, at_end, &mut content)?;
                 if at_end {
-                    return Ok(());
+                    break;
                 }
+                previous = Some(block);
             }
-        })();
-        self.buffer = buf;
-        result.map(|()| content)
+            Ok(())
+        })?;
+        Ok(content)
     }
+
+    /// Chunks `block[front - carry .. front + n]`, stores new chunks and appends every chunk id to
+    /// `content`. Returns how many bytes at the end of the block were not consumed: they belong to
+    /// a chunk that continues in the next block.
+    fn take_block(
+        &mut self,
+        block: &[u8],
+        front: usize,
+        carry: usize,
+        n: usize,
+        at_end: bool,
+        content: &mut Vec<BlobId>,
+    ) -> Result<usize> {
+        self.summary.bytes_read += n as u64;
+        self.progress.add_bytes(n as u64);
+        let start = front - carry;
+        let data = &block[start..front + n];
+        let (lengths, used) = self.chunker.cut(data, at_end);
+        let mut spans = Vec::with_capacity(lengths.len());
+        let mut offset = 0;
+        for len in lengths {
+            spans.push(offset..offset + len);
+            offset += len;
+        }
+        // Hashing is a third of the per-byte work of an unchanged stream: spread it over the cores.
+        let key = self.repo.key();
+        let ids: Vec<BlobId> = spans.par_iter().map(|r| key.blob_id(&data[r.clone()])).collect();
+        for (id, span) in ids.into_iter().zip(spans) {
+            content.push(id);
+            if !self.is_known(&id)? {
+                self.saver.save(BlobKind::Data, id, data[span].to_vec())?;
+            }
+        }
+        // Not at the end, `fill` returned a full block, so the tail ends where the block ends.
+        Ok(data.len() - used)
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read and whether it ended.
+fn fill(reader: &mut (dyn Read + Send), buf: &mut [u8]) -> std::io::Result<(usize, bool)> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => return Ok((filled, true)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((filled, false))
 }
 
 /// Sums the sizes of the files below `sources` (for the progress bar's ETA).

@@ -184,15 +184,17 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // 2. The new index: kept and resurrected packs live, everything else condemned.
     let since_ns = now_ns();
     let mut writer = IndexWriter::new(repo);
-    // Blob lists of the packs condemned now: after the sync below the cache no longer has them.
-    let mut condemned_now: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
+    // The packs condemned now. After the sync below the cache lists their blobs only as condemned
+    // (the new index says so); they are read from there, one pack at a time, so memory does not
+    // grow with the number of blobs.
+    let mut condemned_now: HashSet<PackId> = HashSet::new();
     for u in &usage {
         let pack = IndexedPack { id: u.pack, len: u.len, blobs: repo.cache().pack_blobs(&u.pack)? };
         match actions.get(&u.pack) {
             Some(Action::Keep) | None => writer.add_live(pack)?,
             Some(_) => {
                 add_tree_locations(&mut condemned_trees, pack.id, &pack.blobs);
-                condemned_now.insert(pack.id, pack.blobs.clone());
+                condemned_now.insert(pack.id);
                 writer.add_condemned(CondemnedPack { since_ns, pack })?
             }
         }
@@ -242,9 +244,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut back_to_life = Vec::new();
     if !late_use_failed {
         for (pack_id, _) in doomed.iter() {
-            let blobs = match condemned_now.get(pack_id) {
-                Some(b) => b.clone(),
-                None => condemned.get(pack_id).map(|c| c.1.blobs.clone()).unwrap_or_default(),
+            let blobs = match condemned.get(pack_id) {
+                Some(c) if !condemned_now.contains(pack_id) => c.1.blobs.clone(),
+                _ => repo.cache().condemned_blobs(pack_id)?,
             };
             let mut needed = false;
             for b in &blobs {
@@ -461,9 +463,11 @@ fn repack(repo: &Repository, packs: &[&PackUsage]) -> Result<(u64, crate::pack_s
     let stats = std::thread::scope(|scope| -> Result<crate::pack_saver::SaverStats> {
         let saver = PackSaver::start(scope, repo, false);
         let result = (|| -> Result<()> {
-            let mut queued: HashSet<BlobId> = HashSet::new();
             for u in packs {
                 let entries = repo.cache().pack_blobs(&u.pack)?;
+                // Only the keeper copy of a blob is copied, so across packs each blob is copied once;
+                // this set only catches a blob stored twice in the same pack.
+                let mut queued: HashSet<BlobId> = HashSet::new();
                 let mut wanted = Vec::new();
                 for e in entries {
                     if !queued.contains(&e.id) && repo.cache().is_keeper(&e.id, &u.pack)? {

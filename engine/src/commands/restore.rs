@@ -21,6 +21,7 @@ use cairn_format::tree::{Node, NodeKind};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::backend::FileType;
 use crate::cache::BlobLocation;
 use crate::commands::snapshots::{SnapshotFilter, find_node, find_snapshot};
 use crate::error::{Error, ErrorKind, Result};
@@ -319,26 +320,73 @@ impl Restorer<'_> {
                 });
             files.push(f.map_err(|e| format!("{}: {e}", job.path.display())));
         }
-        let tasks: Vec<(usize, u64, BlobLocation)> = batch
+        // Chunks grouped by pack and by position in it: each group is read with one request and
+        // its blobs are opened in parallel, so a pack is read once per batch, not once per chunk.
+        let mut tasks: Vec<(usize, u64, BlobLocation)> = batch
             .iter()
             .enumerate()
             .filter(|(i, _)| files[*i].is_ok())
             .flat_map(|(i, job)| job.chunks.iter().map(move |(off, loc)| (i, *off, *loc)))
             .collect();
-        let failures: Vec<(usize, String)> = tasks
-            .par_iter()
-            .filter_map(|(i, offset, loc)| {
-                let file = files[*i].as_ref().ok()?;
-                let result = repo.read_blob_at(loc).and_then(|data| {
-                    progress.add_bytes(data.len() as u64);
-                    if data.iter().all(|&b| b == 0) {
-                        return Ok(());
+        tasks.sort_by_key(|(_, _, loc)| (loc.pack, loc.entry.offset));
+        let groups = read_groups(&tasks);
+        // Blobs are opened on the pool; one thread writes. Writers of one file exclude each other
+        // in the kernel anyway, and a single writer leaves the other cores to decryption.
+        let failures: Vec<(usize, String)> = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, u64, Vec<u8>)>(WRITE_QUEUE);
+            let files = &files;
+            let writer = scope.spawn(move || {
+                let mut failures = Vec::new();
+                for (i, offset, data) in rx {
+                    let Ok(file) = &files[i] else { continue };
+                    if let Err(e) = file.write_all_at(&data, offset) {
+                        failures.push((i, Error::io("writing", e).to_string()));
                     }
-                    file.write_all_at(&data, *offset).map_err(|e| Error::io("writing", e))
-                });
-                result.err().map(|e| (*i, e.to_string()))
-            })
-            .collect();
+                }
+                failures
+            });
+            let mut failures: Vec<(usize, String)> = groups
+                .par_iter()
+                .flat_map(|group| {
+                    let first = &tasks[group.start].2;
+                    let last = &tasks[group.end - 1].2;
+                    let span_start = u64::from(first.entry.offset);
+                    let span_len = last.entry.end() - span_start;
+                    let span = repo.backend().read_range(FileType::Pack, &first.pack.to_hex(), span_start, span_len);
+                    tasks[group.clone()]
+                        .par_iter()
+                        .filter_map(|(i, offset, loc)| {
+                            let opened = match &span {
+                                Ok(bytes) => {
+                                    let at = (u64::from(loc.entry.offset) - span_start) as usize;
+                                    repo.open_blob_at(loc, &bytes[at..at + loc.entry.stored_len as usize])
+                                }
+                                // A truncated pack may still hold the blobs before the damage.
+                                Err(_) => repo.read_blob_at(loc),
+                            };
+                            match opened {
+                                Ok(data) => {
+                                    progress.add_bytes(data.len() as u64);
+                                    // Zero chunks stay holes: sparse files stay sparse.
+                                    if !data.iter().all(|&b| b == 0) {
+                                        // The writer only stops early if it panicked.
+                                        let _ = tx.send((*i, *offset, data));
+                                    }
+                                    None
+                                }
+                                Err(e) => Some((*i, e.to_string())),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            drop(tx);
+            match writer.join() {
+                Ok(w) => failures.extend(w),
+                Err(_) => failures.extend((0..files.len()).map(|i| (i, "the writer thread panicked".to_owned()))),
+            }
+            failures
+        });
         let mut failed: HashMap<usize, String> = HashMap::new();
         for (i, f) in files.iter().enumerate() {
             if let Err(e) = f {
@@ -414,6 +462,32 @@ impl Restorer<'_> {
     }
 }
 
+/// Opened chunks waiting for the writer thread.
+const WRITE_QUEUE: usize = 8;
+
+/// Largest span read with one request, and the largest gap of unneeded bytes a span may include.
+const SPAN_MAX: u64 = 16 * 1024 * 1024;
+const SPAN_GAP: u64 = 1024 * 1024;
+
+/// Splits `tasks` (sorted by pack and offset) into runs that are read with one request each.
+fn read_groups(tasks: &[(usize, u64, BlobLocation)]) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for i in 1..=tasks.len() {
+        let split = i == tasks.len() || {
+            let (first, prev, next) = (&tasks[start].2, &tasks[i - 1].2, &tasks[i].2);
+            next.pack != prev.pack
+                || u64::from(next.entry.offset) > prev.entry.end() + SPAN_GAP
+                || next.entry.end() - u64::from(first.entry.offset) > SPAN_MAX
+        };
+        if split {
+            groups.push(start..i);
+            start = i;
+        }
+    }
+    groups
+}
+
 fn remove_existing(path: &Path) {
     if let Ok(m) = std::fs::symlink_metadata(path) {
         let _ = if m.is_dir() { std::fs::remove_dir(path) } else { std::fs::remove_file(path) };
@@ -450,4 +524,45 @@ fn verify_file(key: &cairn_format::crypto::MasterKey, job: &FileJob) -> std::res
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_format::blob::{BlobKind, Compression};
+    use cairn_format::pack::BlobEntry;
+    use cairn_format::{BlobId, PackId};
+
+    use super::*;
+
+    fn task(pack: u8, offset: u32, len: u32) -> (usize, u64, BlobLocation) {
+        let entry = BlobEntry {
+            kind: BlobKind::Data,
+            id: BlobId::from_bytes([offset as u8; 32]),
+            compression: Compression::Raw,
+            offset,
+            stored_len: len,
+            plain_len: len,
+        };
+        (0, 0, BlobLocation { pack: PackId::from_bytes([pack; 32]), entry })
+    }
+
+    #[test]
+    fn reads_are_grouped_per_pack_and_split_at_gaps_and_at_the_span_limit() {
+        const M: u32 = 1024 * 1024;
+        let tasks = vec![
+            task(1, 0, 1000),
+            task(1, 1000, 1000),
+            // A gap of exactly SPAN_GAP is still read through.
+            task(1, 2000 + M, 1000),
+            // A larger gap starts a new read.
+            task(1, 3000 + 3 * M, 1000),
+            // Another pack: another read.
+            task(2, 0, 1000),
+            // Runs longer than SPAN_MAX are cut.
+            task(3, 0, 10 * M),
+            task(3, 10 * M, 10 * M),
+        ];
+        assert_eq!(read_groups(&tasks), vec![0..3, 3..4, 4..5, 5..6, 6..7]);
+        assert_eq!(read_groups(&[]), Vec::<std::ops::Range<usize>>::new());
+    }
 }

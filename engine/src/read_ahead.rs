@@ -1,0 +1,153 @@
+//! Read-ahead for file backups: a thread that visits the folders a backup is about to walk, in the
+//! same order and a bounded distance ahead, so that the disk is busy while the walk hashes and the
+//! key is derived.
+//!
+//! It reads folder listings and file metadata, which fills the kernel's inode and directory caches
+//! (a walk of a cold tree of small files otherwise waits for one disk read per folder). When the
+//! backup reads file contents anyway (no parent snapshot, or `--force`), it also asks the kernel to
+//! start reading small files (`posix_fadvise(WILLNEED)`), so their reads overlap instead of queueing
+//! one after the other. It only ever reads: it never changes what a backup stores, and stopping it
+//! (or its failing to read anything) changes nothing but speed.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::filter::PatternSet;
+
+/// How far ahead of the walk the read-ahead may be: entries, and bytes of files it hinted.
+const AHEAD_ENTRIES: u64 = 4096;
+const AHEAD_BYTES: u64 = 64 * 1024 * 1024;
+/// Files larger than this are left to the kernel's own sequential read-ahead and the backup's
+/// reader thread.
+const HINT_MAX_FILE: u64 = 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    /// Whether file contents are hinted too (set once the backup knows it will read them).
+    contents: AtomicBool,
+    /// Entries and file bytes the walk has reached.
+    walked_entries: AtomicU64,
+    walked_bytes: AtomicU64,
+}
+
+/// A running read-ahead; stops when dropped.
+#[derive(Debug)]
+pub struct ReadAhead {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadAhead {
+    /// Starts reading ahead of a backup of `sources` that excludes `excludes` (the same patterns
+    /// the backup uses, so both count the same entries).
+    pub fn start(sources: &[PathBuf], excludes: PatternSet) -> Self {
+        let shared = Arc::new(Shared::default());
+        let mut roots: Vec<PathBuf> = sources.iter().filter_map(|p| std::path::absolute(p).ok()).collect();
+        roots.sort();
+        let inner = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("cairn-read-ahead".to_owned())
+            .spawn(move || {
+                let mut visitor = Visitor { shared: &inner, excludes, entries: 0, bytes: 0 };
+                for root in &roots {
+                    if visitor.visit(root).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok();
+        Self { shared, thread }
+    }
+
+    /// A read-ahead for the backup `opts` describes, when it backs up files.
+    pub fn for_backup(opts: &crate::commands::backup::BackupOptions) -> Option<Self> {
+        let crate::commands::backup::BackupSource::Files(sources) = &opts.source else { return None };
+        let mut patterns = opts.excludes.clone();
+        // An unreadable exclude file is the backup's error to report; without it, no read-ahead.
+        patterns.extend(PatternSet::from_files(&opts.exclude_files).ok()?);
+        Some(Self::start(sources, PatternSet::new(&patterns).ok()?))
+    }
+
+    /// From now on, also start reading the contents of small files.
+    pub fn read_contents(&self, yes: bool) {
+        self.shared.contents.store(yes, Ordering::Relaxed);
+    }
+
+    /// The walk reached one more entry (of `size` bytes when it is a file).
+    pub fn walked(&self, size: u64) {
+        self.shared.walked_entries.fetch_add(1, Ordering::Relaxed);
+        self.shared.walked_bytes.fetch_add(size, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Stopped: the backup no longer needs the read-ahead.
+struct Stopped;
+
+struct Visitor<'a> {
+    shared: &'a Shared,
+    excludes: PatternSet,
+    entries: u64,
+    bytes: u64,
+}
+
+impl Visitor<'_> {
+    /// Waits while too far ahead of the walk.
+    fn pace(&self) -> Result<(), Stopped> {
+        loop {
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return Err(Stopped);
+            }
+            let entries_ahead = self.entries.saturating_sub(self.shared.walked_entries.load(Ordering::Relaxed));
+            let bytes_ahead = self.bytes.saturating_sub(self.shared.walked_bytes.load(Ordering::Relaxed));
+            if entries_ahead < AHEAD_ENTRIES && bytes_ahead < AHEAD_BYTES {
+                return Ok(());
+            }
+            std::thread::park_timeout(Duration::from_millis(1));
+        }
+    }
+
+    fn visit(&mut self, path: &Path) -> Result<(), Stopped> {
+        self.pace()?;
+        if !self.excludes.is_empty() && self.excludes.matches(&path.to_string_lossy()) {
+            return Ok(());
+        }
+        let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+        self.entries += 1;
+        if meta.is_file() {
+            self.bytes += meta.len();
+            if meta.len() <= HINT_MAX_FILE && meta.len() > 0 && self.shared.contents.load(Ordering::Relaxed) {
+                hint_contents(path);
+            }
+        } else if meta.is_dir() {
+            let Ok(listing) = std::fs::read_dir(path) else { return Ok(()) };
+            let mut children: Vec<PathBuf> = listing.flatten().map(|e| e.path()).collect();
+            children.sort();
+            for child in children {
+                self.visit(&child)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks the kernel to start reading a file into the page cache; returns at once.
+fn hint_contents(path: &Path) {
+    // Non-blocking, in case a FIFO took the file's place since it was looked at.
+    let Ok(file) = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path) else {
+        return;
+    };
+    let _ = nix::fcntl::posix_fadvise(&file, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED);
+}
