@@ -279,8 +279,9 @@ unused_after() {
     case $tool in
         cairn*) "$CAIRN" -r "$repo" --cache-dir "$CACHES/$tool" --json prune --dry-run | jq -r '.plan.bytes_unused_after' ;;
         restic) restic -r "$repo" --cache-dir "$CACHES/restic" prune --dry-run 2>/dev/null \
-            | awk '/unused size after prune:/ { v = $5; u = $6; m = (u ~ /^KiB/) ? 1024 : (u ~ /^MiB/) ? 1048576 :
-                   (u ~ /^GiB/) ? 1073741824 : 1; printf "%.0f\n", v * m }' ;;
+            | awk '/unused size after prune:/ { v = $5; u = $6; m = 1
+                   if (u ~ /^KiB/) m = 1024; if (u ~ /^MiB/) m = 1048576; if (u ~ /^GiB/) m = 1073741824
+                   printf "%.0f\n", v * m }' || echo "n/a" ;;
         borg) echo "n/a" ;;
     esac
 }
@@ -414,7 +415,7 @@ rm -f "$STAGE/db.sql"
     [ -n "$CHUNK_STUDY$FORGET_PRUNE" ] || echo "meta	tree	$TREE_FILES files, $(find "$DATA/tree" -type d | wc -l) folders, $(size_of "$DATA/tree") bytes"
     for tool in "${TOOL_LIST[@]}"; do
         case $tool in
-            cairn*) echo "meta	$tool	$("$CAIRN" --version) ($(readlink -f "$CAIRN")), zstd level 1 (default)$([ "$tool" = cairn ] && echo ', chunks 512K/1M/4M (default)' || echo ", chunks $((${tool#cairn-} / 2))K/${tool#cairn-}K/$((${tool#cairn-} * 4))K"), default argon2id"
+            cairn*) echo "meta	$tool	$("$CAIRN" --version) ($(readlink -f "$CAIRN")), zstd level 1 (default)$([ "$tool" = cairn ] && echo ', chunks 128K/256K/1M (default)' || echo ", chunks $((${tool#cairn-} / 2))K/${tool#cairn-}K/$((${tool#cairn-} * 4))K"), default argon2id"
                 echo "meta	$tool index files	$(find "$(repo_of "$tool")/index" -type f | wc -l)" ;;
             restic) echo "meta	restic	$(restic version | head -n1), repository v2, --compression auto" ;;
             borg) echo "meta	borg	$(borg --version), --encryption $BORG_ENCRYPTION, --compression lz4 (default), default chunker (19,23,21,4095)" ;;

@@ -191,6 +191,35 @@ impl Backend {
         self.runtime.block_on(self.op.delete(&path)).map_err(|e| dal_error(format!("deleting {path}"), e))
     }
 
+    /// Deletes many objects, several at a time (a deletion is mostly waiting, on a local file
+    /// system as on object storage). Returns one result per name, in order.
+    pub fn delete_all(&self, ft: FileType, names: &[String]) -> Vec<Result<()>> {
+        const AT_ONCE: usize = 8;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<std::sync::Mutex<Option<Result<()>>>> =
+            names.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..AT_ONCE.min(names.len()) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(name) = names.get(i) else { break };
+                        let r = self.delete(ft, name);
+                        *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                    }
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(|| Err(Error::new(ErrorKind::Bug, "a deletion was not attempted")))
+            })
+            .collect()
+    }
+
     /// Lists every object of a type with its size.
     pub fn list(&self, ft: FileType) -> Result<Vec<ObjectInfo>> {
         let dir = ft.dir();

@@ -34,6 +34,21 @@ pub struct FileFingerprint {
     pub ctime_ns: i64,
 }
 
+impl FileFingerprint {
+    /// The fingerprint of a file as `lstat` describes it now.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        FileFingerprint {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
 /// The per-repository cache database.
 #[derive(Debug)]
 pub struct Cache {
@@ -59,6 +74,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     PRIMARY KEY (id, index_id, pack)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_by_index ON blobs(index_id);
+CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs(pack, offset);
 CREATE TABLE IF NOT EXISTS packs (
     id BLOB NOT NULL,
     index_id BLOB NOT NULL,
@@ -127,9 +143,15 @@ impl Cache {
     /// Brings the merged index up to date with the index files present in the repository.
     /// `fetch` downloads and decodes one index file. Index files named in another live index file's
     /// `supersedes` list are not merged.
+    ///
+    /// `list` lists the index files in the repository. It is called only after the cache's own
+    /// list is read: other processes share this database and add the index files they write, so an
+    /// index file the cache knows but a listing made *before* that does not show is not gone, only
+    /// newer than the listing. (Forgetting it would drop a live index file's packs from every
+    /// process's view, and with it the supersedes list that keeps older index files unloaded.)
     pub fn sync_index(
         &mut self,
-        present: &[IndexId],
+        list: impl FnOnce() -> Result<Vec<IndexId>>,
         fetch: impl Fn(IndexId) -> Result<IndexFile> + Sync,
     ) -> Result<SyncStats> {
         let known: HashSet<IndexId> = {
@@ -137,6 +159,7 @@ impl Cache {
             let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql("read"))?;
             rows.filter_map(|r| r.ok()).filter_map(|b| to_id(&b).map(IndexId::from_bytes)).collect()
         };
+        let present = list()?;
         let present_set: HashSet<IndexId> = present.iter().copied().collect();
         let new: Vec<IndexId> = present.iter().copied().filter(|id| !known.contains(id)).collect();
         // Decoding is CPU work (decryption); do it in parallel before taking the write lock.
@@ -157,7 +180,8 @@ impl Cache {
 
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql("begin"))?;
         let mut stats = SyncStats { unreadable, ..SyncStats::default() };
-        // Forget index files that vanished from the repository.
+        // Forget index files that vanished from the repository: known before the listing, and not
+        // in it. (One that another process forgot meanwhile is simply gone already.)
         for id in known.difference(&present_set) {
             forget_index(&tx, *id)?;
             stats.removed += 1;
@@ -250,6 +274,30 @@ impl Cache {
     pub fn has_blob(&self, id: &BlobId) -> Result<bool> {
         let mut stmt = self.conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1 LIMIT 1").map_err(sql("lookup"))?;
         stmt.exists([&id.as_bytes()[..]]).map_err(sql("lookup"))
+    }
+
+    /// Which of `ids` the merged index knows, asked in a few queries rather than one per id.
+    pub fn known_blobs(&self, ids: &[BlobId]) -> Result<HashSet<BlobId>> {
+        const PER_QUERY: usize = 64;
+        let mut known = HashSet::new();
+        if ids.is_empty() {
+            return Ok(known);
+        }
+        // One statement shape (a short group repeats its last id), so the statement cache keeps it.
+        let text = format!("SELECT DISTINCT id FROM blobs WHERE id IN ({})", vec!["?"; PER_QUERY].join(","));
+        for group in ids.chunks(PER_QUERY) {
+            let mut stmt = self.conn.prepare_cached(&text).map_err(sql("lookup"))?;
+            let padded = (0..PER_QUERY).map(|i| &group[i.min(group.len() - 1)].as_bytes()[..]);
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(padded), |r| r.get::<_, Vec<u8>>(0))
+                .map_err(sql("lookup"))?;
+            for row in rows {
+                if let Some(b) = to_id(&row.map_err(sql("lookup"))?) {
+                    known.insert(BlobId::from_bytes(b));
+                }
+            }
+        }
+        Ok(known)
     }
 
     /// Number of distinct blobs and packs in the merged index.
@@ -435,49 +483,108 @@ impl Cache {
     /// Usage of every indexed pack. A blob stored in several packs counts as used only in the
     /// smallest pack id holding it, so duplicates are reclaimed.
     pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "WITH one AS (SELECT DISTINCT id, pack, kind, stored_len FROM blobs),
-                      keeper AS (SELECT one.id AS id, MIN(one.pack) AS pack FROM one JOIN temp.used u ON u.id = one.id GROUP BY one.id)
-                 SELECT p.id, p.len, MIN(one.kind), COUNT(one.id),
-                        SUM(CASE WHEN k.pack IS NOT NULL THEN 1 ELSE 0 END),
-                        SUM(CASE WHEN k.pack IS NOT NULL THEN one.stored_len ELSE 0 END),
-                        SUM(one.stored_len)
-                 FROM (SELECT DISTINCT id, len FROM packs) p
-                 JOIN one ON one.pack = p.id
-                 LEFT JOIN keeper k ON k.id = one.id AND k.pack = one.pack
-                 GROUP BY p.id, p.len",
-            )
-            .map_err(sql("usage"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, u8>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                ))
-            })
-            .map_err(sql("usage"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (pack, len, kind, blobs, used_blobs, used_bytes, blob_bytes) = row.map_err(sql("usage"))?;
-            let (Some(pack), Ok(kind)) = (to_id(&pack), BlobKind::from_u8(kind)) else { continue };
-            out.push(PackUsage {
-                pack: PackId::from_bytes(pack),
-                len: len as u64,
-                kind,
-                blobs: blobs as u64,
-                used_blobs: used_blobs as u64,
-                used_bytes: used_bytes as u64,
-                blob_bytes: blob_bytes as u64,
-            });
+        Ok(self.usage_scan(0)?.0)
+    }
+
+    /// [`Cache::pack_usage`], and up to `missing_limit` used blobs that no live pack holds, in one
+    /// pass: the merged index and the set of used blobs are both read in id order and merged, so
+    /// the work is two sequential scans whatever the number of blobs, and memory holds one entry
+    /// per pack.
+    pub fn usage_scan(&self, missing_limit: usize) -> Result<(Vec<PackUsage>, Vec<BlobId>)> {
+        let what = sql("usage");
+        let mut lens: std::collections::HashMap<[u8; 32], u64> = std::collections::HashMap::new();
+        {
+            let mut stmt = self.conn.prepare("SELECT DISTINCT id, len FROM packs").map_err(&what)?;
+            let mut rows = stmt.query([]).map_err(&what)?;
+            while let Some(r) = rows.next().map_err(&what)? {
+                if let Some(id) = to_id(&r.get::<_, Vec<u8>>(0).map_err(&what)?) {
+                    lens.insert(id, r.get::<_, i64>(1).map_err(&what)? as u64);
+                }
+            }
         }
-        Ok(out)
+        let mut stats: std::collections::HashMap<[u8; 32], PackUsage> = std::collections::HashMap::new();
+        let mut missing = Vec::new();
+        let mut blob_stmt =
+            self.conn.prepare("SELECT id, pack, kind, stored_len FROM blobs ORDER BY id").map_err(&what)?;
+        let mut used_stmt = self.conn.prepare("SELECT id FROM temp.used ORDER BY id").map_err(&what)?;
+        let mut blob_rows = blob_stmt.query([]).map_err(&what)?;
+        let mut used_rows = used_stmt.query([]).map_err(&what)?;
+        let mut next_used = || -> Result<Option<[u8; 32]>> {
+            match used_rows.next().map_err(sql("usage"))? {
+                Some(r) => Ok(Some(to_id(&r.get::<_, Vec<u8>>(0).map_err(sql("usage"))?).ok_or_else(bad_row)?)),
+                None => Ok(None),
+            }
+        };
+        let mut used = next_used()?;
+        // The rows of one blob id: (pack, kind, stored_len), each pack once.
+        let mut group: Vec<([u8; 32], u8, u64)> = Vec::new();
+        let mut group_id: Option<[u8; 32]> = None;
+        let mut finish_group = |id: [u8; 32], group: &mut Vec<([u8; 32], u8, u64)>, used: &mut Option<[u8; 32]>| {
+            while let Some(u) = *used
+                && u < id
+            {
+                if missing.len() < missing_limit {
+                    missing.push(BlobId::from_bytes(u));
+                }
+                *used = next_used()?;
+            }
+            let is_used = *used == Some(id);
+            if is_used {
+                *used = next_used()?;
+            }
+            let keeper = if is_used { group.iter().map(|g| g.0).min() } else { None };
+            for (pack, kind, len) in group.drain(..) {
+                let Some(&pack_len) = lens.get(&pack) else { continue };
+                let Ok(kind) = BlobKind::from_u8(kind) else { continue };
+                let u = stats.entry(pack).or_insert(PackUsage {
+                    pack: PackId::from_bytes(pack),
+                    len: pack_len,
+                    kind,
+                    blobs: 0,
+                    used_blobs: 0,
+                    used_bytes: 0,
+                    blob_bytes: 0,
+                });
+                u.kind = u.kind.min(kind);
+                u.blobs += 1;
+                u.blob_bytes += len;
+                if keeper == Some(pack) {
+                    u.used_blobs += 1;
+                    u.used_bytes += len;
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        while let Some(r) = blob_rows.next().map_err(&what)? {
+            let id = to_id(&r.get::<_, Vec<u8>>(0).map_err(&what)?).ok_or_else(bad_row)?;
+            let pack = to_id(&r.get::<_, Vec<u8>>(1).map_err(&what)?).ok_or_else(bad_row)?;
+            let kind: u8 = r.get(2).map_err(&what)?;
+            let len = r.get::<_, i64>(3).map_err(&what)? as u64;
+            if group_id != Some(id) {
+                if let Some(previous) = group_id {
+                    finish_group(previous, &mut group, &mut used)?;
+                }
+                group_id = Some(id);
+            }
+            // The same blob in the same pack, named by two index files, counts once.
+            if !group.iter().any(|g| g.0 == pack) {
+                group.push((pack, kind, len));
+            }
+        }
+        if let Some(previous) = group_id {
+            finish_group(previous, &mut group, &mut used)?;
+        }
+        // Used ids past the last indexed blob are missing too.
+        while let Some(u) = used {
+            if missing.len() >= missing_limit {
+                break;
+            }
+            missing.push(BlobId::from_bytes(u));
+            used = next_used()?;
+        }
+        let mut out: Vec<PackUsage> = stats.into_values().collect();
+        out.sort_by_key(|u| u.pack);
+        Ok((out, missing))
     }
 
     /// The blobs the merged index lists for one pack.
@@ -805,5 +912,97 @@ impl Cache {
             out.push(location_from_row(*id, row.map_err(sql("lookup"))?)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_format::index::{CondemnedPack, IndexedPack};
+
+    use super::*;
+
+    fn entry(n: u8, offset: u32) -> BlobEntry {
+        BlobEntry {
+            kind: BlobKind::Data,
+            id: BlobId::from_bytes([n; 32]),
+            compression: Compression::Raw,
+            offset,
+            stored_len: 10,
+            plain_len: 10,
+        }
+    }
+
+    /// Regression: two processes share the cache. One listed the repository's index files; before
+    /// it read the cache's own list, the other wrote (and added) a new index file. The first used
+    /// to forget that file as "vanished", dropping its packs (and its supersedes list, so that an
+    /// older index naming since-deleted packs could come back) from every process's view.
+    #[test]
+    fn an_index_file_added_by_another_process_during_a_listing_is_not_forgotten() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let repo_id = [8; 32];
+        let mut first = Cache::open(Some(dir.path()), &repo_id).expect("cache");
+        let mut second = Cache::open(Some(dir.path()), &repo_id).expect("same cache, other connection");
+        let old_id = IndexId::from_bytes([1; 32]);
+        let old = IndexFile {
+            supersedes: Vec::new(),
+            packs: vec![IndexedPack { id: PackId::from_bytes([2; 32]), len: 10, blobs: vec![entry(3, 0)] }],
+            condemned: Vec::new(),
+        };
+        first.add_index(old_id, &old).expect("add");
+        let new_id = IndexId::from_bytes([4; 32]);
+        let new = IndexFile {
+            supersedes: vec![old_id],
+            packs: vec![IndexedPack { id: PackId::from_bytes([5; 32]), len: 10, blobs: vec![entry(6, 0)] }],
+            condemned: Vec::new(),
+        };
+        // The listing shows only the old file; the new one is written and added right after the
+        // cache's list was read (here: inside the listing).
+        let stats = first
+            .sync_index(
+                || {
+                    second.add_index(new_id, &new)?;
+                    Ok(vec![old_id])
+                },
+                |id| if id == old_id { Ok(old.clone()) } else { Ok(new.clone()) },
+            )
+            .expect("sync");
+        assert_eq!(stats.removed, 0);
+        assert!(first.has_blob(&BlobId::from_bytes([6; 32])).expect("lookup"), "the new index was forgotten");
+        // A later sync that lists both sees the old file superseded.
+        first.sync_index(|| Ok(vec![old_id, new_id]), |_| Ok(new.clone())).expect("sync");
+        assert!(!first.has_blob(&BlobId::from_bytes([3; 32])).expect("lookup"));
+        assert!(first.has_blob(&BlobId::from_bytes([6; 32])).expect("lookup"));
+    }
+
+    #[test]
+    fn per_pack_and_batched_lookups_answer_like_single_lookups() {
+        let mut cache = Cache::open(None, &[7; 32]).expect("in-memory cache");
+        let live = IndexedPack { id: PackId::from_bytes([1; 32]), len: 100, blobs: vec![entry(3, 40), entry(2, 0)] };
+        let gone = IndexedPack { id: PackId::from_bytes([9; 32]), len: 50, blobs: vec![entry(5, 0)] };
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: vec![live.clone()],
+            condemned: vec![CondemnedPack { since_ns: 1, pack: gone.clone() }],
+        };
+        cache.add_index(IndexId::from_bytes([4; 32]), &file).expect("add index");
+
+        // Blobs of one pack, in pack order, through the per-pack index.
+        let blobs = cache.pack_blobs(&live.id).expect("pack blobs");
+        assert_eq!(blobs.iter().map(|b| b.offset).collect::<Vec<_>>(), vec![0, 40]);
+        assert_eq!(cache.pack_len(&live.id).expect("len"), Some(100));
+        assert_eq!(cache.pack_len(&gone.id).expect("len"), None);
+        assert_eq!(cache.condemned_blobs(&gone.id).expect("condemned"), gone.blobs);
+        assert_eq!(cache.condemned_blobs(&live.id).expect("condemned"), Vec::new());
+
+        // More ids than one query takes, known and unknown mixed, with repeats.
+        let mut ids: Vec<BlobId> = (0..200u32).map(|i| BlobId::from_bytes([(i % 7) as u8 + 10; 32])).collect();
+        ids.push(BlobId::from_bytes([2; 32]));
+        ids.push(BlobId::from_bytes([3; 32]));
+        ids.push(BlobId::from_bytes([5; 32]));
+        let known = cache.known_blobs(&ids).expect("batched lookup");
+        let expected: HashSet<BlobId> = ids.iter().filter(|id| cache.has_blob(id).expect("lookup")).copied().collect();
+        assert_eq!(known, expected);
+        assert_eq!(known.len(), 2, "only the live pack's blobs are known: {known:?}");
+        assert!(cache.known_blobs(&[]).expect("empty lookup").is_empty());
     }
 }

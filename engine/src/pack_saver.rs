@@ -36,8 +36,14 @@ const SEALED_QUEUE: usize = 4;
 /// would wake the pool's threads tens of thousands of times per second for microseconds of work.
 const BATCH_BLOB_MAX: usize = 256 * 1024;
 const BATCH_BYTES: usize = 1024 * 1024;
-/// Write an index file after this many packs...
+const BATCH_BLOBS: usize = 256;
+/// Write an index file after this many packs, or this many blobs (a pack of tiny files holds
+/// over 100,000; until their index file is written, they are remembered in memory)...
 const INDEX_FLUSH_PACKS: usize = 8;
+const INDEX_FLUSH_BLOBS: usize = 65_536;
+/// A pack is closed at this many blobs even when smaller than its target size, which bounds the
+/// blobs waiting for an index file (and the pack header) when the blobs are tiny files.
+const PACK_MAX_BLOBS: usize = 32_768;
 /// ...or when the oldest unindexed pack is this old.
 const INDEX_FLUSH_AGE: Duration = Duration::from_secs(20);
 
@@ -146,7 +152,7 @@ impl<'scope> PackSaver<'scope> {
             let mut batch = self.batch.lock().unwrap_or_else(|p| p.into_inner());
             batch.bytes += plaintext.len();
             batch.blobs.push((kind, id, plaintext));
-            (batch.bytes >= BATCH_BYTES).then(|| std::mem::take(&mut *batch))
+            (batch.bytes >= BATCH_BYTES || batch.blobs.len() >= BATCH_BLOBS).then(|| std::mem::take(&mut *batch))
         };
         match full {
             Some(batch) => self.seal(batch.blobs),
@@ -214,6 +220,7 @@ struct Packer<'r> {
     repo: &'r Repository,
     open: [Option<PackBuilder>; 2],
     unindexed: Vec<IndexedPack>,
+    unindexed_blobs: usize,
     oldest_unindexed: Option<Instant>,
     stats: SaverStats,
     dry_run: bool,
@@ -230,6 +237,7 @@ fn run_packer(
         repo,
         open: [None, None],
         unindexed: Vec::new(),
+        unindexed_blobs: 0,
         oldest_unindexed: None,
         stats: SaverStats::default(),
         dry_run,
@@ -268,12 +276,13 @@ impl Packer<'_> {
         self.stats.bytes_stored += blob.sealed.len() as u64;
         let pack = self.open[slot].get_or_insert_with(|| PackBuilder::new(blob.kind, target as usize + (1 << 20)));
         pack.add(&blob);
-        if pack.len() >= target as usize {
+        if pack.len() >= target as usize || pack.entries().len() >= PACK_MAX_BLOBS {
             let pack = self.open[slot].take().expect("just used");
             self.store_pack(pack)?;
         }
         if self.oldest_unindexed.is_some_and(|t| t.elapsed() >= INDEX_FLUSH_AGE)
             || self.unindexed.len() >= INDEX_FLUSH_PACKS
+            || self.unindexed_blobs >= INDEX_FLUSH_BLOBS
         {
             self.flush_index()?;
         }
@@ -289,6 +298,7 @@ impl Packer<'_> {
             self.repo.backend().write(FileType::Pack, &id.to_hex(), bytes)?;
         }
         self.stats.packs += 1;
+        self.unindexed_blobs += blobs.len();
         self.unindexed.push(IndexedPack { id, len, blobs });
         self.oldest_unindexed.get_or_insert_with(Instant::now);
         Ok(())
@@ -301,6 +311,7 @@ impl Packer<'_> {
         let file =
             IndexFile { supersedes: Vec::new(), packs: std::mem::take(&mut self.unindexed), condemned: Vec::new() };
         self.oldest_unindexed = None;
+        self.unindexed_blobs = 0;
         if !self.dry_run {
             // The cache knows these blobs from now on; they need not be remembered any more.
             self.repo.save_index(&file)?;

@@ -23,6 +23,10 @@ const AHEAD_BYTES: u64 = 64 * 1024 * 1024;
 /// Files larger than this are left to the kernel's own sequential read-ahead and the backup's
 /// reader thread.
 const HINT_MAX_FILE: u64 = 1024 * 1024;
+/// Threads that list sub-folders as soon as the read-ahead sees them, so that several disk reads
+/// are in flight at once, and how many folders may wait for them.
+const LISTERS: usize = 3;
+const LISTER_QUEUE: usize = 256;
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -52,12 +56,20 @@ impl ReadAhead {
         let thread = std::thread::Builder::new()
             .name("cairn-read-ahead".to_owned())
             .spawn(move || {
-                let mut visitor = Visitor { shared: &inner, excludes, entries: 0, bytes: 0 };
-                for root in &roots {
-                    if visitor.visit(root).is_err() {
-                        return;
+                let (folders, queue) = std::sync::mpsc::sync_channel::<PathBuf>(LISTER_QUEUE);
+                let queue = std::sync::Mutex::new(queue);
+                std::thread::scope(|scope| {
+                    for _ in 0..LISTERS {
+                        scope.spawn(|| list_folders(&queue, &inner.stop));
                     }
-                }
+                    let mut visitor = Visitor { shared: &inner, excludes, folders, entries: 0, bytes: 0 };
+                    for root in &roots {
+                        if visitor.visit(root).is_err() {
+                            break;
+                        }
+                    }
+                    // Dropping the visitor closes the queue; the listers finish what is queued.
+                });
             })
             .ok();
         Self { shared, thread }
@@ -99,8 +111,25 @@ struct Stopped;
 struct Visitor<'a> {
     shared: &'a Shared,
     excludes: PatternSet,
+    /// Sub-folders for the listers.
+    folders: std::sync::mpsc::SyncSender<PathBuf>,
     entries: u64,
     bytes: u64,
+}
+
+/// Lists the folders from `queue` and looks at each entry (which fills the kernel's caches).
+fn list_folders(queue: &std::sync::Mutex<std::sync::mpsc::Receiver<PathBuf>>, stop: &AtomicBool) {
+    loop {
+        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(folder) = next else { return };
+        let Ok(listing) = std::fs::read_dir(&folder) else { continue };
+        for entry in listing.flatten() {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let _ = std::fs::symlink_metadata(entry.path());
+        }
+    }
 }
 
 impl Visitor<'_> {
@@ -133,9 +162,17 @@ impl Visitor<'_> {
             }
         } else if meta.is_dir() {
             let Ok(listing) = std::fs::read_dir(path) else { return Ok(()) };
-            let mut children: Vec<PathBuf> = listing.flatten().map(|e| e.path()).collect();
+            // The listing's own file types (no extra `lstat`) tell the sub-folders.
+            let mut children: Vec<(PathBuf, bool)> =
+                listing.flatten().map(|e| (e.path(), e.file_type().is_ok_and(|t| t.is_dir()))).collect();
             children.sort();
-            for child in children {
+            // Sub-folders are listed ahead by the listers (when they keep up; otherwise skipped).
+            for (child, is_dir) in &children {
+                if *is_dir && (self.excludes.is_empty() || !self.excludes.matches(&child.to_string_lossy())) {
+                    let _ = self.folders.try_send(child.clone());
+                }
+            }
+            for (child, _) in children {
                 self.visit(&child)?;
             }
         }

@@ -217,9 +217,8 @@ impl Repository {
     /// read are skipped and returned, so that one damaged file does not stop a restore; commands
     /// that delete (prune, repair snapshots) must refuse to go on when any is returned.
     pub fn sync_index(&self) -> Result<Vec<Error>> {
-        let present = self.list_index_ids()?;
         let mut cache = self.cache();
-        Ok(cache.sync_index(&present, |id| self.load_index(id))?.unreadable)
+        Ok(cache.sync_index(|| self.list_index_ids(), |id| self.load_index(id))?.unreadable)
     }
 
     /// Like [`Repository::sync_index`], but an unreadable index file is an error.
@@ -395,6 +394,32 @@ impl Repository {
     pub fn indexed_packs(&self) -> Result<Vec<(PackId, u64)>> {
         self.cache().packs()
     }
+}
+
+/// Largest span of a pack read with one request, and the largest gap of unneeded bytes a span may
+/// include rather than being split in two.
+const SPAN_MAX: u64 = 16 * 1024 * 1024;
+const SPAN_GAP: u64 = 1024 * 1024;
+
+/// Splits `items`, sorted by pack and offset, into runs that are each read with one request:
+/// a run stays in one pack, skips at most `SPAN_GAP` unneeded bytes at a time, and spans at most
+/// `SPAN_MAX` bytes (or one blob, if that is larger).
+pub fn read_spans<T>(items: &[T], location: impl Fn(&T) -> &BlobLocation) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for i in 1..=items.len() {
+        let split = i == items.len() || {
+            let (first, prev, next) = (location(&items[start]), location(&items[i - 1]), location(&items[i]));
+            next.pack != prev.pack
+                || u64::from(next.entry.offset) > prev.entry.end() + SPAN_GAP
+                || next.entry.end() - u64::from(first.entry.offset) > SPAN_MAX
+        };
+        if split {
+            groups.push(start..i);
+            start = i;
+        }
+    }
+    groups
 }
 
 /// Human name of a blob kind.

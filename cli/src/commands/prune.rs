@@ -9,7 +9,8 @@ use crate::{GlobalArgs, exit, output};
 /// Options shared by `prune` and `forget --prune`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PruneArgs {
-    /// Repack packs whose unused share exceeds this (e.g. 5%, 0%, unlimited)
+    /// Unused space to leave, as a share of the repository: partly used packs are repacked, most
+    /// wasteful first, until no more than this is unused (e.g. 5%, 0%, unlimited)
     #[arg(long, default_value = "5%", value_name = "PERCENT")]
     pub max_unused: String,
     /// Repack at most this much per run (e.g. 500M, 2G)

@@ -2,9 +2,10 @@
 //!
 //! 1. Mark: walk every snapshot's trees and record each used blob in the cache database (memory
 //!    does not grow with the repository).
-//! 2. Plan: per pack, how much is still used. Packs with nothing used are condemned; packs whose
-//!    unused share exceeds `--max-unused`, and small packs, are repacked (their used blobs are
-//!    copied, still sealed, into new packs); the rest are kept.
+//! 2. Plan: per pack, how much is still used. Packs with nothing used are condemned; partly used
+//!    packs are repacked, most wasteful first, until at most `--max-unused` of the repository is
+//!    left unused, and small packs are combined (used blobs are copied, still sealed, into new
+//!    packs); the rest are kept.
 //! 3. Execute, in the order `spec/ordering.md` states: new packs (durable) and their index; then a
 //!    new index that lists the kept packs and *condemns* the rest and supersedes every older index
 //!    file; then the older index files are deleted; last, condemned packs are deleted — now, or by
@@ -49,7 +50,8 @@ const TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Options of a prune.
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
-    /// Repack packs whose unused share exceeds this fraction (0.05 = 5%).
+    /// Share of the repository that may stay unused after pruning (0.05 = 5%); partly used packs
+    /// are repacked, most wasteful first, until no more is.
     pub max_unused: f64,
     /// Repack at most this many bytes of packs in one run.
     pub max_repack_bytes: Option<u64>,
@@ -152,13 +154,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     repo.cache().begin_mark()?;
     let mut marked_trees = HashSet::new();
+    let mut marker = Marker::new(repo);
     for (_, s) in &snapshots {
-        mark_snapshot(repo, s, &mut marked_trees, &condemned_trees)?;
+        mark_snapshot(&mut marker, s, &mut marked_trees, &condemned_trees)?;
     }
-    let used_blobs = count_used(repo)?;
-    let usage = repo.cache().pack_usage()?;
+    marker.flush()?;
+    let (usage, missing) = repo.cache().usage_scan(MISSING_SHOWN)?;
+    // Duplicates count once: only the keeper copy of a blob is counted as used.
+    let used_blobs = usage.iter().map(|u| u.used_blobs).sum();
     let resurrect = find_resurrections(repo, &condemned)?;
-    check_complete(repo, &condemned)?;
+    check_complete(repo, &condemned, &missing)?;
 
     let (actions, mut plan) = make_plan(repo, &usage, opts);
     plan.snapshots = snapshots.len() as u64;
@@ -236,10 +241,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let known: HashSet<SnapshotId> = snapshots.iter().map(|(id, _)| *id).collect();
     let (now_snapshots, _) = repo.load_snapshots()?;
     let mut late_use_failed = false;
+    let mut marker = Marker::new(repo);
     for (id, s) in &now_snapshots {
-        if !known.contains(id) && mark_snapshot(repo, s, &mut marked_trees, &condemned_trees).is_err() {
+        if !known.contains(id) && mark_snapshot(&mut marker, s, &mut marked_trees, &condemned_trees).is_err() {
             late_use_failed = true;
         }
+    }
+    if marker.flush().is_err() {
+        late_use_failed = true;
     }
     let mut back_to_life = Vec::new();
     if !late_use_failed {
@@ -269,15 +278,20 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             doomed.remove(&id);
         }
     }
+    let mut deletable: Vec<(PackId, u64)> = Vec::new();
     for (pack_id, (since, len)) in &doomed {
         let blocked = late_use_failed || other_locks.iter().any(|l| l.lock.created_ns <= since + CLOCK_SKEW_MARGIN_NS);
         if blocked {
             report.packs_deferred += 1;
-            continue;
+        } else {
+            deletable.push((*pack_id, *len));
         }
-        repo.backend().delete(FileType::Pack, &pack_id.to_hex())?;
-        report.packs_deleted += 1;
+    }
+    let names: Vec<String> = deletable.iter().map(|(id, _)| id.to_hex()).collect();
+    for (result, (_, len)) in repo.backend().delete_all(FileType::Pack, &names).into_iter().zip(&deletable) {
+        result?;
         report.bytes_deleted += len;
+        report.packs_deleted += 1;
     }
     // Packs no index names: leftovers of interrupted backups. Only while nothing else runs.
     if other_locks.is_empty() {
@@ -316,12 +330,48 @@ fn load_tree_anywhere(repo: &Repository, id: TreeId, condemned_trees: &HashMap<B
     repo.load_tree(id)
 }
 
+/// Used blob ids on their way into the cache database: gathered, sorted and written in batches, so
+/// that the set's B-tree is filled in key order (random 32-byte keys inserted one by one would touch
+/// a random page each time) while memory stays at one batch.
+struct Marker<'r> {
+    repo: &'r Repository,
+    batch: Vec<BlobId>,
+}
+
+/// Ids per batch (8 MiB).
+const MARK_BATCH: usize = 262_144;
+
+impl<'r> Marker<'r> {
+    fn new(repo: &'r Repository) -> Self {
+        Self { repo, batch: Vec::new() }
+    }
+
+    fn add(&mut self, id: BlobId) -> Result<()> {
+        self.batch.push(id);
+        if self.batch.len() >= MARK_BATCH { self.flush() } else { Ok(()) }
+    }
+
+    /// Writes what is gathered; every id added before is marked once this returns.
+    fn flush(&mut self) -> Result<()> {
+        self.batch.sort_unstable();
+        self.batch.dedup();
+        let batch = std::mem::take(&mut self.batch);
+        self.repo.cache().in_transaction(|c| {
+            for id in &batch {
+                c.mark_used(id)?;
+            }
+            Ok(())
+        })
+    }
+}
+
 fn mark_snapshot(
-    repo: &Repository,
+    marker: &mut Marker<'_>,
     snapshot: &Snapshot,
     marked_trees: &mut HashSet<TreeId>,
     condemned_trees: &HashMap<BlobId, BlobLocation>,
 ) -> Result<()> {
+    let repo = marker.repo;
     let mut stack = vec![snapshot.tree];
     while let Some(tree_id) = stack.pop() {
         if !marked_trees.insert(tree_id) {
@@ -330,30 +380,20 @@ fn mark_snapshot(
         let tree = load_tree_anywhere(repo, tree_id, condemned_trees).map_err(|e| {
             Error::new(e.kind(), format!("cannot prune: {e}; run 'cairn check' and 'cairn repair' first"))
         })?;
-        let mut cache = repo.cache();
-        cache.in_transaction(|c| {
-            c.mark_used(&tree_id.into())?;
-            for node in tree.nodes() {
-                match &node.kind {
-                    NodeKind::File { content } => {
-                        for id in content {
-                            c.mark_used(id)?;
-                        }
+        marker.add(tree_id.into())?;
+        for node in tree.nodes() {
+            match &node.kind {
+                NodeKind::File { content } => {
+                    for id in content {
+                        marker.add(*id)?;
                     }
-                    NodeKind::Dir { subtree } => stack.push(*subtree),
-                    _ => {}
                 }
+                NodeKind::Dir { subtree } => stack.push(*subtree),
+                _ => {}
             }
-            Ok(())
-        })?;
+        }
     }
     Ok(())
-}
-
-fn count_used(repo: &Repository) -> Result<u64> {
-    // Counting through the usage query would double count duplicates; a plain count is enough.
-    let usage = repo.cache().pack_usage()?;
-    Ok(usage.iter().map(|u| u.used_blobs).sum())
 }
 
 fn list_packs(repo: &Repository) -> Result<Vec<(PackId, u64)>> {
@@ -380,11 +420,24 @@ fn find_resurrections(repo: &Repository, condemned: &HashMap<PackId, (i64, Index
     Ok(out)
 }
 
+/// Used blobs in no live pack that [`Cache::usage_scan`](crate::cache::Cache::usage_scan) returns; when
+/// that many are found (all could be in condemned packs), the database is asked once more.
+const MISSING_SHOWN: usize = 10_000;
+
 /// Refuses to prune when a used blob is in no pack at all: deleting more would only hide damage.
-fn check_complete(repo: &Repository, condemned: &HashMap<PackId, (i64, IndexedPack)>) -> Result<()> {
+/// `missing` lists used blobs that no live pack holds (condemned packs may still hold them).
+fn check_complete(
+    repo: &Repository,
+    condemned: &HashMap<PackId, (i64, IndexedPack)>,
+    missing: &[BlobId],
+) -> Result<()> {
     let in_condemned: HashSet<BlobId> = condemned.values().flat_map(|(_, p)| p.blobs.iter().map(|b| b.id)).collect();
-    let missing = repo.cache().used_but_missing(1, &in_condemned)?;
-    if let Some(id) = missing.first() {
+    let first = match missing.iter().find(|id| !in_condemned.contains(id)) {
+        Some(id) => Some(*id),
+        None if missing.len() >= MISSING_SHOWN => repo.cache().used_but_missing(1, &in_condemned)?.first().copied(),
+        None => None,
+    };
+    if let Some(id) = first {
         return Err(Error::new(
             ErrorKind::Corrupt,
             format!(
@@ -410,7 +463,19 @@ fn make_plan(repo: &Repository, usage: &[PackUsage], opts: &PruneOptions) -> (Ha
     for u in usage.iter().filter(|u| u.used_blobs > 0 && is_small(u)) {
         *small_count.entry(u.kind).or_default() += 1;
     }
-    let mut repack_candidates: Vec<&PackUsage> = Vec::new();
+    // `max_unused` is the share of the repository after pruning that may stay unused (restic's
+    // meaning): packs are repacked, most wasteful first, only until what is left unused is within
+    // it. Every repacked pack costs a read and a write of its used part, so a limit per pack would
+    // rewrite nearly every pack that holds anything an old snapshot used.
+    let used_bytes: u64 = usage.iter().map(|u| u.used_bytes).sum();
+    let allowed_unused = if opts.max_unused >= 1.0 {
+        u64::MAX
+    } else {
+        (used_bytes as f64 * opts.max_unused / (1.0 - opts.max_unused)) as u64
+    };
+    let mut unused_left: u64 = 0;
+    let mut forced: Vec<&PackUsage> = Vec::new();
+    let mut wasteful: Vec<&PackUsage> = Vec::new();
     for u in usage {
         plan.packs_total += 1;
         plan.bytes_total += u.len;
@@ -421,23 +486,24 @@ fn make_plan(repo: &Repository, usage: &[PackUsage], opts: &PruneOptions) -> (Ha
             continue;
         }
         let unused = u.blob_bytes.saturating_sub(u.used_bytes);
-        let share = if u.blob_bytes == 0 { 0.0 } else { unused as f64 / u.blob_bytes as f64 };
-        if share > opts.max_unused || (is_small(u) && small_count.get(&u.kind).copied().unwrap_or(0) > 1) {
-            repack_candidates.push(u);
+        unused_left += unused;
+        if is_small(u) && small_count.get(&u.kind).copied().unwrap_or(0) > 1 {
+            forced.push(u);
+        } else if unused > 0 {
+            wasteful.push(u);
         } else {
             actions.insert(u.pack, Action::Keep);
         }
     }
-    // Most wasteful first, within the repack budget.
-    repack_candidates.sort_by(|a, b| {
-        let wa = a.blob_bytes.saturating_sub(a.used_bytes) as f64 / a.blob_bytes.max(1) as f64;
-        let wb = b.blob_bytes.saturating_sub(b.used_bytes) as f64 / b.blob_bytes.max(1) as f64;
-        wb.total_cmp(&wa)
-    });
+    // Most wasteful first.
+    let share = |u: &PackUsage| u.blob_bytes.saturating_sub(u.used_bytes) as f64 / u.blob_bytes.max(1) as f64;
+    wasteful.sort_by(|a, b| share(b).total_cmp(&share(a)));
     let mut budget = opts.max_repack_bytes.unwrap_or(u64::MAX);
-    for u in repack_candidates {
-        if u.len <= budget {
+    for (u, small) in forced.into_iter().map(|u| (u, true)).chain(wasteful.into_iter().map(|u| (u, false))) {
+        let needed = small || unused_left > allowed_unused;
+        if needed && u.len <= budget {
             budget -= u.len;
+            unused_left -= u.blob_bytes.saturating_sub(u.used_bytes);
             actions.insert(u.pack, Action::Repack);
             plan.packs_repack += 1;
             plan.bytes_repack += u.len;
@@ -478,14 +544,21 @@ fn repack(repo: &Repository, packs: &[&PackUsage]) -> Result<(u64, crate::pack_s
                 if wanted.is_empty() {
                     continue;
                 }
-                let bytes = repo.backend().read(FileType::Pack, &u.pack.to_hex())?;
-                // Verify before copying: a damaged blob must not be spread into a new pack.
-                let checked: Vec<Result<SealedBlob>> = wanted
-                    .par_iter()
-                    .map(|e| {
-                        let sealed = bytes.get(e.offset as usize..e.end() as usize).ok_or_else(|| {
-                            Error::corrupt(format!("pack {} is shorter than its index says", u.pack.short()))
-                        })?;
+                // Only the parts of the pack that hold kept blobs are read (a pack being repacked is
+                // mostly unused, by definition).
+                let wanted: Vec<BlobLocation> =
+                    wanted.into_iter().map(|entry| BlobLocation { pack: u.pack, entry }).collect();
+                let mut checked: Vec<Result<SealedBlob>> = Vec::with_capacity(wanted.len());
+                for span in crate::repository::read_spans(&wanted, |l| l) {
+                    let (first, last) = (&wanted[span.start].entry, &wanted[span.end - 1].entry);
+                    let start = u64::from(first.offset);
+                    let bytes =
+                        repo.backend().read_range(FileType::Pack, &u.pack.to_hex(), start, last.end() - start)?;
+                    // Verify before copying: a damaged blob must not be spread into a new pack.
+                    checked.par_extend(wanted[span].par_iter().map(|l| {
+                        let e = &l.entry;
+                        let at = (u64::from(e.offset) - start) as usize;
+                        let sealed = &bytes[at..at + e.stored_len as usize];
                         open_blob(repo.key(), e.kind, e.id, e.compression, e.plain_len, sealed).map_err(|err| {
                             Error::corrupt(format!(
                                 "cannot repack pack {}: blob {}: {err}; run 'cairn check --read-data'",
@@ -500,8 +573,8 @@ fn repack(repo: &Repository, packs: &[&PackUsage]) -> Result<(u64, crate::pack_s
                             plain_len: e.plain_len,
                             sealed: sealed.to_vec(),
                         })
-                    })
-                    .collect();
+                    }));
+                }
                 for blob in checked {
                     saver.save_sealed(blob?)?;
                     copied += 1;

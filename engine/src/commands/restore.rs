@@ -329,7 +329,7 @@ impl Restorer<'_> {
             .flat_map(|(i, job)| job.chunks.iter().map(move |(off, loc)| (i, *off, *loc)))
             .collect();
         tasks.sort_by_key(|(_, _, loc)| (loc.pack, loc.entry.offset));
-        let groups = read_groups(&tasks);
+        let groups = crate::repository::read_spans(&tasks, |t| &t.2);
         // Blobs are opened on the pool; one thread writes. Writers of one file exclude each other
         // in the kernel anyway, and a single writer leaves the other cores to decryption.
         let failures: Vec<(usize, String)> = std::thread::scope(|scope| {
@@ -465,29 +465,6 @@ impl Restorer<'_> {
 /// Opened chunks waiting for the writer thread.
 const WRITE_QUEUE: usize = 8;
 
-/// Largest span read with one request, and the largest gap of unneeded bytes a span may include.
-const SPAN_MAX: u64 = 16 * 1024 * 1024;
-const SPAN_GAP: u64 = 1024 * 1024;
-
-/// Splits `tasks` (sorted by pack and offset) into runs that are read with one request each.
-fn read_groups(tasks: &[(usize, u64, BlobLocation)]) -> Vec<std::ops::Range<usize>> {
-    let mut groups = Vec::new();
-    let mut start = 0;
-    for i in 1..=tasks.len() {
-        let split = i == tasks.len() || {
-            let (first, prev, next) = (&tasks[start].2, &tasks[i - 1].2, &tasks[i].2);
-            next.pack != prev.pack
-                || u64::from(next.entry.offset) > prev.entry.end() + SPAN_GAP
-                || next.entry.end() - u64::from(first.entry.offset) > SPAN_MAX
-        };
-        if split {
-            groups.push(start..i);
-            start = i;
-        }
-    }
-    groups
-}
-
 fn remove_existing(path: &Path) {
     if let Ok(m) = std::fs::symlink_metadata(path) {
         let _ = if m.is_dir() { std::fs::remove_dir(path) } else { std::fs::remove_file(path) };
@@ -552,17 +529,20 @@ mod tests {
         let tasks = vec![
             task(1, 0, 1000),
             task(1, 1000, 1000),
-            // A gap of exactly SPAN_GAP is still read through.
+            // A gap of exactly 1 MiB is still read through.
             task(1, 2000 + M, 1000),
             // A larger gap starts a new read.
             task(1, 3000 + 3 * M, 1000),
             // Another pack: another read.
             task(2, 0, 1000),
-            // Runs longer than SPAN_MAX are cut.
+            // Runs longer than 16 MiB are cut.
             task(3, 0, 10 * M),
             task(3, 10 * M, 10 * M),
         ];
-        assert_eq!(read_groups(&tasks), vec![0..3, 3..4, 4..5, 5..6, 6..7]);
-        assert_eq!(read_groups(&[]), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(crate::repository::read_spans(&tasks, |t| &t.2), vec![0..3, 3..4, 4..5, 5..6, 6..7]);
+        assert_eq!(
+            crate::repository::read_spans(&[], |t: &(usize, u64, BlobLocation)| &t.2),
+            Vec::<std::ops::Range<usize>>::new()
+        );
     }
 }
