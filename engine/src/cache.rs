@@ -480,14 +480,9 @@ impl Cache {
         }
     }
 
-    /// Usage of every indexed pack. A blob stored in several packs counts as used only in the
-    /// smallest pack id holding it, so duplicates are reclaimed.
-    pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
-        Ok(self.usage_scan(0)?.0)
-    }
-
-    /// [`Cache::pack_usage`], and up to `missing_limit` used blobs that no live pack holds, in one
-    /// pass: the merged index and the set of used blobs are both read in id order and merged, so
+    /// Usage of every indexed pack (a blob stored in several packs counts as used only in the
+    /// smallest pack id holding it, so duplicates are reclaimed), and up to `missing_limit` used
+    /// blobs that no live pack holds, in one pass: the merged index and the set of used blobs are both read in id order and merged, so
     /// the work is two sequential scans whatever the number of blobs, and memory holds one entry
     /// per pack.
     pub fn usage_scan(&self, missing_limit: usize) -> Result<(Vec<PackUsage>, Vec<BlobId>)> {
