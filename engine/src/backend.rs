@@ -191,6 +191,21 @@ impl Backend {
         self.runtime.block_on(self.op.delete(&path)).map_err(|e| dal_error(format!("deleting {path}"), e))
     }
 
+    /// Tells the storage that `len` bytes at `offset` of an object will be read soon, so that the
+    /// read can start now (a local file system reads them into its cache in the background). Only
+    /// a hint: errors are ignored, and object stores ignore it.
+    pub fn will_read(&self, ft: FileType, name: &str, offset: u64, len: u64) {
+        let Location::Local(root) = &self.location;
+        if let Ok(file) = std::fs::File::open(root.join(ft.path(name))) {
+            let _ = nix::fcntl::posix_fadvise(
+                &file,
+                offset as nix::libc::off_t,
+                len as nix::libc::off_t,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
+
     /// Deletes many objects, several at a time (a deletion is mostly waiting, on a local file
     /// system as on object storage). Returns one result per name, in order.
     pub fn delete_all(&self, ft: FileType, names: &[String]) -> Vec<Result<()>> {

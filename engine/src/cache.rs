@@ -406,6 +406,23 @@ impl Cache {
         Ok(len.map(|l| l as u64))
     }
 
+    /// Packs that a loaded index file other than `index_files` names.
+    pub fn packs_outside(&self, index_files: &[IndexId]) -> Result<HashSet<PackId>> {
+        let listed: HashSet<&[u8]> = index_files.iter().map(|i| &i.as_bytes()[..]).collect();
+        let mut stmt = self.conn.prepare("SELECT id, index_id FROM packs").map_err(sql("packs"))?;
+        let mut rows = stmt.query([]).map_err(sql("packs"))?;
+        let mut out = HashSet::new();
+        while let Some(r) = rows.next().map_err(sql("packs"))? {
+            let (pack, index): (Vec<u8>, Vec<u8>) = (r.get(0).map_err(sql("packs"))?, r.get(1).map_err(sql("packs"))?);
+            if !listed.contains(index.as_slice())
+                && let Some(p) = to_id(&pack)
+            {
+                out.insert(PackId::from_bytes(p));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every pack in the merged index with its size.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut stmt = self.conn.prepare("SELECT DISTINCT id, len FROM packs").map_err(sql("packs"))?;
@@ -642,6 +659,17 @@ impl Cache {
             });
         }
         Ok(out)
+    }
+
+    /// A blob's place in a condemned pack named by a live index file, if any. Slow (it decodes the
+    /// blob lists of every condemned pack): only for reads that found nothing in the index.
+    pub fn locate_condemned(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        for c in self.condemned()? {
+            if let Some(entry) = c.blobs.iter().find(|b| b.id == *id) {
+                return Ok(Some(BlobLocation { pack: c.pack, entry: *entry }));
+            }
+        }
+        Ok(None)
     }
 
     /// The blobs of one condemned pack, as the live index files that condemn it list them.
@@ -988,6 +1016,12 @@ mod tests {
         assert_eq!(cache.pack_len(&gone.id).expect("len"), None);
         assert_eq!(cache.condemned_blobs(&gone.id).expect("condemned"), gone.blobs);
         assert_eq!(cache.condemned_blobs(&live.id).expect("condemned"), Vec::new());
+        // A blob only a condemned pack holds: unknown to lookups (so never deduplicated against),
+        // but found for reading.
+        let only_condemned = BlobId::from_bytes([5; 32]);
+        assert_eq!(cache.locate(&only_condemned).expect("locate"), None);
+        assert_eq!(cache.locate_condemned(&only_condemned).expect("locate condemned").map(|l| l.pack), Some(gone.id));
+        assert_eq!(cache.locate_condemned(&BlobId::from_bytes([2; 32])).expect("locate condemned"), None);
 
         // More ids than one query takes, known and unknown mixed, with repeats.
         let mut ids: Vec<BlobId> = (0..200u32).map(|i| BlobId::from_bytes([(i % 7) as u8 + 10; 32])).collect();

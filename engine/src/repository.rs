@@ -290,6 +290,18 @@ impl Repository {
         self.cache().locate(id)
     }
 
+    /// Where to read a blob: from the merged index, or else from a pack that a prune condemned and
+    /// has not deleted yet. Between a prune's new index and the index that puts back a pack a
+    /// snapshot written meanwhile still uses, that snapshot's blobs are only there; readers find
+    /// them (and fail cleanly if the pack is gone). Deduplication never counts condemned blobs.
+    pub fn locate_for_reading(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let cache = self.cache();
+        match cache.locate(id)? {
+            Some(loc) => Ok(Some(loc)),
+            None => cache.locate_condemned(id),
+        }
+    }
+
     /// Reads, opens and verifies a blob at a known location.
     pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         let e = &loc.entry;
@@ -313,7 +325,7 @@ impl Repository {
 
     /// Loads a blob by id.
     pub fn load_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?.ok_or_else(|| {
+        let loc = self.locate_for_reading(id)?.ok_or_else(|| {
             Error::new(ErrorKind::Corrupt, format!("{} blob {} is missing from the index", kind_name(kind), id.short()))
         })?;
         if loc.entry.kind != kind {

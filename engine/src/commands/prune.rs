@@ -165,7 +165,11 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let resurrect = find_resurrections(repo, &condemned)?;
     check_complete(repo, &condemned, &missing)?;
 
-    let (actions, mut plan) = make_plan(repo, &usage, opts);
+    // Index files that appeared after `index_at_start` (a backup finished meanwhile) are not
+    // superseded by the new index and stay: their packs must stay too, whatever the marks say
+    // (their snapshot may not have been loaded yet).
+    let protected = repo.cache().packs_outside(&index_at_start)?;
+    let (actions, mut plan) = make_plan(repo, &usage, &protected, opts);
     plan.snapshots = snapshots.len() as u64;
     plan.used_blobs = used_blobs;
     plan.packs_condemned_earlier = (condemned.len() - resurrect.len()) as u64;
@@ -449,7 +453,12 @@ fn check_complete(
     Ok(())
 }
 
-fn make_plan(repo: &Repository, usage: &[PackUsage], opts: &PruneOptions) -> (HashMap<PackId, Action>, PrunePlan) {
+fn make_plan(
+    repo: &Repository,
+    usage: &[PackUsage],
+    protected: &HashSet<PackId>,
+    opts: &PruneOptions,
+) -> (HashMap<PackId, Action>, PrunePlan) {
     let mut plan = PrunePlan::default();
     let mut actions = HashMap::new();
     let target = |kind: BlobKind| -> u64 {
@@ -479,6 +488,10 @@ fn make_plan(repo: &Repository, usage: &[PackUsage], opts: &PruneOptions) -> (Ha
     for u in usage {
         plan.packs_total += 1;
         plan.bytes_total += u.len;
+        if protected.contains(&u.pack) {
+            actions.insert(u.pack, Action::Keep);
+            continue;
+        }
         if u.used_blobs == 0 {
             actions.insert(u.pack, Action::Delete);
             plan.packs_delete += 1;

@@ -225,7 +225,7 @@ impl Restorer<'_> {
                 let mut chunks = Vec::with_capacity(content.len());
                 let mut offset = 0u64;
                 for id in content {
-                    let loc = self.repo.locate(id)?.ok_or_else(|| {
+                    let loc = self.repo.locate_for_reading(id)?.ok_or_else(|| {
                         Error::new(
                             ErrorKind::Corrupt,
                             format!("{spath}: data blob {} is missing from the index", id.short()),
@@ -330,6 +330,13 @@ impl Restorer<'_> {
             .collect();
         tasks.sort_by_key(|(_, _, loc)| (loc.pack, loc.entry.offset));
         let groups = crate::repository::read_spans(&tasks, |t| &t.2);
+        // Every span of the batch is asked for at once, so the disk works ahead of the decoders
+        // instead of each of them waiting for its own read.
+        for group in &groups {
+            let (first, last) = (&tasks[group.start].2, &tasks[group.end - 1].2);
+            let start = u64::from(first.entry.offset);
+            repo.backend().will_read(FileType::Pack, &first.pack.to_hex(), start, last.entry.end() - start);
+        }
         // Blobs are opened on the pool; one thread writes. Writers of one file exclude each other
         // in the kernel anyway, and a single writer leaves the other cores to decryption.
         let failures: Vec<(usize, String)> = std::thread::scope(|scope| {
