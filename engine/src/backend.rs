@@ -153,8 +153,9 @@ impl Backend {
             .map_err(|e| dal_error(format!("reading {path}"), e))
     }
 
-    /// Reads `len` bytes at `offset`.
-    pub fn read_range(&self, ft: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+    /// Reads `len` bytes at `offset`. The bytes are the storage layer's own buffer (no copy when
+    /// it read them in one piece, as the local file system does).
+    pub fn read_range(&self, ft: FileType, name: &str, offset: u64, len: u64) -> Result<bytes::Bytes> {
         let path = ft.path(name);
         let buf = self
             .runtime
@@ -163,7 +164,7 @@ impl Backend {
         if buf.len() as u64 != len {
             return Err(Error::corrupt(format!("{path} is shorter than the index says (truncated pack?)")));
         }
-        Ok(buf.to_vec())
+        Ok(buf.to_bytes())
     }
 
     /// Writes a whole object. After this returns the object is durable under its final name.

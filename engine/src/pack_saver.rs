@@ -1,5 +1,6 @@
 //! The write side of the pipeline: blobs are compressed and sealed on rayon's pool, gathered into
-//! packs (data and tree blobs apart) by one packer thread, uploaded, and named in index files.
+//! packs (data and tree blobs apart) by one packer thread, and written (then named in index files)
+//! by an uploader thread, so that sealing goes on while a pack is written and synced.
 //!
 //! Blobs saved but not yet named by an index file in the local cache are remembered as *pending*,
 //! so a run never stores a blob twice; once their index file is saved they leave that set (the
@@ -7,8 +8,9 @@
 //!
 //! Memory is bounded: at most `max_in_flight` sealing tasks (one large blob, or a batch of small
 //! blobs of at most about 1 MiB) exist at once, at most `SEALED_QUEUE` sealed blobs wait for the
-//! packer, and the packer holds one open pack per kind. With 1 MiB chunks, 16 MiB packs and two
-//! cores that is under 60 MiB in the worst case.
+//! packer, the packer holds one open pack per kind, and at most `UPLOAD_QUEUE` finished packs wait
+//! while the uploader writes another. With 1 MiB chunks, 16 MiB packs and two cores that is under
+//! 100 MiB in the worst case.
 //!
 //! Durability order: a pack is written (and synced) before any index file names it; an index file
 //! is written before the snapshot that needs it. Index files are flushed every few packs and every
@@ -32,6 +34,8 @@ use crate::repository::{Repository, nonce};
 
 /// Sealed blobs waiting for the packer.
 const SEALED_QUEUE: usize = 4;
+/// Finished packs waiting for the uploader while it writes (and syncs) the one before.
+const UPLOAD_QUEUE: usize = 1;
 /// Blobs smaller than this are sealed in batches of up to `BATCH_BYTES`: one task per small file
 /// would wake the pool's threads tens of thousands of times per second for microseconds of work.
 const BATCH_BLOB_MAX: usize = 256 * 1024;
@@ -219,12 +223,15 @@ impl<'scope> PackSaver<'scope> {
 struct Packer<'r> {
     repo: &'r Repository,
     open: [Option<PackBuilder>; 2],
-    unindexed: Vec<IndexedPack>,
-    unindexed_blobs: usize,
-    oldest_unindexed: Option<Instant>,
+    /// Finished packs for the uploader (closed when it stopped on an error it reports itself).
+    uploads: SyncSender<IndexedPackBytes>,
     stats: SaverStats,
-    dry_run: bool,
-    pending: Arc<Mutex<HashSet<BlobId>>>,
+}
+
+/// A finished pack on its way to storage.
+struct IndexedPackBytes {
+    pack: IndexedPack,
+    bytes: Vec<u8>,
 }
 
 fn run_packer(
@@ -233,33 +240,40 @@ fn run_packer(
     dry_run: bool,
     pending: Arc<Mutex<HashSet<BlobId>>>,
 ) -> Result<SaverStats> {
-    let mut p = Packer {
-        repo,
-        open: [None, None],
-        unindexed: Vec::new(),
-        unindexed_blobs: 0,
-        oldest_unindexed: None,
-        stats: SaverStats::default(),
-        dry_run,
-        pending,
-    };
-    let mut result = Ok(());
-    for blob in rx.iter() {
+    std::thread::scope(|scope| {
+        let (uploads, queued) = sync_channel::<IndexedPackBytes>(UPLOAD_QUEUE);
+        let uploader = scope.spawn(move || {
+            let mut u = Uploader {
+                repo,
+                unindexed: Vec::new(),
+                unindexed_blobs: 0,
+                oldest_unindexed: None,
+                packs: 0,
+                index_files: 0,
+                dry_run,
+                pending,
+            };
+            u.run(queued).map(|()| (u.packs, u.index_files))
+        });
+        let mut p = Packer { repo, open: [None, None], uploads, stats: SaverStats::default() };
+        let mut result = Ok(());
+        for blob in rx.iter() {
+            if result.is_ok() {
+                result = p.add(blob);
+            }
+            // After a failure keep draining so that senders never block.
+        }
         if result.is_ok() {
-            result = p.add(blob);
+            result = p.close_open_packs();
         }
-        // After a failure keep draining so that senders never block.
-    }
-    result?;
-    for slot in 0..2 {
-        if let Some(pack) = p.open[slot].take()
-            && !pack.is_empty()
-        {
-            p.store_pack(pack)?;
-        }
-    }
-    p.flush_index()?;
-    Ok(p.stats)
+        let Packer { uploads, stats, .. } = p;
+        drop(uploads);
+        let uploaded = uploader.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Bug, "the uploader panicked")));
+        // The uploader's error is the cause of a failed hand-over; report it first.
+        let (packs, index_files) = uploaded?;
+        result?;
+        Ok(SaverStats { packs, index_files, ..stats })
+    })
 }
 
 impl Packer<'_> {
@@ -278,28 +292,78 @@ impl Packer<'_> {
         pack.add(&blob);
         if pack.len() >= target as usize || pack.entries().len() >= PACK_MAX_BLOBS {
             let pack = self.open[slot].take().expect("just used");
-            self.store_pack(pack)?;
-        }
-        if self.oldest_unindexed.is_some_and(|t| t.elapsed() >= INDEX_FLUSH_AGE)
-            || self.unindexed.len() >= INDEX_FLUSH_PACKS
-            || self.unindexed_blobs >= INDEX_FLUSH_BLOBS
-        {
-            self.flush_index()?;
+            self.hand_over(pack)?;
         }
         Ok(())
     }
 
-    fn store_pack(&mut self, pack: PackBuilder) -> Result<()> {
+    fn close_open_packs(&mut self) -> Result<()> {
+        for slot in 0..2 {
+            if let Some(pack) = self.open[slot].take()
+                && !pack.is_empty()
+            {
+                self.hand_over(pack)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the pack's header and queues it for the uploader, so that sealing goes on while the
+    /// pack is written and synced.
+    fn hand_over(&mut self, pack: PackBuilder) -> Result<()> {
         let (bytes, blobs) = pack.finish(self.repo.key(), &nonce());
         let id = PackId::from_bytes(object_name(&bytes));
-        let len = bytes.len() as u64;
+        let pack = IndexedPack { id, len: bytes.len() as u64, blobs };
+        self.uploads
+            .send(IndexedPackBytes { pack, bytes })
+            .map_err(|_| Error::new(ErrorKind::Io, "storing packs failed"))
+    }
+}
+
+/// Writes packs and the index files that name them, in that order: an index file only ever names
+/// packs that are already durable.
+struct Uploader<'r> {
+    repo: &'r Repository,
+    unindexed: Vec<IndexedPack>,
+    unindexed_blobs: usize,
+    oldest_unindexed: Option<Instant>,
+    packs: u64,
+    index_files: u64,
+    dry_run: bool,
+    pending: Arc<Mutex<HashSet<BlobId>>>,
+}
+
+impl Uploader<'_> {
+    fn run(&mut self, queued: Receiver<IndexedPackBytes>) -> Result<()> {
+        loop {
+            let wait = match self.oldest_unindexed {
+                Some(t) => INDEX_FLUSH_AGE.saturating_sub(t.elapsed()),
+                None => INDEX_FLUSH_AGE,
+            };
+            match queued.recv_timeout(wait) {
+                Ok(next) => self.store_pack(next)?,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if self.oldest_unindexed.is_some_and(|t| t.elapsed() >= INDEX_FLUSH_AGE)
+                || self.unindexed.len() >= INDEX_FLUSH_PACKS
+                || self.unindexed_blobs >= INDEX_FLUSH_BLOBS
+            {
+                self.flush_index()?;
+            }
+        }
+        self.flush_index()
+    }
+
+    fn store_pack(&mut self, next: IndexedPackBytes) -> Result<()> {
+        let IndexedPackBytes { pack, bytes } = next;
         if !self.dry_run {
             // After this returns the pack is durable; only now may an index file name it.
-            self.repo.backend().write(FileType::Pack, &id.to_hex(), bytes)?;
+            self.repo.backend().write(FileType::Pack, &pack.id.to_hex(), bytes)?;
         }
-        self.stats.packs += 1;
-        self.unindexed_blobs += blobs.len();
-        self.unindexed.push(IndexedPack { id, len, blobs });
+        self.packs += 1;
+        self.unindexed_blobs += pack.blobs.len();
+        self.unindexed.push(pack);
         self.oldest_unindexed.get_or_insert_with(Instant::now);
         Ok(())
     }
@@ -320,7 +384,7 @@ impl Packer<'_> {
                 pending.remove(&b.id);
             }
         }
-        self.stats.index_files += 1;
+        self.index_files += 1;
         Ok(())
     }
 }

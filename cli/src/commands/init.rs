@@ -44,7 +44,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     let location = super::location(global)?;
     let password = password::get(global, true)?;
     let init = InitOptions {
-        kdf: KdfParams { m_cost: args.kdf_memory_kib, t_cost: args.kdf_time, p_cost: 1 },
+        kdf: KdfParams::with_costs(args.kdf_memory_kib, args.kdf_time),
         compression_level: args.compression_level,
         chunker: args.chunk_size,
     };

@@ -46,7 +46,7 @@ pub struct NewKeyArgs {
 
 impl NewKeyArgs {
     fn kdf(&self) -> KdfParams {
-        KdfParams { m_cost: self.kdf_memory_kib, t_cost: self.kdf_time, p_cost: 1 }
+        KdfParams::with_costs(self.kdf_memory_kib, self.kdf_time)
     }
 }
 

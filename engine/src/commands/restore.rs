@@ -330,13 +330,17 @@ impl Restorer<'_> {
             .collect();
         tasks.sort_by_key(|(_, _, loc)| (loc.pack, loc.entry.offset));
         let groups = crate::repository::read_spans(&tasks, |t| &t.2);
-        // Every span of the batch is asked for at once, so the disk works ahead of the decoders
-        // instead of each of them waiting for its own read.
-        for group in &groups {
-            let (first, last) = (&tasks[group.start].2, &tasks[group.end - 1].2);
-            let start = u64::from(first.entry.offset);
-            repo.backend().will_read(FileType::Pack, &first.pack.to_hex(), start, last.entry.end() - start);
-        }
+        // The disk works a few spans ahead of the decoders instead of each of them waiting for its
+        // own read. Asking for everything at once would stall here: the kernel allocates the pages
+        // and queues the reads before the hint returns.
+        let hint = |g: usize| {
+            if let Some(group) = groups.get(g) {
+                let (first, last) = (&tasks[group.start].2, &tasks[group.end - 1].2);
+                let start = u64::from(first.entry.offset);
+                repo.backend().will_read(FileType::Pack, &first.pack.to_hex(), start, last.entry.end() - start);
+            }
+        };
+        (0..READ_AHEAD_SPANS).for_each(hint);
         // Blobs are opened on the pool; one thread writes. Writers of one file exclude each other
         // in the kernel anyway, and a single writer leaves the other cores to decryption.
         let failures: Vec<(usize, String)> = std::thread::scope(|scope| {
@@ -352,9 +356,13 @@ impl Restorer<'_> {
                 }
                 failures
             });
+            // Spans are taken in order (par_bridge), so the read-ahead stays just ahead of them.
             let mut failures: Vec<(usize, String)> = groups
-                .par_iter()
-                .flat_map(|group| {
+                .iter()
+                .enumerate()
+                .par_bridge()
+                .flat_map(|(g, group)| {
+                    hint(g + READ_AHEAD_SPANS);
                     let first = &tasks[group.start].2;
                     let last = &tasks[group.end - 1].2;
                     let span_start = u64::from(first.entry.offset);
@@ -471,6 +479,8 @@ impl Restorer<'_> {
 
 /// Opened chunks waiting for the writer thread.
 const WRITE_QUEUE: usize = 8;
+/// Pack spans (each at most 16 MiB) asked of the disk ahead of the one being decoded.
+const READ_AHEAD_SPANS: usize = 4;
 
 fn remove_existing(path: &Path) {
     if let Ok(m) = std::fs::symlink_metadata(path) {
