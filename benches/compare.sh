@@ -19,7 +19,8 @@
 #   --data-only         generate (or extend) the data and stop
 #   --max-load L        before each step wait (at most 3 minutes) until the 1-minute load average is
 #                       below L, so that other work on the machine does not distort one tool's numbers
-# environment: CAIRN (cairn binary; default target/release/cairn of this checkout), CAIRN_PASSWORD,
+# environment: WARM_MIB (memory warmed before each step, default 3072; 0 to skip),
+#   CAIRN (cairn binary; default target/release/cairn of this checkout), CAIRN_PASSWORD,
 #   RESTIC_PASSWORD, BORG_PASSPHRASE (throwaway defaults are set), PG_BIN (PostgreSQL's bin folder).
 #
 # Data (generated once under WORKDIR/data and reused by later runs; delete that folder to rebuild):
@@ -190,6 +191,16 @@ PY
 DROP_CACHES=no
 if sync && echo 3 2>/dev/null >/proc/sys/vm/drop_caches; then DROP_CACHES=yes; fi
 drop_caches() { sync; if [ "$DROP_CACHES" = yes ]; then echo 3 >/proc/sys/vm/drop_caches; fi; }
+# Freed memory on a VM may go back to the host within seconds (free page reporting, ballooning),
+# and the next process to touch it pays for getting it back: the system time of one step swung by
+# up to 2x between runs on the VM this was written on. Writing and deleting WARM_MIB of tmpfs right
+# before each step gives every tool the same freshly used free memory to start from.
+WARM_MIB=${WARM_MIB:-3072}
+warm_memory() {
+    [ "$WARM_MIB" -gt 0 ] && [ -d /dev/shm ] && [ -w /dev/shm ] || return 0
+    head -c $((WARM_MIB << 20)) /dev/zero >/dev/shm/cairn-bench-warm 2>/dev/null || true
+    rm -f /dev/shm/cairn-bench-warm
+}
 size_of() { du -sb "$1" | cut -f1; }
 wait_for_quiet() {
     [ -n "$MAX_LOAD" ] || return 0
@@ -215,6 +226,7 @@ measure() {
     before=$(size_of "$repo")
     wait_for_quiet
     drop_caches
+    warm_memory
     load=$(cut -d' ' -f1 /proc/loadavg)
     if ! /usr/bin/time -f '%e %U %S %M' -o "$LOGS/time.out" "$@" >"$log" 2>&1; then
         tail -n 20 "$log" >&2
@@ -410,6 +422,7 @@ rm -f "$STAGE/db.sql"
     echo "meta	machine	$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
     echo "meta	kernel	$(uname -r)"
     echo "meta	page cache dropped before each step	$DROP_CACHES"
+    echo "meta	memory warmed before each step	${WARM_MIB} MiB written to and deleted from /dev/shm"
     echo "meta	dump	hour 0: $(size_of "$(dump_path 0)") bytes; hour $HOURS: $(size_of "$(dump_path "$HOURS")") bytes; pgbench scale $SCALE, -t 300 -c 2 per hour"
     [ -z "$FORGET_PRUNE" ] || echo "meta	forget + prune	policy: $POLICY (snapshot times: hour H of the series is 2026-11-01 00:00 UTC + H hours)"
     [ -n "$CHUNK_STUDY$FORGET_PRUNE" ] || echo "meta	tree	$TREE_FILES files, $(find "$DATA/tree" -type d | wc -l) folders, $(size_of "$DATA/tree") bytes"
