@@ -1,6 +1,7 @@
 //! Bad input gets one clear line and a documented exit code, and nothing already stored is lost:
 //! a wrong password (12), a missing repository (10), `init` over an existing repository, and a
-//! source file that cannot be read (a warning naming it, a snapshot of the rest, exit code 3).
+//! source file that cannot be read (a warning naming it, a snapshot of the rest, exit code 3), and a
+//! repository disk that fills up (named, nothing lost, `prune` makes room again).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -209,4 +210,73 @@ fn unreadable_files_are_named_skipped_and_exit_3_with_a_snapshot_of_the_rest() {
     let files: Vec<PathBuf> = contents(&restored).into_keys().collect();
     assert_eq!(files, [PathBuf::from("readable.txt"), PathBuf::from("sub/also.txt")]);
     assert_eq!(std::fs::read(restored.join("readable.txt")).expect("read"), b"readable\n");
+}
+
+/// A tmpfs of a few MiB mounted for one test and unmounted after it (mounting needs root, as the
+/// tests that switch users do).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(mib: u32) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("runs mount");
+        assert!(status.success(), "mounting a {mib} MiB tmpfs at {} failed (needs root)", dir.path().display());
+        Self { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_repository_disk_is_named_loses_nothing_and_prune_makes_room_again() {
+    let disk = SmallDisk::new(24);
+    let repo = TestRepo::uninitialised();
+    let on_disk = || {
+        let mut c = repo.cairn();
+        c.env("CAIRN_REPOSITORY", disk.dir.path().join("repo"));
+        c
+    };
+    on_disk().args(["init", "--kdf-memory-kib", "64", "--kdf-time", "1"]).assert().success();
+    let small = repo.scratch("small");
+    std::fs::write(small.join("first.txt"), b"first\n").expect("write");
+    on_disk().arg("backup").arg(&small).assert().success();
+
+    // Incompressible and larger than the disk: the backup fails while writing packs.
+    let big = repo.scratch("big").join("big.bin");
+    crate::support::data::write_random_file(&big, 7, 64 << 20);
+    let out = on_disk().arg("-q").arg("backup").arg(&big).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line(&out.stderr);
+    assert!(line.contains("No space left on device") && line.contains("cairn prune"), "{line}");
+
+    let listed = |expected: usize| {
+        let out = on_disk().args(["snapshots", "--json"]).output().expect("runs");
+        assert!(out.status.success(), "{out:?}");
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(list.as_array().expect("array").len(), expected, "{list}");
+    };
+    listed(1);
+    on_disk().arg("check").assert().success();
+    // What the failed backup left (a pack no index names, a partly written file) goes first, so
+    // prune does not need free space to start.
+    on_disk().arg("prune").assert().success();
+    std::fs::write(small.join("second.txt"), b"second\n").expect("write");
+    on_disk().arg("backup").arg(&small).assert().success();
+    listed(2);
+    on_disk().args(["check", "--read-data"]).assert().success();
+    let target = repo.scratch("restored");
+    on_disk().args(["restore", "latest", "--target"]).arg(&target).assert().success();
+    let restored = crate::support::fstree::restored_path(&target, &small);
+    assert_eq!(std::fs::read(restored.join("first.txt")).expect("read"), b"first\n");
+    assert_eq!(std::fs::read(restored.join("second.txt")).expect("read"), b"second\n");
 }

@@ -303,8 +303,13 @@ fn dal_error(what: String, e: opendal::Error) -> Error {
         _ => ErrorKind::Io,
     };
     // OpenDAL's display carries context lines; the first line of the source is what an operator needs.
-    let detail = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.kind().to_string());
-    Error::new(kind, format!("{what}: {detail}"))
+    let source = std::error::Error::source(&e);
+    let detail = source.map(|s| s.to_string()).unwrap_or_else(|| e.kind().to_string());
+    let full = source
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.raw_os_error() == Some(nix::libc::ENOSPC));
+    let hint = if full { "; 'cairn prune' removes what failed writes left behind" } else { "" };
+    Error::new(kind, format!("{what}: {detail}{hint}"))
 }
 
 impl Backend {

@@ -121,13 +121,7 @@ impl<'scope> PackSaver<'scope> {
         let packer_failed = failed.clone();
         let pending = Arc::new(Mutex::new(HashSet::new()));
         let packer_pending = pending.clone();
-        let packer = scope.spawn(move || {
-            let result = run_packer(repo, rx, dry_run, packer_pending);
-            if result.is_err() {
-                packer_failed.store(true, Ordering::SeqCst);
-            }
-            result
-        });
+        let packer = scope.spawn(move || run_packer(repo, rx, dry_run, packer_pending, &packer_failed));
         let level = repo.config().compression_level;
         Self {
             key: Arc::new(repo.key().clone()),
@@ -234,11 +228,15 @@ struct IndexedPackBytes {
     bytes: Vec<u8>,
 }
 
+/// Runs the packer and the uploader until the senders are gone. The first failure of either is
+/// flagged in `failed` at once, so that callers stop feeding blobs (a full disk should not wait
+/// for the whole input to be read); the error itself is returned at the end.
 fn run_packer(
     repo: &Repository,
     rx: Receiver<SealedBlob>,
     dry_run: bool,
     pending: Arc<Mutex<HashSet<BlobId>>>,
+    failed: &AtomicBool,
 ) -> Result<SaverStats> {
     std::thread::scope(|scope| {
         let (uploads, queued) = sync_channel::<IndexedPackBytes>(UPLOAD_QUEUE);
@@ -253,18 +251,28 @@ fn run_packer(
                 dry_run,
                 pending,
             };
-            u.run(queued).map(|()| (u.packs, u.index_files))
+            let result = u.run(queued);
+            if result.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            result.map(|()| (u.packs, u.index_files))
         });
         let mut p = Packer { repo, open: [None, None], uploads, stats: SaverStats::default() };
         let mut result = Ok(());
         for blob in rx.iter() {
             if result.is_ok() {
                 result = p.add(blob);
+                if result.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
             }
             // After a failure keep draining so that senders never block.
         }
         if result.is_ok() {
             result = p.close_open_packs();
+        }
+        if result.is_err() {
+            failed.store(true, Ordering::SeqCst);
         }
         let Packer { uploads, stats, .. } = p;
         drop(uploads);

@@ -207,9 +207,10 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         let pending = std::mem::take(&mut walker.files_cache_pending);
         drop(walker);
         // Whatever happened, let the saver write what it has: indexed packs are reused by the next run.
+        // A storage failure stops the walk early with a generic error; the saver's says what failed.
         let saved = saver.finish();
-        let root = root?;
         let saved = saved?;
+        let root = root?;
         if !opts.dry_run {
             repo.cache().store_files(&pending)?;
         }
@@ -218,7 +219,9 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
 
     if let Some(mut c) = child {
         let status = c.wait().map_err(|e| Error::io("waiting for the source command", e))?;
-        if !status.success() {
+        // When the backup itself failed (a full disk, say) it stopped reading, and the command then
+        // fails on the closed pipe: the backup's error is the one that says what happened.
+        if !status.success() && outcome.is_ok() {
             let program = match &opts.source {
                 BackupSource::Command { argv, .. } => {
                     argv.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default()

@@ -121,6 +121,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let _lock = if opts.dry_run { None } else { Some(lock::acquire(repo, LockKind::Exclusive)?) };
     // An index file that cannot be read hides which packs are in use: never prune past it.
     repo.sync_index_complete("prune")?;
+    // Room first: a backup that failed on a full disk leaves packs no index names and partly
+    // written files, and without removing them this prune could not write its own index.
+    let leftovers = match &_lock {
+        Some(own) => delete_leftovers(repo, own.name())?,
+        None => Leftovers::default(),
+    };
     let index_at_start: Vec<IndexId> = repo.cache().known_index_ids()?;
 
     let (snapshots, damaged) = repo.load_snapshots()?;
@@ -175,7 +181,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     plan.packs_condemned_earlier = (condemned.len() - resurrect.len()) as u64;
     plan.packs_resurrected = resurrect.len() as u64;
     plan.dry_run = opts.dry_run;
-    let mut report = PruneReport { plan: plan.clone(), ..PruneReport::default() };
+    let mut report = PruneReport {
+        plan: plan.clone(),
+        unindexed_packs_deleted: leftovers.packs,
+        bytes_deleted: leftovers.bytes,
+        ..PruneReport::default()
+    };
     if opts.dry_run {
         report.duration_ns = started.elapsed().as_nanos() as u64;
         return Ok(report);
@@ -400,6 +411,39 @@ fn mark_snapshot(
     Ok(())
 }
 
+/// What [`delete_leftovers`] removed.
+#[derive(Debug, Default)]
+struct Leftovers {
+    packs: u64,
+    bytes: u64,
+}
+
+/// Deletes what interrupted writes left behind, when no process but this one (holding `own_lock`)
+/// has a live lock: packs no index file names, live or condemned, and every file in the
+/// temporary folder. The order makes it safe beside a backup that starts or ends meanwhile: packs
+/// are listed first, then locks, then the index is read again. A backup that takes its lock after
+/// the lock listing writes its packs after that, so none of them is in the list; one that ended
+/// before the listing wrote its index before removing its lock, so the index read after the
+/// listing names its packs.
+fn delete_leftovers(repo: &Repository, own_lock: &str) -> Result<Leftovers> {
+    let packs = list_packs(repo)?;
+    let now = now_ns();
+    if lock::list_locks(repo)?.iter().any(|l| l.is_live(now) && l.name != own_lock) {
+        return Ok(Leftovers::default());
+    }
+    repo.sync_index_complete("prune")?;
+    let mut named: HashSet<PackId> = repo.indexed_packs()?.into_iter().map(|(p, _)| p).collect();
+    named.extend(repo.cache().condemned()?.into_iter().map(|c| c.pack));
+    let mut removed = Leftovers::default();
+    for (pack, len) in packs.iter().filter(|(p, _)| !named.contains(p)) {
+        repo.backend().delete(FileType::Pack, &pack.to_hex())?;
+        removed.packs += 1;
+        removed.bytes += len;
+    }
+    repo.backend().clean_temporary(std::time::Duration::ZERO)?;
+    Ok(removed)
+}
+
 fn list_packs(repo: &Repository) -> Result<Vec<(PackId, u64)>> {
     Ok(repo
         .backend()
@@ -595,9 +639,10 @@ fn repack(repo: &Repository, packs: &[&PackUsage]) -> Result<(u64, crate::pack_s
             }
             Ok(())
         })();
-        let stats = saver.finish();
+        // A storage failure stops the copying early with a generic error; the saver's says what failed.
+        let stats = saver.finish()?;
         result?;
-        stats
+        Ok(stats)
     })?;
     Ok((copied, stats))
 }
