@@ -411,6 +411,10 @@ fn mark_snapshot(
     Ok(())
 }
 
+/// At the start of a prune with nothing else running, temporary files untouched this long are
+/// leftovers of failed writes (the lock staleness period, which also covers clock skew).
+const TEMP_IDLE_AGE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 /// What [`delete_leftovers`] removed.
 #[derive(Debug, Default)]
 struct Leftovers {
@@ -419,8 +423,8 @@ struct Leftovers {
 }
 
 /// Deletes what interrupted writes left behind, when no process but this one (holding `own_lock`)
-/// has a live lock: packs no index file names, live or condemned, and every file in the
-/// temporary folder. The order makes it safe beside a backup that starts or ends meanwhile: packs
+/// has a live lock: packs no index file names, live or condemned, and files in the temporary
+/// folder untouched for `TEMP_IDLE_AGE`. The order makes it safe beside a backup that starts or ends meanwhile: packs
 /// are listed first, then locks, then the index is read again. A backup that takes its lock after
 /// the lock listing writes its packs after that, so none of them is in the list; one that ended
 /// before the listing wrote its index before removing its lock, so the index read after the
@@ -440,7 +444,9 @@ fn delete_leftovers(repo: &Repository, own_lock: &str) -> Result<Leftovers> {
         removed.packs += 1;
         removed.bytes += len;
     }
-    repo.backend().clean_temporary(std::time::Duration::ZERO)?;
+    // A file being written has a young mtime; a lock file is itself written under a temporary
+    // name before it becomes visible, so "no live lock" does not cover the youngest ones.
+    repo.backend().clean_temporary(TEMP_IDLE_AGE)?;
     Ok(removed)
 }
 
