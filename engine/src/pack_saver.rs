@@ -262,17 +262,14 @@ fn run_packer(
         for blob in rx.iter() {
             if result.is_ok() {
                 result = p.add(blob);
-                if result.is_err() {
-                    failed.store(true, Ordering::SeqCst);
-                }
             }
             // After a failure keep draining so that senders never block.
+            if result.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
         }
         if result.is_ok() {
             result = p.close_open_packs();
-        }
-        if result.is_err() {
-            failed.store(true, Ordering::SeqCst);
         }
         let Packer { uploads, stats, .. } = p;
         drop(uploads);

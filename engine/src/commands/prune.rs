@@ -424,11 +424,11 @@ struct Leftovers {
 
 /// Deletes what interrupted writes left behind, when no process but this one (holding `own_lock`)
 /// has a live lock: packs no index file names, live or condemned, and files in the temporary
-/// folder untouched for `TEMP_IDLE_AGE`. The order makes it safe beside a backup that starts or ends meanwhile: packs
-/// are listed first, then locks, then the index is read again. A backup that takes its lock after
-/// the lock listing writes its packs after that, so none of them is in the list; one that ended
-/// before the listing wrote its index before removing its lock, so the index read after the
-/// listing names its packs.
+/// folder untouched for `TEMP_IDLE_AGE`. The order makes it safe beside a backup that starts or
+/// ends meanwhile: packs are listed first, then locks, then the index is read again. A backup that
+/// takes its lock after the lock listing writes its packs after that, so none of them is in the
+/// list; one that ended before the listing wrote its index before removing its lock, so the index
+/// read after the listing names its packs.
 fn delete_leftovers(repo: &Repository, own_lock: &str) -> Result<Leftovers> {
     let packs = list_packs(repo)?;
     let now = now_ns();
