@@ -20,6 +20,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 export CARGO_TERM_COLOR=never
+# One build from scratch: incremental state would only take disk space (about 600 MB) that the
+# tests' large files need.
+export CARGO_INCREMENTAL=0
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

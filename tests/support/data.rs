@@ -65,9 +65,15 @@ pub fn write_random_file(path: &Path, seed: u64, len: u64) {
 
 /// Whether two files hold the same bytes, compared a piece at a time.
 pub fn same_contents(a: &Path, b: &Path) -> bool {
+    same_stream(std::fs::File::open(a).expect("open to compare"), b)
+}
+
+/// Whether a stream (a child's standard output, say) holds exactly the bytes of a file, compared a
+/// piece at a time so that neither is ever held whole, nor written to disk a second time.
+pub fn same_stream(a: impl std::io::Read, b: &Path) -> bool {
     use std::io::Read;
-    let open = |p: &Path| std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(p).expect("open to compare"));
-    let (mut fa, mut fb) = (open(a), open(b));
+    let mut fa = std::io::BufReader::with_capacity(1 << 20, a);
+    let mut fb = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(b).expect("open to compare"));
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     loop {
         let na = read_full(&mut fa, &mut ba);
