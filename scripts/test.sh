@@ -30,6 +30,7 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
 echo "== cargo test"
-# The end-to-end tests drive the real binary, which lives in another package: build it first.
-cargo build --locked -p cairn-cli
+# The end-to-end tests drive the real binary, which lives in another package: build it first,
+# together with the tests so that both use one feature set and nothing is compiled twice.
+cargo build --locked --workspace --bins --tests
 cargo test --locked --workspace
