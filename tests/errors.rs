@@ -267,9 +267,23 @@ fn a_full_repository_disk_is_named_loses_nothing_and_prune_makes_room_again() {
     };
     listed(1);
     on_disk().arg("check").assert().success();
-    // What the failed backup left (a pack no index names, a partly written file) goes first, so
-    // prune does not need free space to start.
+    // The write that failed took its partly written file away at once.
+    let temporary: Vec<_> = std::fs::read_dir(disk.dir.path().join("repo/tmp")).expect("tmp folder").collect();
+    assert!(temporary.is_empty(), "left in tmp/: {temporary:?}");
+
+    // Something else fills the disk to the last few KB. What the failed backup left (a whole pack no
+    // index names) goes first, and with nothing else to change prune writes no new index: it needs
+    // room only for its lock.
+    let filler = disk.dir.path().join("filler");
+    let free = || {
+        let st = nix::sys::statvfs::statvfs(disk.dir.path()).expect("statvfs");
+        st.blocks_available() as u64 * st.fragment_size() as u64
+    };
+    crate::support::data::write_random_file(&filler, 8, free() - (16 << 10));
+    assert!(free() <= 16 << 10, "{} bytes still free", free());
     on_disk().arg("prune").assert().success();
+    assert!(free() > 8 << 20, "prune left {} bytes free", free());
+    std::fs::remove_file(&filler).expect("remove filler");
     std::fs::write(small.join("second.txt"), b"second\n").expect("write");
     on_disk().arg("backup").arg(&small).assert().success();
     listed(2);

@@ -191,6 +191,22 @@ fn empty_policy_removes_nothing_and_says_so() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing is removed"));
     assert_eq!(snapshot_steps(&repo).len(), 1);
+
+    // With nothing to repack or delete, prune leaves the index as it is (it writes no new file).
+    let index_files = || {
+        let mut names: Vec<_> = std::fs::read_dir(repo.repo_path().join("index"))
+            .expect("index folder")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = index_files();
+    assert!(!before.is_empty());
+    let report = repo.json(&["prune"]);
+    assert_eq!(report["index_files_written"], 0, "{report}");
+    assert_eq!(index_files(), before);
+    repo.cairn().args(["check", "--read-data"]).assert().success();
 }
 
 #[test]

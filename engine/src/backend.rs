@@ -167,12 +167,24 @@ impl Backend {
         Ok(buf.to_bytes())
     }
 
-    /// Writes a whole object. After this returns the object is durable under its final name.
+    /// Writes a whole object. After this returns the object is durable under its final name; when
+    /// it fails, nothing of it is left behind, not even the partly written temporary file (on a
+    /// full disk that file would hold the very room the next command needs).
     pub fn write(&self, ft: FileType, name: &str, bytes: Vec<u8>) -> Result<()> {
         let path = ft.path(name);
         self.runtime
-            .block_on(self.op.write(&path, bytes))
-            .map(|_| ())
+            .block_on(async {
+                let mut writer = self.op.writer(&path).await?;
+                let written = match writer.write(bytes).await {
+                    Ok(()) => writer.close().await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if written.is_err() {
+                    // The write's own error is the one to report.
+                    let _ = writer.abort().await;
+                }
+                written
+            })
             .map_err(|e| dal_error(format!("writing {path}"), e))
     }
 
@@ -308,7 +320,11 @@ fn dal_error(what: String, e: opendal::Error) -> Error {
     let full = source
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .is_some_and(|io| io.raw_os_error() == Some(nix::libc::ENOSPC));
-    let hint = if full { "; 'cairn prune' removes what failed writes left behind" } else { "" };
+    let hint = if full {
+        "; the repository's disk is full ('cairn prune' deletes what failed backups left there, once a few KB are free)"
+    } else {
+        ""
+    };
     Error::new(kind, format!("{what}: {detail}{hint}"))
 }
 

@@ -191,6 +191,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         report.duration_ns = started.elapsed().as_nanos() as u64;
         return Ok(report);
     }
+    // Nothing to repack, condemn, delete or bring back: the index stays as it is, so a prune that
+    // only made room (after a backup failed on a full disk) needs no room for a new one.
+    if condemned.is_empty() && actions.values().all(|a| *a == Action::Keep) {
+        repo.backend().clean_temporary(TEMP_MAX_AGE)?;
+        lock::remove_stale(repo)?;
+        report.duration_ns = started.elapsed().as_nanos() as u64;
+        return Ok(report);
+    }
 
     // 1. Repack: used blobs of the chosen packs go to new packs, indexed by the saver.
     let to_repack: Vec<&PackUsage> = usage.iter().filter(|u| actions.get(&u.pack) == Some(&Action::Repack)).collect();
