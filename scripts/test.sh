@@ -9,6 +9,8 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 # restic: the retention tests compare forget's decisions with restic's on the same snapshots.
 command -v restic >/dev/null || need+=(restic)
+# script (util-linux): the password prompt is tested on a real pseudo-terminal.
+command -v script >/dev/null || need+=(bsdutils)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

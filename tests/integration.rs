@@ -9,6 +9,7 @@ mod crash;
 mod damage;
 mod dedup;
 mod errors;
+mod passwords;
 mod restic_parity;
 mod retention;
 mod roundtrip;

@@ -1,5 +1,5 @@
 //! Getting the repository password without ever putting it on a command line or in a message:
-//! `CAIRN_PASSWORD`, `--password-file`, `--password-command` (its standard output), or a prompt on
+//! `--password-file`, `--password-command` (its standard output), `CAIRN_PASSWORD`, or a prompt on
 //! the terminal.
 
 use std::io::IsTerminal;
@@ -17,7 +17,8 @@ impl Password {
     }
 }
 
-fn strip_newline(mut v: Vec<u8>) -> Vec<u8> {
+/// The first line of a password file or command output, without its line ending.
+pub(crate) fn strip_newline(mut v: Vec<u8>) -> Vec<u8> {
     if let Some(pos) = v.iter().position(|&b| b == b'\n') {
         v.truncate(pos);
     }
@@ -27,11 +28,15 @@ fn strip_newline(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-/// Gets the password; `confirm` asks twice on a terminal (for `init`).
+/// Gets the password; `confirm` asks twice on a terminal (for `init`). As with restic, a password
+/// file or command named for this run (flag or its variable) comes before `CAIRN_PASSWORD`, which
+/// a shell profile may set for every run; naming both a file and a command is an error.
 pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
-    if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
-        use std::os::unix::ffi::OsStringExt;
-        return non_empty(p.into_vec());
+    if global.password_file.is_some() && global.password_command.is_some() {
+        bail!(
+            "both a password file and a password command are given (--password-file/CAIRN_PASSWORD_FILE, \
+             --password-command/CAIRN_PASSWORD_COMMAND): keep one"
+        );
     }
     if let Some(file) = &global.password_file {
         let bytes = std::fs::read(file).with_context(|| format!("reading the password file {}", file.display()))?;
@@ -49,6 +54,10 @@ pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
             bail!("the password command failed ({})", out.status);
         }
         return non_empty(strip_newline(out.stdout));
+    }
+    if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
+        use std::os::unix::ffi::OsStringExt;
+        return non_empty(p.into_vec());
     }
     if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("enter password for repository: ").context("reading the password")?;

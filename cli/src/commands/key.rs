@@ -1,5 +1,5 @@
-//! `cairn key list|add|remove|passwd`. The new password comes from `CAIRN_NEW_PASSWORD`,
-//! `--new-password-file`, or a prompt on the terminal (asked twice); it is never printed.
+//! `cairn key list|add|remove|passwd`. The new password comes from `--new-password-file`,
+//! `CAIRN_NEW_PASSWORD`, or a prompt on the terminal (asked twice); it is never printed.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -108,18 +108,13 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
 
 /// The new password, held only in memory.
 fn new_password(a: &NewKeyArgs) -> Result<Vec<u8>> {
-    let bytes = if let Some(p) = std::env::var_os("CAIRN_NEW_PASSWORD") {
+    // The file named for this run comes before the variable, as for the repository password.
+    let bytes = if let Some(file) = &a.new_password_file {
+        let b = std::fs::read(file).with_context(|| format!("reading the new password file {}", file.display()))?;
+        crate::password::strip_newline(b)
+    } else if let Some(p) = std::env::var_os("CAIRN_NEW_PASSWORD") {
         use std::os::unix::ffi::OsStringExt;
         p.into_vec()
-    } else if let Some(file) = &a.new_password_file {
-        let mut b = std::fs::read(file).with_context(|| format!("reading the new password file {}", file.display()))?;
-        if let Some(pos) = b.iter().position(|&c| c == b'\n') {
-            b.truncate(pos);
-        }
-        if b.last() == Some(&b'\r') {
-            b.pop();
-        }
-        b
     } else if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("enter new password: ").context("reading the new password")?;
         let second = rpassword::prompt_password("enter new password again: ").context("reading the new password")?;
