@@ -11,6 +11,8 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v restic >/dev/null || need+=(restic)
 # script (util-linux): the password prompt is tested on a real pseudo-terminal.
 command -v script >/dev/null || need+=(bsdutils)
+# strace: the order of fsync and rename that makes objects durable is checked on a real backup.
+command -v strace >/dev/null || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

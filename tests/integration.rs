@@ -8,6 +8,7 @@ mod check;
 mod crash;
 mod damage;
 mod dedup;
+mod durability;
 mod errors;
 mod passwords;
 mod restic_parity;

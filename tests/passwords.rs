@@ -4,7 +4,7 @@
 //! by util-linux's `script`). The password itself never shows in a message.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::support::{PASSWORD, TestRepo, cairn_bin};
 
@@ -63,13 +63,10 @@ fn a_named_file_or_command_comes_before_the_variable_and_both_at_once_are_refuse
 /// Runs `cairn ARGS` on a pseudo-terminal with no password in the environment, typing `typed`.
 fn on_a_terminal(repo: &TestRepo, args: &str, typed: &str) -> (Option<i32>, String) {
     let line = format!("exec '{}' {args}", cairn_bin().display());
-    let mut child = Command::new("timeout")
+    let mut child = repo
+        .command("timeout")
         .args(["120", "script", "--quiet", "--return", "--command", &line, "/dev/null"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", repo.dir.path())
-        .env("CAIRN_REPOSITORY", repo.repo_path())
-        .env("CAIRN_CACHE_DIR", repo.cache_path())
+        .env_remove("CAIRN_PASSWORD")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

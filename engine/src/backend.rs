@@ -185,7 +185,20 @@ impl Backend {
                 }
                 written
             })
-            .map_err(|e| dal_error(format!("writing {path}"), e))
+            .map_err(|e| dal_error(format!("writing {path}"), e))?;
+        self.sync_folder_of(&path)
+    }
+
+    /// Makes a new name in a local folder durable: the file system's `fsync` of the written file
+    /// covers its contents, and only an `fsync` of the folder covers the rename that published it
+    /// (the write order of spec/ordering.md needs both before the next object may name it).
+    fn sync_folder_of(&self, path: &str) -> Result<()> {
+        let Location::Local(root) = &self.location;
+        let full = root.join(path);
+        let folder = full.parent().unwrap_or(root);
+        std::fs::File::open(folder)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(format!("syncing the folder of {path}"), e))
     }
 
     /// Size of an object, or `None` when it does not exist.

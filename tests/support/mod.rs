@@ -74,7 +74,12 @@ impl TestRepo {
 
     /// The same as [`TestRepo::cairn`] as a plain `std::process::Command`, for spawning and killing.
     pub fn cairn_std(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(cairn_bin());
+        self.command(cairn_bin())
+    }
+
+    /// Another program (one that runs cairn) with the same environment as [`TestRepo::cairn`].
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut c = std::process::Command::new(program);
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
