@@ -10,6 +10,7 @@ mod damage;
 mod dedup;
 mod durability;
 mod errors;
+mod interrupt;
 mod passwords;
 mod restic_parity;
 mod retention;

@@ -137,7 +137,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 K::WrongPassword => exit::WRONG_PASSWORD,
                 K::Locked => exit::LOCKED,
                 // A closed output pipe ends quietly.
-                K::Interrupted => exit::OK,
+                K::OutputClosed => exit::OK,
+                K::Interrupted => exit::INTERRUPTED,
                 _ => exit::FATAL,
             };
         }

@@ -24,8 +24,10 @@ pub enum ErrorKind {
     Io,
     /// A source command exited unsuccessfully.
     CommandFailed,
-    /// The operation was interrupted.
+    /// The operation stopped because a stop was asked for (SIGINT, SIGTERM; see [`crate::cancel`]).
     Interrupted,
+    /// The reader of the output went away (a closed pipe): a quiet end, not a failure.
+    OutputClosed,
     /// An internal invariant broke: a bug.
     Bug,
 }

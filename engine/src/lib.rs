@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod cache;
+pub mod cancel;
 pub mod commands;
 pub mod error;
 pub mod filter;

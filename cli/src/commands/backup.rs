@@ -114,6 +114,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         force: args.force,
         read_ahead: None,
     };
+    super::stop_on_signals()?;
     // The folders are read ahead while the key is derived from the password.
     opts.read_ahead = ReadAhead::for_backup(&opts);
     let repo = super::open(global)?;

@@ -22,6 +22,20 @@ use cairn_engine::{OpenOptions, Repository};
 
 use crate::{GlobalArgs, password};
 
+/// From now on SIGINT (Ctrl-C) and SIGTERM ask the engine to stop at its next safe point (exit code
+/// 130); a second one ends the process at once. Only for the commands that poll the request
+/// (backup, restore); the others keep the default, ending at once, which they are built to survive.
+pub fn stop_on_signals() -> Result<()> {
+    let flag = cairn_engine::cancel::flag();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first, so it sees the flag as it was before this signal set it.
+        signal_hook::flag::register_conditional_shutdown(signal, i32::from(crate::exit::INTERRUPTED), flag.clone())
+            .context("setting up signal handling")?;
+        signal_hook::flag::register(signal, flag.clone()).context("setting up signal handling")?;
+    }
+    Ok(())
+}
+
 /// The repository location from `-r/--repo` or `CAIRN_REPOSITORY`.
 pub fn location(global: &GlobalArgs) -> Result<Location> {
     let repo = global.repo.as_deref().context("no repository given: use -r/--repo or set CAIRN_REPOSITORY")?;

@@ -38,6 +38,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         Some((s, p)) => (s.to_owned(), p.to_owned()),
         None => (args.snapshot.clone(), "/".to_owned()),
     };
+    super::stop_on_signals()?;
     let repo = super::open(global)?;
     let opts = RestoreOptions {
         snapshot,

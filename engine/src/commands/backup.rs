@@ -200,8 +200,18 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             BackupSource::Command { ref argv, ref filename } => {
                 let mut c = spawn_command(argv)?;
                 let mut stdout = c.stdout.take().ok_or_else(|| Error::new(ErrorKind::Bug, "child has no stdout"))?;
+                let pid = c.id();
                 child = Some(c);
-                walker.archive_stream(filename, &mut stdout, parent_tree.as_ref())
+                // Asked to stop while the command is still producing (or stalled): end it, so that
+                // the read returns and the walk reaches its next check.
+                let reading = std::sync::atomic::AtomicBool::new(true);
+                std::thread::scope(|watch| {
+                    let watcher = watch.spawn(|| stop_command_when_asked(pid, &reading));
+                    let root = walker.archive_stream(filename, &mut stdout, parent_tree.as_ref());
+                    reading.store(false, std::sync::atomic::Ordering::SeqCst);
+                    watcher.thread().unpark();
+                    root
+                })
             }
         };
         let pending = std::mem::take(&mut walker.files_cache_pending);
@@ -210,10 +220,13 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         // A storage failure stops the walk early with a generic error; the saver's says what failed.
         let saved = saver.finish();
         let saved = saved?;
-        let root = root?;
-        if !opts.dry_run {
+        // The files read whole before a stop was asked for are indexed now: the next run need not
+        // read them again.
+        let stopped = matches!(&root, Err(e) if e.kind() == ErrorKind::Interrupted);
+        if !opts.dry_run && (root.is_ok() || stopped) {
             repo.cache().store_files(&pending)?;
         }
+        let root = root?;
         Ok((root, saved))
     });
 
@@ -235,7 +248,16 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         }
     }
     drop(opts.read_ahead.take());
-    let (root, saved) = outcome?;
+    let (root, saved) = outcome.map_err(|e| {
+        if e.kind() == ErrorKind::Interrupted {
+            Error::new(
+                ErrorKind::Interrupted,
+                "interrupted: no snapshot was written; the data already stored is indexed, and the next backup reuses it",
+            )
+        } else {
+            e
+        }
+    })?;
 
     summary.data_blobs_added = saved.data_blobs;
     summary.tree_blobs_added = saved.tree_blobs;
@@ -293,6 +315,22 @@ pub fn utc_offset_at(time_ns: i64) -> i32 {
     use chrono::{Local, Offset, TimeZone};
     let secs = time_ns.div_euclid(1_000_000_000);
     Local.timestamp_opt(secs, 0).single().map(|t| t.offset().fix().local_minus_utc()).unwrap_or(0)
+}
+
+/// Sends SIGTERM to the source command once a stop is asked for, unless the backup stopped
+/// reading it first (`reading` false). Polls: the command may be blocked where no signal of ours
+/// would wake this thread.
+fn stop_command_when_asked(pid: u32, reading: &std::sync::atomic::AtomicBool) {
+    while reading.load(std::sync::atomic::Ordering::SeqCst) {
+        if crate::cancel::requested() {
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            }
+            return;
+        }
+        // Woken early when the reading ends.
+        std::thread::park_timeout(std::time::Duration::from_millis(50));
+    }
 }
 
 fn spawn_command(argv: &[OsString]) -> Result<std::process::Child> {
@@ -565,6 +603,7 @@ impl Walker<'_, '_> {
         meta: std::fs::Metadata,
         parent_node: Option<&Node>,
     ) -> Result<Option<Node>> {
+        crate::cancel::check()?;
         if !self.excludes.is_empty() && self.excludes.matches(&path.to_string_lossy()) {
             return Ok(None);
         }
@@ -840,6 +879,7 @@ impl Walker<'_, '_> {
         at_end: bool,
         content: &mut Vec<BlobId>,
     ) -> Result<usize> {
+        crate::cancel::check()?;
         self.summary.bytes_read += n as u64;
         self.progress.add_bytes(n as u64);
         let start = front - carry;

@@ -14,7 +14,7 @@ use crate::repository::Repository;
 const WINDOW: usize = 8;
 
 /// Writes the file at `path` in snapshot `spec` to `out`. A closed output (`| head`) is
-/// [`ErrorKind::Interrupted`], which callers treat as a quiet end.
+/// [`ErrorKind::OutputClosed`], which callers treat as a quiet end.
 pub fn dump(repo: &Repository, spec: &str, path: &str, filter: &SnapshotFilter, out: &mut dyn Write) -> Result<u64> {
     let (_, snapshot) = find_snapshot(repo, spec, filter)?;
     repo.sync_index()?;
@@ -41,7 +41,7 @@ pub fn dump(repo: &Repository, spec: &str, path: &str, filter: &SnapshotFilter, 
 
 fn output_error(e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Error::new(ErrorKind::Interrupted, "output closed")
+        Error::new(ErrorKind::OutputClosed, "output closed")
     } else {
         Error::io("writing output", e)
     }

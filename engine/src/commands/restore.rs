@@ -116,14 +116,24 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
     if !opts.dry_run {
         r.ensure_target()?;
     }
-    match &node.kind {
-        NodeKind::Dir { subtree } => r.restore_dir(*subtree, &opts.target, &base)?,
+    let walked = match &node.kind {
+        NodeKind::Dir { subtree } => r.restore_dir(*subtree, &opts.target, &base),
         _ => {
             let path = opts.target.join(std::ffi::OsStr::from_bytes(&node.name));
-            r.restore_entry(&node, &path, &base)?;
+            r.restore_entry(&node, &path, &base)
         }
-    }
-    r.flush_batch()?;
+    };
+    walked.and_then(|()| r.flush_batch()).map_err(|e| {
+        if e.kind() == ErrorKind::Interrupted {
+            Error::new(
+                ErrorKind::Interrupted,
+                "interrupted: the files written before the stop are complete, the ones being written were removed; \
+                 restore again to finish",
+            )
+        } else {
+            e
+        }
+    })?;
     r.finish_links();
     if !opts.dry_run {
         // Deepest first, so setting a folder's mtime is not undone by writing into it.
@@ -193,6 +203,7 @@ impl Restorer<'_> {
     }
 
     fn restore_entry(&mut self, node: &Node, path: &Path, spath: &str) -> Result<()> {
+        crate::cancel::check()?;
         if let NodeKind::Dir { subtree } = &node.kind {
             if !self.excludes.is_empty() && self.excludes.matches_or_under(spath) {
                 return Ok(());
@@ -362,6 +373,10 @@ impl Restorer<'_> {
                 .enumerate()
                 .par_bridge()
                 .flat_map(|(g, group)| {
+                    // Asked to stop: the rest of the batch is skipped, and its files removed below.
+                    if crate::cancel::requested() {
+                        return Vec::new();
+                    }
                     hint(g + READ_AHEAD_SPANS);
                     let first = &tasks[group.start].2;
                     let last = &tasks[group.end - 1].2;
@@ -402,6 +417,13 @@ impl Restorer<'_> {
             }
             failures
         });
+        if crate::cancel::requested() {
+            // Never leave a partly written file looking restored.
+            for job in &batch {
+                let _ = std::fs::remove_file(&job.path);
+            }
+            return Err(Error::new(ErrorKind::Interrupted, "interrupted"));
+        }
         let mut failed: HashMap<usize, String> = HashMap::new();
         for (i, f) in files.iter().enumerate() {
             if let Err(e) = f {
