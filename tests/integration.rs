@@ -17,3 +17,4 @@ mod retention;
 mod roundtrip;
 mod smoke;
 mod streams;
+mod terminal;
