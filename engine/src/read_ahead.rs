@@ -6,13 +6,18 @@
 //! (a walk of a cold tree of small files otherwise waits for one disk read per folder). When the
 //! backup reads file contents anyway (no parent snapshot, or `--force`), it also asks the kernel to
 //! start reading small files (`posix_fadvise(WILLNEED)`), so their reads overlap instead of queueing
-//! one after the other. It only ever reads: it never changes what a backup stores, and stopping it
-//! (or its failing to read anything) changes nothing but speed.
+//! one after the other. The listings it makes (names and `lstat` results, sorted) are handed to
+//! the walk, which then neither lists those folders nor looks at their entries again: the walk
+//! stores what it would have stored had it listed the folder a moment earlier itself. It only ever
+//! reads, and stopping it (or its failing to read anything) changes nothing but speed: a folder
+//! without a listing is listed by the walk.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::filter::PatternSet;
@@ -27,6 +32,12 @@ const HINT_MAX_FILE: u64 = 1024 * 1024;
 /// are in flight at once, and how many folders may wait for them.
 const LISTERS: usize = 3;
 const LISTER_QUEUE: usize = 256;
+/// At most this many entries of folder listings wait for the walk (more are not kept: listings of
+/// folders the walk skips, `--exclude-if-present` say, are never taken).
+const LISTED_MAX: usize = 16384;
+
+/// A folder's entries as the read-ahead found them, sorted by name: name, path and `lstat` result.
+pub type Listing = Vec<(OsString, PathBuf, std::io::Result<std::fs::Metadata>)>;
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -36,6 +47,9 @@ struct Shared {
     /// Entries and file bytes the walk has reached.
     walked_entries: AtomicU64,
     walked_bytes: AtomicU64,
+    /// Listings of folders the walk has not reached yet, and how many entries they hold.
+    listings: Mutex<HashMap<PathBuf, Listing>>,
+    listed: AtomicU64,
 }
 
 /// A running read-ahead; stops when dropped.
@@ -87,6 +101,15 @@ impl ReadAhead {
     /// From now on, also start reading the contents of small files.
     pub fn read_contents(&self, yes: bool) {
         self.shared.contents.store(yes, Ordering::Relaxed);
+    }
+
+    /// The listing of `folder` if the read-ahead made one (it then is the walk's, taken once): the
+    /// walk need not list the folder and look at each entry again. `None` when the read-ahead has
+    /// not reached the folder, could not list it whole, or kept no more listings.
+    pub fn take_listing(&self, folder: &Path) -> Option<Listing> {
+        let listing = self.shared.listings.lock().unwrap_or_else(|p| p.into_inner()).remove(folder)?;
+        self.shared.listed.fetch_sub(listing.len() as u64, Ordering::Relaxed);
+        Some(listing)
     }
 
     /// The walk reached one more entry (of `size` bytes when it is a file).
@@ -155,26 +178,78 @@ impl Visitor<'_> {
         }
         let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
         self.entries += 1;
+        self.look_at(path, &meta)
+    }
+
+    /// Hints a file's contents, or lists a folder: looks at each entry, offers the listing to the
+    /// walk, then visits the sub-folders.
+    fn look_at(&mut self, path: &Path, meta: &std::fs::Metadata) -> Result<(), Stopped> {
         if meta.is_file() {
             self.bytes += meta.len();
             if meta.len() <= HINT_MAX_FILE && meta.len() > 0 && self.shared.contents.load(Ordering::Relaxed) {
                 hint_contents(path);
             }
-        } else if meta.is_dir() {
-            let Ok(listing) = std::fs::read_dir(path) else { return Ok(()) };
-            // The listing's own file types (no extra `lstat`) tell the sub-folders.
-            let mut children: Vec<(PathBuf, bool)> =
-                listing.flatten().map(|e| (e.path(), e.file_type().is_ok_and(|t| t.is_dir()))).collect();
-            children.sort();
-            // Sub-folders are listed ahead by the listers (when they keep up; otherwise skipped).
-            for (child, is_dir) in &children {
-                if *is_dir && (self.excludes.is_empty() || !self.excludes.matches(&child.to_string_lossy())) {
-                    let _ = self.folders.try_send(child.clone());
+            return Ok(());
+        }
+        if !meta.is_dir() {
+            return Ok(());
+        }
+        // Where the walk counts this folder: a listing is only worth keeping while the walk has
+        // not got there yet.
+        let position = self.entries;
+        let Ok(listing) = std::fs::read_dir(path) else { return Ok(()) };
+        let mut complete = true;
+        // The listing's own file types (no extra `lstat`) tell the sub-folders.
+        let mut children: Vec<(OsString, PathBuf, bool)> = Vec::new();
+        for entry in listing {
+            match entry {
+                Ok(e) => children.push((e.file_name(), e.path(), e.file_type().is_ok_and(|t| t.is_dir()))),
+                // The walk lists this folder itself and reports what failed.
+                Err(_) => complete = false,
+            }
+        }
+        children.sort();
+        // Sub-folders are listed ahead by the listers (when they keep up; otherwise skipped).
+        for (_, child, is_dir) in &children {
+            if *is_dir && (self.excludes.is_empty() || !self.excludes.matches(&child.to_string_lossy())) {
+                let _ = self.folders.try_send(child.clone());
+            }
+        }
+        let mut looked_at: Listing = Vec::with_capacity(children.len());
+        for (name, child, _) in children {
+            self.pace()?;
+            let meta = std::fs::symlink_metadata(&child);
+            if !self.excludes.is_empty() && self.excludes.matches(&child.to_string_lossy()) {
+                looked_at.push((name, child, meta));
+                continue;
+            }
+            self.entries += 1;
+            if let Ok(m) = &meta
+                && m.is_file()
+            {
+                self.look_at(&child, m)?;
+            }
+            looked_at.push((name, child, meta));
+        }
+        let sub_folders: Vec<(PathBuf, std::fs::Metadata)> = looked_at
+            .iter()
+            .filter_map(|(_, child, m)| match m {
+                Ok(m)
+                    if m.is_dir() && (self.excludes.is_empty() || !self.excludes.matches(&child.to_string_lossy())) =>
+                {
+                    Some((child.clone(), m.clone()))
                 }
-            }
-            for (child, _) in children {
-                self.visit(&child)?;
-            }
+                _ => None,
+            })
+            .collect();
+        let walk_is_behind = self.shared.walked_entries.load(Ordering::SeqCst) < position;
+        let room = self.shared.listed.load(Ordering::Relaxed) + (looked_at.len() as u64) <= LISTED_MAX as u64;
+        if complete && walk_is_behind && room {
+            self.shared.listed.fetch_add(looked_at.len() as u64, Ordering::Relaxed);
+            self.shared.listings.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_path_buf(), looked_at);
+        }
+        for (child, meta) in sub_folders {
+            self.look_at(&child, &meta)?;
         }
         Ok(())
     }

@@ -596,6 +596,35 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// Lists a folder, sorted by name, and looks at each entry; `None` (after a warning) when the
+    /// folder cannot be read.
+    fn list_folder(&mut self, path: &Path) -> Option<crate::read_ahead::Listing> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.warn(format!("{}: {e} (folder skipped)", path.display()));
+                return None;
+            }
+        };
+        let mut children: Vec<(OsString, PathBuf)> = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(e) => children.push((e.file_name(), e.path())),
+                Err(e) => self.warn(format!("{}: {e} (entry skipped)", path.display())),
+            }
+        }
+        children.sort();
+        Some(
+            children
+                .into_iter()
+                .map(|(name, child)| {
+                    let meta = std::fs::symlink_metadata(&child);
+                    (name, child, meta)
+                })
+                .collect(),
+        )
+    }
+
     fn archive_entry(
         &mut self,
         path: &Path,
@@ -619,24 +648,17 @@ impl Walker<'_, '_> {
                 return Ok(None);
             }
             let parent_sub = self.parent_subtree(parent_node)?;
-            let entries = match std::fs::read_dir(path) {
-                Ok(rd) => rd,
-                Err(e) => {
-                    self.warn(format!("{}: {e} (folder skipped)", path.display()));
-                    return Ok(None);
-                }
+            // The read-ahead has usually listed and looked at this folder already.
+            let listing = match self.read_ahead.and_then(|r| r.take_listing(path)) {
+                Some(listing) => listing,
+                None => match self.list_folder(path) {
+                    Some(listing) => listing,
+                    None => return Ok(None),
+                },
             };
-            let mut children: Vec<(OsString, PathBuf)> = Vec::new();
-            for entry in entries {
-                match entry {
-                    Ok(e) => children.push((e.file_name(), e.path())),
-                    Err(e) => self.warn(format!("{}: {e} (entry skipped)", path.display())),
-                }
-            }
-            children.sort();
-            let mut looked_at = Vec::with_capacity(children.len());
-            for (child_name, child_path) in children {
-                match std::fs::symlink_metadata(&child_path) {
+            let mut looked_at = Vec::with_capacity(listing.len());
+            for (child_name, child_path, meta) in listing {
+                match meta {
                     Ok(m) => looked_at.push((child_name, child_path, m)),
                     Err(e) => self.warn(format!("{}: {e} (skipped)", child_path.display())),
                 }
