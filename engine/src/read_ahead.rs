@@ -48,7 +48,7 @@ struct Shared {
     walked_entries: AtomicU64,
     walked_bytes: AtomicU64,
     /// Listings of folders the walk has not reached yet, and how many entries they hold.
-    listings: Mutex<HashMap<PathBuf, Listing>>,
+    listings: Mutex<HashMap<PathBuf, (u64, Listing)>>,
     listed: AtomicU64,
 }
 
@@ -70,11 +70,11 @@ impl ReadAhead {
         let thread = std::thread::Builder::new()
             .name("cairn-read-ahead".to_owned())
             .spawn(move || {
-                let (folders, queue) = std::sync::mpsc::sync_channel::<PathBuf>(LISTER_QUEUE);
+                let (folders, queue) = std::sync::mpsc::sync_channel::<(PathBuf, u64)>(LISTER_QUEUE);
                 let queue = std::sync::Mutex::new(queue);
                 std::thread::scope(|scope| {
                     for _ in 0..LISTERS {
-                        scope.spawn(|| list_folders(&queue, &inner.stop));
+                        scope.spawn(|| list_folders(&queue, &inner));
                     }
                     let mut visitor = Visitor { shared: &inner, excludes, folders, entries: 0, bytes: 0 };
                     for root in &roots {
@@ -107,7 +107,7 @@ impl ReadAhead {
     /// walk need not list the folder and look at each entry again. `None` when the read-ahead has
     /// not reached the folder, could not list it whole, or kept no more listings.
     pub fn take_listing(&self, folder: &Path) -> Option<Listing> {
-        let listing = self.shared.listings.lock().unwrap_or_else(|p| p.into_inner()).remove(folder)?;
+        let (_, listing) = self.shared.listings.lock().unwrap_or_else(|p| p.into_inner()).remove(folder)?;
         self.shared.listed.fetch_sub(listing.len() as u64, Ordering::Relaxed);
         Some(listing)
     }
@@ -135,23 +135,80 @@ struct Visitor<'a> {
     shared: &'a Shared,
     excludes: PatternSet,
     /// Sub-folders for the listers.
-    folders: std::sync::mpsc::SyncSender<PathBuf>,
+    folders: std::sync::mpsc::SyncSender<(PathBuf, u64)>,
     entries: u64,
     bytes: u64,
 }
 
-/// Lists the folders from `queue` and looks at each entry (which fills the kernel's caches).
-fn list_folders(queue: &std::sync::Mutex<std::sync::mpsc::Receiver<PathBuf>>, stop: &AtomicBool) {
+/// Lists the folders from `queue` and looks at each entry (which fills the kernel's caches); offers
+/// each listing to the walk. A folder comes with a lower bound of where the walk counts it.
+fn list_folders(queue: &Mutex<std::sync::mpsc::Receiver<(PathBuf, u64)>>, shared: &Shared) {
     loop {
         let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(folder) = next else { return };
-        let Ok(listing) = std::fs::read_dir(&folder) else { continue };
-        for entry in listing.flatten() {
-            if stop.load(Ordering::Relaxed) {
+        let Ok((folder, position)) = next else { return };
+        let Some(listing) = list_and_look(&folder, &shared.stop) else { continue };
+        shared.offer(&folder, position, listing);
+    }
+}
+
+/// A folder's entries sorted by name, each with its `lstat` result; `None` when the folder (or one
+/// of its entries) could not be listed, or when stopped.
+fn list_and_look(folder: &Path, stop: &AtomicBool) -> Option<Listing> {
+    let mut children: Vec<(OsString, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(folder).ok()? {
+        // The walk lists such a folder itself and reports what failed.
+        let e = entry.ok()?;
+        children.push((e.file_name(), e.path()));
+    }
+    children.sort();
+    let mut listing = Vec::with_capacity(children.len());
+    for (name, path) in children {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let meta = std::fs::symlink_metadata(&path);
+        listing.push((name, path, meta));
+    }
+    Some(listing)
+}
+
+impl Shared {
+    /// Keeps `listing` for the walk while the walk has not reached `position` yet (so it will take
+    /// it) and there is room; the first listing of a folder wins. Positions count entries in the
+    /// read-ahead's order, which only roughly follows the walk's: a listing kept too late is never
+    /// taken, and is dropped when room runs out.
+    fn offer(&self, folder: &Path, position: u64, listing: Listing) {
+        let walked = self.walked_entries.load(Ordering::SeqCst);
+        if walked >= position {
+            return;
+        }
+        let mut listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        if self.listed.load(Ordering::Relaxed) + (listing.len() as u64) > LISTED_MAX as u64 {
+            let mut freed = 0;
+            listings.retain(|_, (at, l)| {
+                let keep = *at > walked;
+                if !keep {
+                    freed += l.len() as u64;
+                }
+                keep
+            });
+            self.listed.fetch_sub(freed, Ordering::Relaxed);
+            if self.listed.load(Ordering::Relaxed) + (listing.len() as u64) > LISTED_MAX as u64 {
                 return;
             }
-            let _ = std::fs::symlink_metadata(entry.path());
         }
+        if !listings.contains_key(folder) {
+            self.listed.fetch_add(listing.len() as u64, Ordering::Relaxed);
+            listings.insert(folder.to_path_buf(), (position, listing));
+        }
+    }
+
+    /// The entries of a listing already kept for `folder` (name order, `lstat` results that
+    /// succeeded), without taking it.
+    fn peek(&self, folder: &Path) -> Option<Vec<(PathBuf, std::fs::Metadata)>> {
+        let listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, listing) = listings.get(folder)?;
+        Some(listing.iter().filter_map(|(_, path, meta)| Some((path.clone(), meta.as_ref().ok()?.clone()))).collect())
     }
 }
 
@@ -197,56 +254,38 @@ impl Visitor<'_> {
         // Where the walk counts this folder: a listing is only worth keeping while the walk has
         // not got there yet.
         let position = self.entries;
-        let Ok(listing) = std::fs::read_dir(path) else { return Ok(()) };
-        let mut complete = true;
-        // The listing's own file types (no extra `lstat`) tell the sub-folders.
-        let mut children: Vec<(OsString, PathBuf, bool)> = Vec::new();
-        for entry in listing {
-            match entry {
-                Ok(e) => children.push((e.file_name(), e.path(), e.file_type().is_ok_and(|t| t.is_dir()))),
-                // The walk lists this folder itself and reports what failed.
-                Err(_) => complete = false,
+        // A lister may have listed and looked at this folder already.
+        let entries = match self.shared.peek(path) {
+            Some(entries) => entries,
+            None => {
+                let Some(listing) = list_and_look(path, &self.shared.stop) else { return Ok(()) };
+                let entries: Vec<(PathBuf, std::fs::Metadata)> = listing
+                    .iter()
+                    .filter_map(|(_, child, meta)| Some((child.clone(), meta.as_ref().ok()?.clone())))
+                    .collect();
+                self.shared.offer(path, position, listing);
+                entries
             }
-        }
-        children.sort();
-        // Sub-folders are listed ahead by the listers (when they keep up; otherwise skipped).
-        for (_, child, is_dir) in &children {
-            if *is_dir && (self.excludes.is_empty() || !self.excludes.matches(&child.to_string_lossy())) {
-                let _ = self.folders.try_send(child.clone());
-            }
-        }
-        let mut looked_at: Listing = Vec::with_capacity(children.len());
-        for (name, child, _) in children {
-            self.pace()?;
-            let meta = std::fs::symlink_metadata(&child);
-            if !self.excludes.is_empty() && self.excludes.matches(&child.to_string_lossy()) {
-                looked_at.push((name, child, meta));
-                continue;
-            }
-            self.entries += 1;
-            if let Ok(m) = &meta
-                && m.is_file()
-            {
-                self.look_at(&child, m)?;
-            }
-            looked_at.push((name, child, meta));
-        }
-        let sub_folders: Vec<(PathBuf, std::fs::Metadata)> = looked_at
-            .iter()
-            .filter_map(|(_, child, m)| match m {
-                Ok(m)
-                    if m.is_dir() && (self.excludes.is_empty() || !self.excludes.matches(&child.to_string_lossy())) =>
-                {
-                    Some((child.clone(), m.clone()))
-                }
-                _ => None,
-            })
+        };
+        let entries: Vec<(PathBuf, std::fs::Metadata)> = entries
+            .into_iter()
+            .filter(|(child, _)| self.excludes.is_empty() || !self.excludes.matches(&child.to_string_lossy()))
             .collect();
-        let walk_is_behind = self.shared.walked_entries.load(Ordering::SeqCst) < position;
-        let room = self.shared.listed.load(Ordering::Relaxed) + (looked_at.len() as u64) <= LISTED_MAX as u64;
-        if complete && walk_is_behind && room {
-            self.shared.listed.fetch_add(looked_at.len() as u64, Ordering::Relaxed);
-            self.shared.listings.lock().unwrap_or_else(|p| p.into_inner()).insert(path.to_path_buf(), looked_at);
+        // Sub-folders are listed ahead by the listers (when they keep up; otherwise skipped).
+        for (child, meta) in &entries {
+            if meta.is_dir() {
+                let _ = self.folders.try_send((child.clone(), self.entries));
+            }
+        }
+        let mut sub_folders = Vec::new();
+        for (child, meta) in entries {
+            self.pace()?;
+            self.entries += 1;
+            if meta.is_dir() {
+                sub_folders.push((child, meta));
+            } else {
+                self.look_at(&child, &meta)?;
+            }
         }
         for (child, meta) in sub_folders {
             self.look_at(&child, &meta)?;
