@@ -141,7 +141,8 @@ struct Visitor<'a> {
 }
 
 /// Lists the folders from `queue` and looks at each entry (which fills the kernel's caches); offers
-/// each listing to the walk. A folder comes with a lower bound of where the walk counts it.
+/// each listing to the walk. A folder comes with where the read-ahead counted it (see
+/// [`Shared::offer`]).
 fn list_folders(queue: &Mutex<std::sync::mpsc::Receiver<(PathBuf, u64)>>, shared: &Shared) {
     loop {
         let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
@@ -154,22 +155,33 @@ fn list_folders(queue: &Mutex<std::sync::mpsc::Receiver<(PathBuf, u64)>>, shared
 /// A folder's entries sorted by name, each with its `lstat` result; `None` when the folder (or one
 /// of its entries) could not be listed, or when stopped.
 fn list_and_look(folder: &Path, stop: &AtomicBool) -> Option<Listing> {
+    // The walk lists such a folder itself and reports what failed.
+    let (listing, unreadable) = list_folder(folder, Some(stop)).ok()?;
+    unreadable.is_empty().then_some(listing)
+}
+
+/// Lists `folder`, sorted by name, and looks at each entry (`lstat`, kept per entry). Entries the
+/// listing itself could not read come back apart, for the caller to report. With `stop`, gives up
+/// (an `Interrupted` error) once it is set.
+pub fn list_folder(folder: &Path, stop: Option<&AtomicBool>) -> std::io::Result<(Listing, Vec<std::io::Error>)> {
     let mut children: Vec<(OsString, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(folder).ok()? {
-        // The walk lists such a folder itself and reports what failed.
-        let e = entry.ok()?;
-        children.push((e.file_name(), e.path()));
+    let mut unreadable = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
+        match entry {
+            Ok(e) => children.push((e.file_name(), e.path())),
+            Err(e) => unreadable.push(e),
+        }
     }
     children.sort();
     let mut listing = Vec::with_capacity(children.len());
     for (name, path) in children {
-        if stop.load(Ordering::Relaxed) {
-            return None;
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(std::io::ErrorKind::Interrupted.into());
         }
         let meta = std::fs::symlink_metadata(&path);
         listing.push((name, path, meta));
     }
-    Some(listing)
+    Ok((listing, unreadable))
 }
 
 impl Shared {

@@ -599,30 +599,18 @@ impl Walker<'_, '_> {
     /// Lists a folder, sorted by name, and looks at each entry; `None` (after a warning) when the
     /// folder cannot be read.
     fn list_folder(&mut self, path: &Path) -> Option<crate::read_ahead::Listing> {
-        let entries = match std::fs::read_dir(path) {
-            Ok(rd) => rd,
+        match crate::read_ahead::list_folder(path, None) {
+            Ok((listing, unreadable)) => {
+                for e in unreadable {
+                    self.warn(format!("{}: {e} (entry skipped)", path.display()));
+                }
+                Some(listing)
+            }
             Err(e) => {
                 self.warn(format!("{}: {e} (folder skipped)", path.display()));
-                return None;
-            }
-        };
-        let mut children: Vec<(OsString, PathBuf)> = Vec::new();
-        for entry in entries {
-            match entry {
-                Ok(e) => children.push((e.file_name(), e.path())),
-                Err(e) => self.warn(format!("{}: {e} (entry skipped)", path.display())),
+                None
             }
         }
-        children.sort();
-        Some(
-            children
-                .into_iter()
-                .map(|(name, child)| {
-                    let meta = std::fs::symlink_metadata(&child);
-                    (name, child, meta)
-                })
-                .collect(),
-        )
     }
 
     fn archive_entry(
