@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+pub mod craft;
 pub mod data;
 pub mod fstree;
 
