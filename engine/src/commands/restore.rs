@@ -6,9 +6,13 @@
 //!
 //! Restore never writes outside the target: tree entry names are single components (the format
 //! refuses `/`, `.` and `..`), folders that already exist are entered only when they are real
-//! folders, and files are opened with `O_NOFOLLOW` after removing whatever non-file stood there.
+//! folders, and every other entry is created new (`O_CREAT | O_EXCL`, `mknod`, `symlink`, `link`)
+//! after removing whatever stood at its path, so a symlink or a hard link already in the target
+//! is replaced, never written through. A file is written with exactly its stored content: a size
+//! in the tree that the content does not have is reported, never padded with zeros.
 //! A file whose data fails authentication is removed and reported; wrong bytes are never left
-//! behind silently.
+//! behind silently. A bad entry (an unreadable tree, a folder blocked by a symlink) is reported
+//! and the walk goes on with the next one.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
@@ -33,6 +37,12 @@ use crate::repository::Repository;
 const BATCH_FILES: usize = 2048;
 /// Bytes per batch.
 const BATCH_BYTES: u64 = 256 * 1024 * 1024;
+/// Chunks per batch: a hostile tree can list a tiny chunk millions of times per file, and each
+/// listed chunk costs a task in memory.
+const BATCH_CHUNKS: usize = 1 << 20;
+/// Folders deeper than this below the restore root are refused: Linux paths hold at most 4096
+/// bytes, so no restorable tree is this deep, and the walk recurses once per level.
+const MAX_DEPTH: usize = 2048;
 
 /// Options of a restore.
 #[derive(Debug, Clone, Default)]
@@ -86,6 +96,9 @@ struct Restorer<'a> {
     dir_meta: Vec<(PathBuf, Node)>,
     batch: Vec<FileJob>,
     batch_bytes: u64,
+    batch_chunks: usize,
+    /// Trees being walked, root first: guards against cycles and unbounded depth.
+    ancestors: Vec<cairn_format::TreeId>,
     links_seen: HashMap<(u64, u64), PathBuf>,
     deferred_links: Vec<(PathBuf, PathBuf, Node)>,
     is_root: bool,
@@ -109,6 +122,8 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
         dir_meta: Vec::new(),
         batch: Vec::new(),
         batch_bytes: 0,
+        batch_chunks: 0,
+        ancestors: Vec::new(),
         links_seen: HashMap::new(),
         deferred_links: Vec::new(),
         is_root: nix::unistd::geteuid().is_root(),
@@ -193,11 +208,31 @@ impl Restorer<'_> {
     }
 
     fn restore_dir(&mut self, tree_id: cairn_format::TreeId, dir: &Path, snapshot_dir: &str) -> Result<()> {
+        // Trees are named by the hash of their content, so a cycle cannot be stored; the check
+        // costs nothing and keeps the walk finite whatever the storage returns.
+        if self.ancestors.contains(&tree_id) {
+            return Err(Error::corrupt(format!("tree {} contains itself; skipped", tree_id.short())));
+        }
+        if self.ancestors.len() >= MAX_DEPTH {
+            return Err(Error::invalid(format!("folders nested more than {MAX_DEPTH} deep; skipped")));
+        }
         let tree = self.repo.load_tree(tree_id)?;
-        for node in tree.nodes() {
+        self.ancestors.push(tree_id);
+        let walked = self.restore_nodes(tree.nodes(), dir, snapshot_dir);
+        self.ancestors.pop();
+        walked
+    }
+
+    /// Restores each of `nodes`; an entry that fails is reported and the next one restored. Only
+    /// an interruption stops the walk.
+    fn restore_nodes(&mut self, nodes: &[Node], dir: &Path, snapshot_dir: &str) -> Result<()> {
+        for node in nodes {
             let path = dir.join(std::ffi::OsStr::from_bytes(&node.name));
             let spath = join_snapshot_path(snapshot_dir, &node.name);
-            self.restore_entry(node, &path, &spath)?;
+            match self.restore_entry(node, &path, &spath) {
+                Err(e) if e.kind() != ErrorKind::Interrupted => self.report.errors.push(format!("{spath}: {e}")),
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -225,13 +260,10 @@ impl Restorer<'_> {
         self.progress.set_current(Path::new(spath));
         match &node.kind {
             NodeKind::File { content } => {
-                if node.links > 1 {
-                    let key = (node.device, node.inode);
-                    if let Some(first) = self.links_seen.get(&key) {
-                        self.deferred_links.push((first.clone(), path.to_path_buf(), node.clone()));
-                        return Ok(());
-                    }
-                    self.links_seen.insert(key, path.to_path_buf());
+                let link_key = (node.links > 1).then_some((node.device, node.inode));
+                if let Some(first) = link_key.and_then(|key| self.links_seen.get(&key)) {
+                    self.deferred_links.push((first.clone(), path.to_path_buf(), node.clone()));
+                    return Ok(());
                 }
                 let mut chunks = Vec::with_capacity(content.len());
                 let mut offset = 0u64;
@@ -254,11 +286,20 @@ impl Restorer<'_> {
                         }
                     }
                 }
+                // Only a file that is going to be written is the first name of its hard links: the
+                // later names never link to whatever stands at a path that was not restored.
+                if let Some(key) = link_key {
+                    self.links_seen.insert(key, path.to_path_buf());
+                }
                 self.report.files += 1;
                 self.report.bytes += offset;
                 self.batch_bytes += offset;
+                self.batch_chunks += chunks.len();
                 self.batch.push(FileJob { path: path.to_path_buf(), node: node.clone(), chunks });
-                if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+                if self.batch.len() >= BATCH_FILES
+                    || self.batch_bytes >= BATCH_BYTES
+                    || self.batch_chunks >= BATCH_CHUNKS
+                {
                     self.flush_batch()?;
                 }
             }
@@ -273,13 +314,16 @@ impl Restorer<'_> {
                     }
                 }
             }
-            NodeKind::Fifo | NodeKind::BlockDevice { .. } | NodeKind::CharDevice { .. } => {
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::BlockDevice { .. } | NodeKind::CharDevice { .. } => {
                 self.report.special += 1;
                 if !self.opts.dry_run {
                     remove_existing(path);
                     use nix::sys::stat::{Mode, SFlag, mknod};
                     let (kind, rdev) = match node.kind {
                         NodeKind::Fifo => (SFlag::S_IFIFO, 0),
+                        // The socket file only: no program listens on it until one binds it
+                        // again (restic restores sockets the same way).
+                        NodeKind::Socket => (SFlag::S_IFSOCK, 0),
                         NodeKind::BlockDevice { rdev } => (SFlag::S_IFBLK, rdev),
                         NodeKind::CharDevice { rdev } => (SFlag::S_IFCHR, rdev),
                         _ => unreachable!("matched above"),
@@ -294,8 +338,6 @@ impl Restorer<'_> {
                     }
                 }
             }
-            // A socket belongs to a running program; there is nothing to restore.
-            NodeKind::Socket => {}
             NodeKind::Dir { .. } => unreachable!("handled above"),
         }
         Ok(())
@@ -304,31 +346,30 @@ impl Restorer<'_> {
     fn flush_batch(&mut self) -> Result<()> {
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
+        self.batch_chunks = 0;
+        if self.opts.dry_run {
+            self.report.errors.extend(batch.iter().filter_map(size_mismatch));
+        }
         if batch.is_empty() || self.opts.dry_run {
             return Ok(());
         }
         let repo = self.repo;
         let progress = self.progress;
-        // Create every file first, sized, so chunks can be written at their offsets in any order.
+        // Create every file first, sized to its stored content (never to the size the tree claims),
+        // so chunks can be written at their offsets in any order. Whatever stood at the path is
+        // removed and the file created new: an existing file may be a hard link to one outside
+        // the target, and writing into it would change that file.
         let mut files = Vec::with_capacity(batch.len());
         for job in &batch {
-            remove_existing_unless_file(&job.path);
+            remove_existing(&job.path);
             let f = OpenOptions::new()
                 .write(true)
                 .read(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o600)
                 .custom_flags(nix::libc::O_NOFOLLOW)
                 .open(&job.path)
-                .and_then(|f| {
-                    f.set_len(
-                        job.node
-                            .size
-                            .max(job.chunks.iter().map(|c| c.0 + u64::from(c.1.entry.plain_len)).max().unwrap_or(0)),
-                    )
-                    .map(|()| f)
-                });
+                .and_then(|f| f.set_len(content_len(job)).map(|()| f));
             files.push(f.map_err(|e| format!("{}: {e}", job.path.display())));
         }
         // Chunks grouped by pack and by position in it: each group is read with one request and
@@ -440,18 +481,26 @@ impl Restorer<'_> {
                 self.report.files -= 1;
                 self.report.bytes -= job.chunks.iter().map(|c| u64::from(c.1.entry.plain_len)).sum::<u64>();
                 self.report.errors.push(format!("{}: {e}", job.path.display()));
+            } else if let Some(e) = size_mismatch(job) {
+                self.report.errors.push(e);
             }
         }
         if self.opts.verify {
             let key = repo.key();
-            let bad: Vec<String> = batch
+            // A file whose recorded size its content does not have is already reported above and
+            // never counts as verified.
+            let checked: Vec<std::result::Result<(), String>> = batch
                 .par_iter()
                 .enumerate()
-                .filter(|(i, _)| !failed.contains_key(i))
-                .filter_map(|(_, job)| verify_file(key, job).err())
+                .filter(|(i, job)| !failed.contains_key(i) && size_mismatch(job).is_none())
+                .map(|(_, job)| verify_file(key, job))
                 .collect();
-            self.report.verified += (batch.len() - failed.len() - bad.len()) as u64;
-            self.report.errors.extend(bad);
+            for result in checked {
+                match result {
+                    Ok(()) => self.report.verified += 1,
+                    Err(e) => self.report.errors.push(e),
+                }
+            }
         }
         for (i, job) in batch.iter().enumerate() {
             if !failed.contains_key(&i) {
@@ -510,16 +559,31 @@ fn remove_existing(path: &Path) {
     }
 }
 
-fn remove_existing_unless_file(path: &Path) {
-    if let Ok(m) = std::fs::symlink_metadata(path)
-        && !m.is_file()
-    {
-        remove_existing(path);
-    }
+/// The length of a file's stored content: what restore writes, whatever size the tree records.
+fn content_len(job: &FileJob) -> u64 {
+    job.chunks.last().map_or(0, |(offset, loc)| offset + u64::from(loc.entry.plain_len))
+}
+
+/// The error for a file whose tree entry records a size its stored content does not have (a file
+/// that changed while it was backed up, or a hostile tree); the file holds the stored content.
+fn size_mismatch(job: &FileJob) -> Option<String> {
+    let stored = content_len(job);
+    (stored != job.node.size).then(|| {
+        format!(
+            "{}: the snapshot records a size of {} bytes but stores {stored} bytes of content (the file changed \
+             while it was backed up, or the snapshot is damaged); restored the {stored} stored bytes",
+            job.path.display(),
+            job.node.size
+        )
+    })
 }
 
 fn verify_file(key: &cairn_format::crypto::MasterKey, job: &FileJob) -> std::result::Result<(), String> {
-    let f = std::fs::File::open(&job.path).map_err(|e| format!("{}: verify: {e}", job.path.display()))?;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&job.path)
+        .map_err(|e| format!("{}: verify: {e}", job.path.display()))?;
     let mut buf = Vec::new();
     for (offset, loc) in &job.chunks {
         buf.resize(loc.entry.plain_len as usize, 0);
@@ -531,13 +595,11 @@ fn verify_file(key: &cairn_format::crypto::MasterKey, job: &FileJob) -> std::res
             ));
         }
     }
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    if len != job.node.size {
-        return Err(format!(
-            "{}: verify: size {len} differs from the snapshot's {}",
-            job.path.display(),
-            job.node.size
-        ));
+    // Bytes past the stored content (zeros or anything else) fail verification like wrong bytes.
+    let len = f.metadata().map_err(|e| format!("{}: verify: {e}", job.path.display()))?.len();
+    let stored = content_len(job);
+    if len != stored {
+        return Err(format!("{}: verify: length {len} differs from the snapshot's {stored}", job.path.display()));
     }
     Ok(())
 }
