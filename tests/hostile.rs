@@ -148,3 +148,40 @@ fn ls_and_dump_end_on_a_hostile_snapshot() {
     let out = h.t.cairn().args(["dump", "latest", "/bad-dotdot/.."]).output().expect("runs");
     assert!(!out.status.success());
 }
+
+/// A chain of folders, each holding the next, `depth` deep, with a file at the bottom.
+fn nested(c: &mut Crafter, depth: usize) -> TreeId {
+    let bottom = c.data(b"bottom");
+    let mut tree = c.tree(vec![file(b"f", vec![bottom], 6)]);
+    for _ in 0..depth {
+        tree = c.tree(vec![dir(b"d", tree)]);
+    }
+    tree
+}
+
+#[test]
+fn ls_and_restore_end_on_trees_nested_deeper_than_any_path() {
+    let t = TestRepo::new();
+    let mut c = Crafter::open(&t);
+    let root = nested(&mut c, 5_000);
+    c.snapshot(root);
+
+    let out = t.cairn().args(["ls", "latest"]).output().expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code().is_some(), "ls was killed by a signal: {err}");
+    assert!(!out.status.success(), "a tree deeper than any path is refused");
+    assert!(err.contains("deep"), "{err}");
+    let target = t.scratch("target");
+    for dry_run in [false, true] {
+        let mut restore = t.cairn();
+        restore.args(["restore", "latest", "--target"]).arg(&target);
+        if dry_run {
+            restore.arg("--dry-run");
+        }
+        let out = restore.output().expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.code().is_some(), "restore was killed by a signal: {err}");
+        assert!(!out.status.success(), "the part too deep to restore is reported");
+        assert!(err.contains("deep") || err.contains("too long"), "{err}");
+    }
+}

@@ -3,8 +3,9 @@
 use cairn_format::tree::{Node, NodeKind};
 use serde::Serialize;
 
+use crate::commands::MAX_TREE_DEPTH;
 use crate::commands::snapshots::{SnapshotFilter, find_node, find_snapshot};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::repository::Repository;
 
 /// One listed entry.
@@ -56,7 +57,7 @@ pub fn ls(
     repo.sync_index()?;
     let (node, walked) = find_node(repo, &snapshot, path)?;
     match &node.kind {
-        NodeKind::Dir { subtree } => walk(repo, *subtree, &walked, each)?,
+        NodeKind::Dir { subtree } => walk(repo, *subtree, &walked, 0, each)?,
         _ => each(&LsEntry::new(walked, &node))?,
     }
     Ok(id)
@@ -66,15 +67,21 @@ fn walk(
     repo: &Repository,
     tree: cairn_format::TreeId,
     base: &str,
+    depth: usize,
     each: &mut dyn FnMut(&LsEntry) -> Result<()>,
 ) -> Result<()> {
+    // Trees are named by their content's hash, so they cannot form a cycle, but a hostile chain
+    // of them can be deep enough to exhaust the stack.
+    if depth >= MAX_TREE_DEPTH {
+        return Err(Error::invalid(format!("{base}: folders nested more than {MAX_TREE_DEPTH} deep")));
+    }
     let tree = repo.load_tree(tree)?;
     for n in tree.nodes() {
         let name = String::from_utf8_lossy(&n.name);
         let path = if base.ends_with('/') { format!("{base}{name}") } else { format!("{base}/{name}") };
         each(&LsEntry::new(path.clone(), n))?;
         if let NodeKind::Dir { subtree } = &n.kind {
-            walk(repo, *subtree, &path, each)?;
+            walk(repo, *subtree, &path, depth + 1, each)?;
         }
     }
     Ok(())

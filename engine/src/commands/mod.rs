@@ -12,3 +12,8 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+
+/// Deepest folder nesting that walks over a snapshot's trees follow. A Linux path holds at most
+/// 4096 bytes, so no folder that can be backed up or restored is this deep; a hostile tree chain
+/// could otherwise exhaust the stack of a recursive walk.
+pub const MAX_TREE_DEPTH: usize = 2048;

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::cache::BlobLocation;
+use crate::commands::MAX_TREE_DEPTH;
 use crate::commands::snapshots::{SnapshotFilter, find_node, find_snapshot};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::PatternSet;
@@ -37,12 +38,11 @@ use crate::repository::Repository;
 const BATCH_FILES: usize = 2048;
 /// Bytes per batch.
 const BATCH_BYTES: u64 = 256 * 1024 * 1024;
+/// Stack of the thread that walks the trees: room for MAX_TREE_DEPTH levels of recursion.
+const WALK_STACK: usize = 64 * 1024 * 1024;
 /// Chunks per batch: a hostile tree can list a tiny chunk millions of times per file, and each
 /// listed chunk costs a task in memory.
 const BATCH_CHUNKS: usize = 1 << 20;
-/// Folders deeper than this below the restore root are refused: Linux paths hold at most 4096
-/// bytes, so no restorable tree is this deep, and the walk recurses once per level.
-const MAX_DEPTH: usize = 2048;
 
 /// Options of a restore.
 #[derive(Debug, Clone, Default)]
@@ -131,13 +131,26 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
     if !opts.dry_run {
         r.ensure_target()?;
     }
-    let walked = match &node.kind {
-        NodeKind::Dir { subtree } => r.restore_dir(*subtree, &opts.target, &base),
-        _ => {
-            let path = opts.target.join(std::ffi::OsStr::from_bytes(&node.name));
-            r.restore_entry(&node, &path, &base)
+    // The walk recurses once per folder level, up to MAX_TREE_DEPTH levels: it runs on a thread
+    // whose stack holds that many (the main thread's 8 MiB does not, in unoptimised builds).
+    let walked = std::thread::scope(|scope| {
+        let walk =
+            std::thread::Builder::new().name("restore-walk".into()).stack_size(WALK_STACK).spawn_scoped(scope, || {
+                match &node.kind {
+                    NodeKind::Dir { subtree } => r.restore_dir(*subtree, &opts.target, &base),
+                    _ => {
+                        let path = opts.target.join(std::ffi::OsStr::from_bytes(&node.name));
+                        r.restore_entry(&node, &path, &base)
+                    }
+                }
+            });
+        match walk {
+            Ok(handle) => {
+                handle.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Bug, "the restore walk panicked")))
+            }
+            Err(e) => Err(Error::io("starting the restore walk", e)),
         }
-    };
+    });
     walked.and_then(|()| r.flush_batch()).map_err(|e| {
         if e.kind() == ErrorKind::Interrupted {
             Error::new(
@@ -213,8 +226,8 @@ impl Restorer<'_> {
         if self.ancestors.contains(&tree_id) {
             return Err(Error::corrupt(format!("tree {} contains itself; skipped", tree_id.short())));
         }
-        if self.ancestors.len() >= MAX_DEPTH {
-            return Err(Error::invalid(format!("folders nested more than {MAX_DEPTH} deep; skipped")));
+        if self.ancestors.len() >= MAX_TREE_DEPTH {
+            return Err(Error::invalid(format!("folders nested more than {MAX_TREE_DEPTH} deep; skipped")));
         }
         let tree = self.repo.load_tree(tree_id)?;
         self.ancestors.push(tree_id);
