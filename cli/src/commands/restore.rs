@@ -65,11 +65,12 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     } else if !global.quiet {
         let verb = if report.dry_run { "would restore" } else { "restored" };
         output::line(&format!(
-            "{verb} {} files, {} folders, {} symlinks, {} hard links, {} ({})",
+            "{verb} {} files, {} folders, {} symlinks, {} hard links, {} special files, {} ({})",
             report.files,
             report.dirs,
             report.symlinks,
             report.hardlinks,
+            report.special,
             output::size(report.bytes),
             report.snapshot_id.map(|i| i.short()).unwrap_or_default()
         ))?;
