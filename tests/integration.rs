@@ -18,3 +18,4 @@ mod roundtrip;
 mod smoke;
 mod streams;
 mod terminal;
+mod xattrs;
