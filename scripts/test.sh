@@ -13,6 +13,9 @@ command -v restic >/dev/null || need+=(restic)
 command -v script >/dev/null || need+=(bsdutils)
 # strace: the order of fsync and rename that makes objects durable is checked on a real backup.
 command -v strace >/dev/null || need+=(strace)
+# attr, acl: extended attributes and POSIX ACLs are set and compared with setfattr/getfattr, setfacl/getfacl.
+command -v setfattr >/dev/null || need+=(attr)
+command -v setfacl >/dev/null || need+=(acl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

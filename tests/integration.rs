@@ -20,3 +20,4 @@ mod roundtrip;
 mod smoke;
 mod streams;
 mod terminal;
+mod xattrs;

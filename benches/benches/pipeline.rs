@@ -254,6 +254,7 @@ fn sample_tree(n: usize, chunks_per_file: usize) -> Tree {
                 device: 2049,
                 links: 1,
                 size: 4096 * i as u64,
+                xattrs: Vec::new(),
             }
         })
         .collect();

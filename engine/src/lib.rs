@@ -16,6 +16,7 @@ pub mod progress;
 pub mod read_ahead;
 pub mod repository;
 pub mod retention;
+pub mod xattrs;
 
 pub use error::{Error, ErrorKind, Result};
 pub use repository::{InitOptions, OpenOptions, Repository};

@@ -64,8 +64,15 @@ impl ObjectKind {
         w.raw(&self.header());
     }
 
-    /// Reads and checks the header: magic first, then version.
-    pub fn read_header(self, r: &mut Reader<'_>) -> Result<()> {
+    /// Writes the header with an explicit version, for a kind with more than one (trees).
+    pub fn write_header_version(self, w: &mut Writer, version: u32) {
+        w.raw(&self.magic());
+        w.u32(version);
+    }
+
+    /// Reads and checks the header of a kind that has versions `FORMAT_VERSION..=newest`: magic
+    /// first, then version, which is returned.
+    pub fn read_header_versions(self, r: &mut Reader<'_>, newest: u32) -> Result<u32> {
         let what = self.what();
         let magic: [u8; 4] = r
             .take(4)
@@ -76,9 +83,14 @@ impl ObjectKind {
             return Err(FormatError::BadMagic { what, found: magic });
         }
         let version = r.u32()?;
-        if version != FORMAT_VERSION {
-            return Err(FormatError::UnsupportedVersion { what, version, supported: FORMAT_VERSION });
+        if !(FORMAT_VERSION..=newest).contains(&version) {
+            return Err(FormatError::UnsupportedVersion { what, version, supported: newest });
         }
-        Ok(())
+        Ok(version)
+    }
+
+    /// Reads and checks the header: magic first, then version.
+    pub fn read_header(self, r: &mut Reader<'_>) -> Result<()> {
+        self.read_header_versions(r, FORMAT_VERSION).map(|_| ())
     }
 }

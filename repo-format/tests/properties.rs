@@ -24,7 +24,7 @@ use cairn_format::pack::{
     scan_frames,
 };
 use cairn_format::snapshot::{MAX_PATH_LEN, Snapshot, SourceKind, Summary};
-use cairn_format::tree::{Node, NodeKind, Tree};
+use cairn_format::tree::{Node, NodeKind, Tree, Xattr};
 use cairn_format::{BlobId, FormatError, IndexId, PackId, SnapshotId, TreeId};
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -84,6 +84,19 @@ fn arb_node_kind() -> impl Strategy<Value = NodeKind> {
     ]
 }
 
+/// Extended attributes: none most of the time (so that trees of both versions are made), else a few
+/// with unique names of 1 to 255 bytes without NUL and values of any bytes, in any order.
+fn arb_xattrs() -> impl Strategy<Value = Vec<Xattr>> {
+    let name = vec(1u8..=255, 1..=255);
+    prop_oneof![
+        2 => Just(Vec::new()),
+        1 => btree_map(name, vec(any::<u8>(), 0..40), 1..4).prop_map(|m| {
+            // Reversed on purpose: from_nodes must sort.
+            m.into_iter().rev().map(|(name, value)| Xattr { name, value }).collect()
+        }),
+    ]
+}
+
 /// A node with an empty name (names come from a map so that they are unique).
 fn arb_nameless_node() -> impl Strategy<Value = Node> {
     (
@@ -92,10 +105,28 @@ fn arb_nameless_node() -> impl Strategy<Value = Node> {
         (arb_text(8), arb_text(8)),
         (any::<i64>(), any::<i64>()),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+        arb_xattrs(),
     )
-        .prop_map(|(kind, (mode, uid, gid), (user, group), (mtime_ns, ctime_ns), (inode, device, links, size))| {
-            Node { name: Vec::new(), kind, mode, uid, gid, user, group, mtime_ns, ctime_ns, inode, device, links, size }
-        })
+        .prop_map(
+            |(kind, (mode, uid, gid), (user, group), (mtime_ns, ctime_ns), (inode, device, links, size), xattrs)| {
+                Node {
+                    name: Vec::new(),
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    user,
+                    group,
+                    mtime_ns,
+                    ctime_ns,
+                    inode,
+                    device,
+                    links,
+                    size,
+                    xattrs,
+                }
+            },
+        )
 }
 
 fn arb_tree() -> impl Strategy<Value = Tree> {
@@ -555,9 +586,11 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_after_a_valid_header_never_panic(body in vec(any::<u8>(), 0..800)) {
-        let tree = [&b"CRNT\x01\x00\x00\x00"[..], &body].concat();
-        if let Ok(t) = Tree::decode(&tree) {
-            prop_assert_eq!(t.encode(), tree);
+        for version in [1u8, 2] {
+            let tree = [&b"CRNT"[..], &[version, 0, 0, 0], &body].concat();
+            if let Ok(t) = Tree::decode(&tree) {
+                prop_assert_eq!(t.encode(), tree);
+            }
         }
         let pack = [&b"CRNP\x01\x00\x00\x00"[..], &body].concat();
         for e in scan_frames(&pack).unwrap() {

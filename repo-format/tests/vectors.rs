@@ -29,7 +29,7 @@ use cairn_format::key::{KdfParams, KeyFile, SALT_LEN};
 use cairn_format::lock::{Lock, LockKind};
 use cairn_format::pack::{self, BlobEntry, PackBuilder, TRAILER_LEN};
 use cairn_format::snapshot::{Snapshot, SourceKind, Summary};
-use cairn_format::tree::{Node, NodeKind, Tree};
+use cairn_format::tree::{Node, NodeKind, Tree, Xattr};
 use cairn_format::{BlobId, FormatError, IndexId, PackId, SnapshotId, TreeId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,7 @@ macro_rules! for_each_vector {
             $f::<PackVector>($($arg),*),
             $f::<IndexVector>($($arg),*),
             $f::<TreeVector>($($arg),*),
+            $f::<TreeXattrsVector>($($arg),*),
             $f::<SnapshotVector>($($arg),*),
             $f::<LockVector>($($arg),*),
             $f::<ChunkerVector>($($arg),*),
@@ -974,6 +975,15 @@ struct NodeJson {
     links: u64,
     #[serde(with = "dec")]
     size: u64,
+    /// Extended attributes (raw name and value bytes); absent for none.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    xattrs: Vec<XattrJson>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct XattrJson {
+    name: String,
+    value: String,
 }
 
 impl NodeJson {
@@ -1005,6 +1015,7 @@ impl NodeJson {
             device: self.device,
             links: self.links,
             size: self.size,
+            xattrs: self.xattrs.iter().map(|x| Xattr { name: unhex(&x.name), value: unhex(&x.value) }).collect(),
         }
     }
 }
@@ -1053,6 +1064,7 @@ impl Vector for TreeVector {
             device: 2049,
             links: 1,
             size: 0,
+            xattrs: Vec::new(),
         };
         let root = |mut n: NodeJson| {
             n.uid = 0;
@@ -1111,6 +1123,65 @@ impl Vector for TreeVector {
             open_blob(&key, BlobKind::Tree, id, Compression::Raw, plaintext.len() as u32, &unhex(&self.sealed))
                 .unwrap();
         assert_eq!(opened, plaintext);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// tree-xattrs.json
+
+/// A version 2 tree: the same kind of file as `tree.json`, with extended attributes.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(transparent)]
+struct TreeXattrsVector(TreeVector);
+
+impl Vector for TreeXattrsVector {
+    const TYPE: &'static str = "tree-xattrs";
+
+    fn fixed() -> Self {
+        let plain = TreeVector::fixed();
+        let attr = |name: &[u8], value: &[u8]| XattrJson { name: to_hex(name), value: to_hex(value) };
+        // The kernel's ACL xattr form: version 2, then (tag u16, perm u16, id u32) entries.
+        let acl = |entries: &[(u16, u16, u32)]| {
+            let mut v = 2u32.to_le_bytes().to_vec();
+            for (tag, perm, id) in entries {
+                v.extend_from_slice(&tag.to_le_bytes());
+                v.extend_from_slice(&perm.to_le_bytes());
+                v.extend_from_slice(&id.to_le_bytes());
+            }
+            v
+        };
+        let (user_obj, user, group_obj, mask, other) = (0x01, 0x02, 0x04, 0x10, 0x20);
+        let none = u32::MAX;
+        let access =
+            acl(&[(user_obj, 7, none), (user, 6, 1001), (group_obj, 5, none), (mask, 7, none), (other, 5, none)]);
+        let default = acl(&[(user_obj, 7, none), (group_obj, 5, none), (other, 0, none)]);
+        let nodes = plain.nodes[..2]
+            .iter()
+            .cloned()
+            .zip([
+                vec![attr(b"system.posix_acl_access", &access), attr(b"system.posix_acl_default", &default)],
+                vec![attr(b"security.capability", &[1, 0, 0, 2, 0, 4, 0, 0]), attr(b"user.mime_type", b"text/plain")],
+            ])
+            .map(|(node, xattrs)| NodeJson { xattrs, ..node })
+            .chain([plain.nodes[3].clone()])
+            .collect();
+        TreeXattrsVector(TreeVector {
+            r#type: Self::TYPE.into(),
+            description: "Version 2: a folder with a POSIX access and default ACL (raw kernel values), a file \
+                          with a capability and a user attribute, and a FIFO without attributes."
+                .into(),
+            nodes,
+            ..plain
+        })
+    }
+
+    fn compute(&self) -> Self {
+        TreeXattrsVector(self.0.compute())
+    }
+
+    fn check_decode(&self) {
+        assert_eq!(unhex(&self.0.plaintext)[4..8], [2, 0, 0, 0], "a tree with attributes is version 2");
+        self.0.check_decode();
     }
 }
 

@@ -535,7 +535,19 @@ impl Walker<'_, '_> {
             device: meta.dev(),
             links: meta.nlink(),
             size: if meta.is_file() { meta.len() } else { 0 },
+            xattrs: Vec::new(),
         }
+    }
+
+    /// `node` with the extended attributes the entry at `path` has now: read on every backup, also
+    /// for files whose content is reused from the parent, so a snapshot never carries stale ones.
+    fn with_xattrs(&mut self, mut node: Node, path: &Path) -> Node {
+        let (xattrs, warnings) = crate::xattrs::read(path);
+        for w in warnings {
+            self.warn(w);
+        }
+        node.xattrs = xattrs;
+        node
     }
 
     fn archive_files(&mut self, sources: &[PathBuf], parent: Option<&Tree>) -> Result<TreeId> {
@@ -566,7 +578,7 @@ impl Walker<'_, '_> {
                     };
                     self.root_device = meta.dev();
                     if let Some(n) = self.archive_entry(real, name.as_bytes().to_vec(), meta, parent_node)? {
-                        nodes.push(n);
+                        nodes.push(self.with_xattrs(n, real));
                     }
                 }
                 Virtual::Dir(children) => {
@@ -575,7 +587,7 @@ impl Walker<'_, '_> {
                     let parent_sub = self.parent_subtree(parent_node)?;
                     let subtree = self.archive_virtual(children, &child_path, parent_sub.as_ref())?;
                     let node = self.base_node(name.as_bytes().to_vec(), NodeKind::Dir { subtree }, &meta);
-                    nodes.push(node);
+                    nodes.push(self.with_xattrs(node, &child_path));
                 }
             }
         }
@@ -680,7 +692,7 @@ impl Walker<'_, '_> {
                     self.known_in_folder = mine;
                 }
                 if let Some(n) = node? {
-                    nodes.push(n);
+                    nodes.push(self.with_xattrs(n, &child_path));
                 }
             }
             self.known_in_folder = outer;
@@ -805,6 +817,7 @@ impl Walker<'_, '_> {
             device: 0,
             links: 1,
             size,
+            xattrs: Vec::new(),
         };
         self.save_tree(vec![node])
     }

@@ -545,6 +545,9 @@ impl Restorer<'_> {
         {
             self.report.warnings.push(format!("{}: setting owner: {e}", path.display()));
         }
+        // After the owner (chown drops security.capability) and before the mode (user.* needs write
+        // permission; the mode's group bits and an access ACL's mask agree, so chmod keeps the ACL).
+        self.report.warnings.extend(crate::xattrs::apply(path, &node.xattrs));
         if !is_link && let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
         {
             self.report.warnings.push(format!("{}: setting permissions: {e}", path.display()));

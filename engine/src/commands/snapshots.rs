@@ -122,6 +122,7 @@ pub fn find_node(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<(
         device: 0,
         links: 1,
         size: 0,
+        xattrs: Vec::new(),
     };
     let mut walked = String::new();
     for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
