@@ -132,6 +132,7 @@ pub fn node(name: &[u8], kind: NodeKind) -> Node {
         device: 0,
         links: 1,
         size: 0,
+        xattrs: Vec::new(),
     }
 }
 
