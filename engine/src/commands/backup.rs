@@ -184,6 +184,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             root_device: 0,
             read_ahead: opts.read_ahead.as_ref(),
             known_in_folder: HashSet::new(),
+            zeros: ZeroChunks::default(),
         };
         let root = match opts.source {
             BackupSource::Files(ref sources) => {
@@ -472,6 +473,34 @@ struct Walker<'a, 's> {
     read_ahead: Option<&'a ReadAhead>,
     /// Chunks of the current folder's unchanged-looking files that the index is known to hold.
     known_in_folder: HashSet<BlobId>,
+    /// How runs of zeros (holes of sparse files) are cut and named.
+    zeros: ZeroChunks,
+}
+
+/// Cut points and ids of all-zero data, remembered: the chunker cuts a run of zeros the same way
+/// each time, so the holes of a sparse file are neither chunked nor hashed byte by byte.
+#[derive(Default)]
+struct ZeroChunks {
+    /// `(length, at_end)` -> what [`Chunker::cut`] returns for that many zeros.
+    cuts: HashMap<(usize, bool), (Vec<usize>, usize)>,
+    ids: HashMap<usize, BlobId>,
+}
+
+impl ZeroChunks {
+    fn cut(&mut self, chunker: &Chunker, len: usize, at_end: bool) -> (Vec<usize>, usize) {
+        self.cuts.entry((len, at_end)).or_insert_with(|| chunker.cut(&vec![0; len], at_end)).clone()
+    }
+
+    fn id(&mut self, key: &cairn_format::crypto::MasterKey, len: usize) -> BlobId {
+        *self.ids.entry(len).or_insert_with(|| key.blob_id(&vec![0; len]))
+    }
+}
+
+/// Whether every byte of `data` is zero. Compared with a block of zeros (`memcmp`): this runs over
+/// every hole of a sparse file.
+fn is_all_zero(data: &[u8]) -> bool {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    data.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
 }
 
 /// The chunk list of `node` from the parent snapshot when the file still has its fingerprint
@@ -748,11 +777,12 @@ impl Walker<'_, '_> {
                 return Ok(Some(self.base_node(name, NodeKind::File { content }, &meta)));
             }
         }
-        let file = std::fs::File::open(path);
-        let content = match file.map(|f| self.chunk_stream(&mut ReadingAhead::new(f), Some(fp.size))) {
-            Ok(Ok(content)) => content,
-            Ok(Err(e)) if e.kind() != ErrorKind::Io || self.saver.has_failed() => return Err(e),
-            Ok(Err(e)) => {
+        let read_before = self.summary.bytes_read;
+        let file = std::fs::File::open(path).map(|f| ReadingAhead::new(f, may_have_holes(&meta)));
+        let (content, after) = match file.map(|mut f| (self.chunk_stream(&mut f, Some(fp.size)), f.file.metadata())) {
+            Ok((Ok(content), after)) => (content, after),
+            Ok((Err(e), _)) if e.kind() != ErrorKind::Io || self.saver.has_failed() => return Err(e),
+            Ok((Err(e), _)) => {
                 self.warn(format!("{}: {e} (skipped)", path.display()));
                 return Ok(None);
             }
@@ -761,9 +791,20 @@ impl Walker<'_, '_> {
                 return Ok(None);
             }
         };
+        let read = self.summary.bytes_read - read_before;
+        let changed = changed_while_read(&fp, read, after.ok().as_ref());
+        if changed {
+            self.warn(format!("file changed while it was read: {}", path.display()));
+        }
         match parent_node {
             Some(_) => self.summary.files_changed += 1,
             None => self.summary.files_new += 1,
+        }
+        if changed {
+            // What was stored matches neither fingerprint; the next run reads the file again.
+            let mut node = self.base_node(name, NodeKind::File { content }, &meta);
+            node.size = read;
+            return Ok(Some(node));
         }
         if self.use_files_cache {
             self.files_cache_pending.push((path.as_os_str().as_bytes().to_vec(), fp, content.clone()));
@@ -894,7 +935,11 @@ impl Walker<'_, '_> {
         self.progress.add_bytes(n as u64);
         let start = front - carry;
         let data = &block[start..front + n];
-        let (lengths, used) = self.chunker.cut(data, at_end);
+        let zeros = is_all_zero(data);
+        let (lengths, used) = match zeros {
+            true => self.zeros.cut(&self.chunker, data.len(), at_end),
+            false => self.chunker.cut(data, at_end),
+        };
         let mut spans = Vec::with_capacity(lengths.len());
         let mut offset = 0;
         for len in lengths {
@@ -903,7 +948,10 @@ impl Walker<'_, '_> {
         }
         // Hashing is a third of the per-byte work of an unchanged stream: spread it over the cores.
         let key = self.repo.key();
-        let ids: Vec<BlobId> = spans.par_iter().map(|r| key.blob_id(&data[r.clone()])).collect();
+        let ids: Vec<BlobId> = match zeros {
+            true => spans.iter().map(|r| self.zeros.id(key, r.len())).collect(),
+            false => spans.par_iter().map(|r| key.blob_id(&data[r.clone()])).collect(),
+        };
         for (id, span) in ids.into_iter().zip(spans) {
             content.push(id);
             if !self.is_known(&id)? {
@@ -918,22 +966,107 @@ impl Walker<'_, '_> {
 /// A file read front to back that keeps asking the kernel to read the next `AHEAD` bytes in the
 /// background, so the disk never waits for the next `read` call (the kernel's own read-ahead window
 /// is a few hundred KiB).
+///
+/// A file that may have holes is read region by region (`SEEK_DATA`/`SEEK_HOLE`): a hole is not
+/// read but given as the zeros it reads as, so the bytes (and so the chunks) are those of a plain
+/// read, and a 10 GiB file with a few MiB of data costs little more than its data.
 struct ReadingAhead {
     file: std::fs::File,
     position: u64,
     hinted_to: u64,
+    /// Some while holes are looked for (a file system that cannot tell is read plainly).
+    region: Option<Region>,
+}
+
+/// The region of a sparse file that holds `position`: data or a hole, ending at `end`.
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    hole: bool,
+    end: u64,
+}
+
+/// Whether a file has fewer blocks than its size needs, so it may have holes.
+fn may_have_holes(meta: &std::fs::Metadata) -> bool {
+    meta.blocks().saturating_mul(512) < meta.len()
+}
+
+/// Whether a file changed while it was read: fewer or more bytes than its size when looked at,
+/// or a size, modification or change time after reading (`after`) other than before.
+fn changed_while_read(before: &FileFingerprint, read: u64, after: Option<&std::fs::Metadata>) -> bool {
+    if read != before.size {
+        return true;
+    }
+    match after.map(FileFingerprint::of) {
+        Some(now) => now.size != before.size || now.mtime_ns != before.mtime_ns || now.ctime_ns != before.ctime_ns,
+        // A file whose state after reading cannot be known is taken as it was read.
+        None => false,
+    }
 }
 
 impl ReadingAhead {
     const AHEAD: u64 = 32 * 1024 * 1024;
 
-    fn new(file: std::fs::File) -> Self {
-        Self { file, position: 0, hinted_to: 0 }
+    fn new(file: std::fs::File, sparse: bool) -> Self {
+        let region = sparse.then_some(Region { hole: false, end: 0 });
+        Self { file, position: 0, hinted_to: 0, region }
+    }
+
+    /// The region that starts at `position`; `None` at the end of the file.
+    fn find_region(&mut self) -> std::io::Result<Option<Region>> {
+        use nix::unistd::{Whence, lseek};
+        let at = self.position as nix::libc::off_t;
+        match lseek(&self.file, at, Whence::SeekData) {
+            Ok(data) if data > at => Ok(Some(Region { hole: true, end: data as u64 })),
+            Ok(_) => match lseek(&self.file, at, Whence::SeekHole) {
+                Ok(hole) if hole > at => Ok(Some(Region { hole: false, end: hole as u64 })),
+                // Data that ends where it starts: the file shrank meanwhile.
+                Ok(_) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            // No data at or after `position`: a hole up to the end of the file, if any is left.
+            Err(nix::errno::Errno::ENXIO) => {
+                let len = self.file.metadata()?.len();
+                Ok((len > self.position).then_some(Region { hole: true, end: len }))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads from a file that may have holes: zeros for a hole, `pread` for data.
+    fn read_sparse(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        let Some(mut region) = self.region else { return Ok(None) };
+        if self.position >= region.end {
+            region = match self.find_region() {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(Some(0)),
+                Err(_) => {
+                    // The file system cannot say where the holes are: read it plainly from here.
+                    use std::io::Seek;
+                    self.region = None;
+                    self.file.seek(std::io::SeekFrom::Start(self.position))?;
+                    return Ok(None);
+                }
+            };
+            self.region = Some(region);
+        }
+        let want = buf.len().min(usize::try_from(region.end - self.position).unwrap_or(usize::MAX));
+        let n = if region.hole {
+            buf[..want].fill(0);
+            want
+        } else {
+            use std::os::unix::fs::FileExt;
+            self.file.read_at(&mut buf[..want], self.position)?
+        };
+        self.position += n as u64;
+        Ok(Some(n))
     }
 }
 
 impl Read for ReadingAhead {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(n) = self.read_sparse(buf)? {
+            return Ok(n);
+        }
         if self.position + Self::AHEAD / 2 >= self.hinted_to {
             let from = self.hinted_to.max(self.position);
             let to = self.position + Self::AHEAD;
