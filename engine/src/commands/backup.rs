@@ -20,7 +20,7 @@ use cairn_format::blob::BlobKind;
 use cairn_format::chunker::Chunker;
 use cairn_format::snapshot::{Snapshot, SourceKind, Summary};
 use cairn_format::tree::{Node, NodeKind, Tree};
-use cairn_format::{BlobId, SnapshotId, TreeId};
+use cairn_format::{BlobId, PackId, SnapshotId, TreeId};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -116,6 +116,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     for e in repo.sync_index()? {
         progress.warn(&format!("{e} (skipped; 'cairn repair index' rebuilds the index)"));
     }
+    let lost = blobs_in_missing_packs(repo, progress)?;
     let host = opts.host.clone().unwrap_or_else(hostname);
     let paths = snapshot_paths(&opts.source)?;
 
@@ -185,6 +186,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             read_ahead: opts.read_ahead.as_ref(),
             known_in_folder: HashSet::new(),
             zeros: ZeroChunks::default(),
+            lost,
         };
         let root = match opts.source {
             BackupSource::Files(ref sources) => {
@@ -196,7 +198,15 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
                 walker.archive_files(sources, parent_tree.as_ref())
             }
             BackupSource::Stdin { ref filename, ref mut reader } => {
-                walker.archive_stream(filename, reader.as_mut(), parent_tree.as_ref())
+                let root = walker.archive_stream(filename, reader.as_mut(), parent_tree.as_ref());
+                // `false | cairn backup --stdin` looks like a success to the shell: say so.
+                if root.is_ok() && walker.summary.bytes_read == 0 {
+                    walker.warn(format!(
+                        "standard input was empty: '{filename}' is stored as an empty file \
+                         (--stdin-from-command also catches a producer that fails)"
+                    ));
+                }
+                root
             }
             BackupSource::Command { ref argv, ref filename } => {
                 let mut c = spawn_command(argv)?;
@@ -475,6 +485,40 @@ struct Walker<'a, 's> {
     known_in_folder: HashSet<BlobId>,
     /// How runs of zeros (holes of sparse files) are cut and named.
     zeros: ZeroChunks,
+    /// Blobs the index places in packs that are gone, not stored again yet: never deduplicated
+    /// against (see [`blobs_in_missing_packs`]).
+    lost: HashSet<BlobId>,
+}
+
+/// The blobs that the index places in packs the repository no longer holds (lost or deleted by
+/// hand since they were indexed). A snapshot that referenced them would not restore, so this
+/// backup stores them again. Costs one listing of the packs per run. Runs after the index is
+/// loaded and under the shared lock: every pack that index names was written before it and no
+/// prune deletes one meanwhile, so a pack missing from the listing is really gone.
+fn blobs_in_missing_packs(repo: &Repository, progress: &dyn Progress) -> Result<HashSet<BlobId>> {
+    let present: HashSet<PackId> = repo
+        .backend()
+        .list(crate::backend::FileType::Pack)?
+        .iter()
+        .filter_map(|o| PackId::from_hex(&o.name).ok())
+        .collect();
+    let mut lost = HashSet::new();
+    let mut missing = 0;
+    for (pack, _) in repo.indexed_packs()? {
+        if present.contains(&pack) {
+            continue;
+        }
+        missing += 1;
+        // A blob with another copy in a pack that exists is stored again too: rare, and harmless.
+        lost.extend(repo.cache().pack_blobs(&pack)?.into_iter().map(|entry| entry.id));
+    }
+    if missing > 0 {
+        progress.warn(&format!(
+            "{missing} packs named by the index are missing from the repository; the data they held is stored \
+             again where this backup needs it (run 'cairn check' to see which snapshots are damaged)"
+        ));
+    }
+    Ok(lost)
 }
 
 /// Cut points and ids of all-zero data, remembered: the chunker cuts a run of zeros the same way
@@ -531,6 +575,9 @@ impl Walker<'_, '_> {
     }
 
     fn is_known(&self, id: &BlobId) -> Result<bool> {
+        if self.lost.contains(id) {
+            return Ok(false);
+        }
         Ok(self.saver.is_pending(id) || self.repo.cache().has_blob(id)?)
     }
 
@@ -538,7 +585,14 @@ impl Walker<'_, '_> {
         if self.is_known(&id)? {
             return Ok(());
         }
-        self.saver.save(kind, id, data.to_vec())
+        self.save_blob(kind, id, data.to_vec())
+    }
+
+    /// Stores a blob that is not known yet; from now on it is (a lost one too).
+    fn save_blob(&mut self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
+        self.saver.save(kind, id, data)?;
+        self.lost.remove(&id);
+        Ok(())
     }
 
     fn save_tree(&mut self, nodes: Vec<Node>) -> Result<TreeId> {
@@ -568,8 +622,35 @@ impl Walker<'_, '_> {
     }
 
     fn archive_files(&mut self, sources: &[PathBuf], parent: Option<&Tree>) -> Result<TreeId> {
-        let virtual_root = build_virtual(sources)?;
+        let sources = self.existing_roots(sources)?;
+        let virtual_root = build_virtual(&sources)?;
         self.archive_virtual(&virtual_root, Path::new("/"), parent)
+    }
+
+    /// The backup roots that can be looked at. One that cannot is skipped with a warning (the
+    /// snapshot then is incomplete, as restic does); when none can, that is an error.
+    fn existing_roots(&mut self, sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let mut found = Vec::with_capacity(sources.len());
+        let mut missing = Vec::new();
+        for source in sources {
+            match std::fs::symlink_metadata(absolute_clean(source)?) {
+                Ok(_) => found.push(source.clone()),
+                Err(e) => missing.push(format!("cannot back up {}: {e}", source.display())),
+            }
+        }
+        if found.is_empty()
+            && let Some(first) = missing.first()
+        {
+            let message = match missing.len() {
+                1 => format!("nothing to back up: {first}"),
+                n => format!("nothing to back up: none of the {n} paths can be read ({first}, ...)"),
+            };
+            return Err(Error::new(ErrorKind::InvalidInput, message));
+        }
+        for message in missing {
+            self.warn(format!("{message} (skipped)"));
+        }
+        Ok(found)
     }
 
     fn archive_virtual(
@@ -694,7 +775,9 @@ impl Walker<'_, '_> {
                         .flatten()
                         .copied()
                         .collect();
-                    self.repo.cache().known_blobs(&ids)?
+                    let mut known = self.repo.cache().known_blobs(&ids)?;
+                    known.retain(|id| !self.lost.contains(id));
+                    known
                 }
                 _ => HashSet::new(),
             };
@@ -955,7 +1038,7 @@ impl Walker<'_, '_> {
         for (id, span) in ids.into_iter().zip(spans) {
             content.push(id);
             if !self.is_known(&id)? {
-                self.saver.save(BlobKind::Data, id, data[span].to_vec())?;
+                self.save_blob(BlobKind::Data, id, data[span].to_vec())?;
             }
         }
         // Not at the end, `fill` returned a full block, so the tail ends where the block ends.
