@@ -731,7 +731,7 @@ impl Walker<'_, '_> {
         parent_node: Option<&Node>,
     ) -> Result<Option<Node>> {
         crate::cancel::check()?;
-        if !self.excludes.is_empty() && self.excludes.matches(&path.to_string_lossy()) {
+        if !self.excludes.is_empty() && self.excludes.matches(path) {
             return Ok(None);
         }
         let ft = meta.file_type();
@@ -1185,7 +1185,7 @@ fn fill(reader: &mut (dyn Read + Send), buf: &mut [u8]) -> std::io::Result<(usiz
 /// Sums the sizes of the files below `sources` (for the progress bar's ETA).
 fn scan_total(sources: &[PathBuf], excludes: &PatternSet) -> u64 {
     fn walk(p: &Path, excludes: &PatternSet, total: &mut u64) {
-        if !excludes.is_empty() && excludes.matches(&p.to_string_lossy()) {
+        if !excludes.is_empty() && excludes.matches(p) {
             return;
         }
         let Ok(meta) = std::fs::symlink_metadata(p) else { return };
