@@ -878,6 +878,7 @@ impl Walker<'_, '_> {
         let changed = changed_while_read(&fp, read, after.ok().as_ref());
         if changed {
             self.warn(format!("file changed while it was read: {}", path.display()));
+            self.summary.total_size = self.summary.total_size - fp.size + read;
         }
         match parent_node {
             Some(_) => self.summary.files_changed += 1,
