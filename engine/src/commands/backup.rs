@@ -118,6 +118,10 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     }
     let lost = blobs_in_missing_packs(repo, progress)?;
     let host = opts.host.clone().unwrap_or_else(hostname);
+    let missing_roots = match &mut opts.source {
+        BackupSource::Files(sources) => keep_existing_roots(sources)?,
+        _ => Vec::new(),
+    };
     let paths = snapshot_paths(&opts.source)?;
 
     let (snapshots, _) = repo.load_snapshots()?;
@@ -188,6 +192,9 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             zeros: ZeroChunks::default(),
             lost,
         };
+        for message in missing_roots {
+            walker.warn(message);
+        }
         let root = match opts.source {
             BackupSource::Files(ref sources) => {
                 if progress.wants_total() {
@@ -353,6 +360,31 @@ fn spawn_command(argv: &[OsString]) -> Result<std::process::Child> {
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .map_err(|e| Error::new(ErrorKind::CommandFailed, format!("starting '{}': {e}", program.to_string_lossy())))
+}
+
+/// Keeps the backup roots that can be looked at. One that cannot is left out, as restic does: the
+/// snapshot neither holds nor names it, and the returned warning makes the run end with exit 3.
+/// When none can be looked at, that is an error and nothing is written.
+fn keep_existing_roots(sources: &mut Vec<PathBuf>) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
+    let mut found = Vec::with_capacity(sources.len());
+    for source in sources.drain(..) {
+        match std::fs::symlink_metadata(absolute_clean(&source)?) {
+            Ok(_) => found.push(source),
+            Err(e) => missing.push(format!("cannot back up {}: {e}", source.display())),
+        }
+    }
+    if found.is_empty()
+        && let Some(first) = missing.first()
+    {
+        let message = match missing.len() {
+            1 => format!("nothing to back up: {first}"),
+            n => format!("nothing to back up: none of the {n} paths can be read ({first}, ...)"),
+        };
+        return Err(Error::new(ErrorKind::InvalidInput, message));
+    }
+    *sources = found;
+    Ok(missing.into_iter().map(|m| format!("{m} (skipped)")).collect())
 }
 
 /// The paths a snapshot records: absolute, normalised, `/name` for streams.
@@ -622,35 +654,8 @@ impl Walker<'_, '_> {
     }
 
     fn archive_files(&mut self, sources: &[PathBuf], parent: Option<&Tree>) -> Result<TreeId> {
-        let sources = self.existing_roots(sources)?;
-        let virtual_root = build_virtual(&sources)?;
+        let virtual_root = build_virtual(sources)?;
         self.archive_virtual(&virtual_root, Path::new("/"), parent)
-    }
-
-    /// The backup roots that can be looked at. One that cannot is skipped with a warning (the
-    /// snapshot then is incomplete, as restic does); when none can, that is an error.
-    fn existing_roots(&mut self, sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
-        let mut found = Vec::with_capacity(sources.len());
-        let mut missing = Vec::new();
-        for source in sources {
-            match std::fs::symlink_metadata(absolute_clean(source)?) {
-                Ok(_) => found.push(source.clone()),
-                Err(e) => missing.push(format!("cannot back up {}: {e}", source.display())),
-            }
-        }
-        if found.is_empty()
-            && let Some(first) = missing.first()
-        {
-            let message = match missing.len() {
-                1 => format!("nothing to back up: {first}"),
-                n => format!("nothing to back up: none of the {n} paths can be read ({first}, ...)"),
-            };
-            return Err(Error::new(ErrorKind::InvalidInput, message));
-        }
-        for message in missing {
-            self.warn(format!("{message} (skipped)"));
-        }
-        Ok(found)
     }
 
     fn archive_virtual(
