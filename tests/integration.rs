@@ -3,6 +3,7 @@
 
 mod support;
 
+mod backup_input;
 mod backup_options;
 mod check;
 mod crash;

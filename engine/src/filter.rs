@@ -2,6 +2,11 @@
 //! `**` across components, `[...]` classes. A pattern starting with `/` is anchored at the root;
 //! any other pattern matches at any depth (`*.tmp` excludes every `.tmp` file). A pattern starting
 //! with `!` re-includes what an earlier pattern excluded.
+//!
+//! Paths are matched as the bytes they are, so a name that is not UTF-8 is neither skipped nor
+//! confused with the UTF-8 name it would print as; patterns themselves are UTF-8.
+
+use std::path::Path;
 
 use globset::{GlobBuilder, GlobMatcher};
 
@@ -61,7 +66,8 @@ impl PatternSet {
     }
 
     /// Whether `path` (absolute, `/`-separated) matches: the last matching rule decides.
-    pub fn matches(&self, path: &str) -> bool {
+    pub fn matches(&self, path: impl AsRef<Path>) -> bool {
+        let path = path.as_ref();
         let mut hit = false;
         for r in &self.rules {
             if r.matcher.is_match(path) {
@@ -72,17 +78,9 @@ impl PatternSet {
     }
 
     /// Whether `path` or any of its parent folders matches (for include lists on restore).
-    pub fn matches_or_under(&self, path: &str) -> bool {
-        let mut p = path;
-        loop {
-            if self.matches(p) {
-                return true;
-            }
-            match p.rfind('/') {
-                Some(0) | None => return false,
-                Some(i) => p = &p[..i],
-            }
-        }
+    pub fn matches_or_under(&self, path: impl AsRef<Path>) -> bool {
+        // The root itself is never matched on its own behalf.
+        path.as_ref().ancestors().filter(|p| p.parent().is_some()).any(|p| self.matches(p))
     }
 }
 
@@ -101,5 +99,17 @@ mod tests {
         assert!(s.matches("/srv/app/node_modules"));
         assert!(!s.matches("/home/a/b.txt"));
         assert!(s.matches_or_under("/var/cache/x/y"));
+        assert!(!s.matches_or_under("/var/x/y"));
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_match_as_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let latin1 = |b: &[u8]| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b));
+        let s = PatternSet::new(&["*.tmp", "caf\u{fffd}"]).expect("valid");
+        assert!(s.matches(latin1(b"/home/x\xe9.tmp")));
+        assert!(s.matches("/home/caf\u{fffd}"));
+        // Printed lossily, the name looks like the pattern; it is not the same name.
+        assert!(!s.matches(latin1(b"/home/caf\xe9")));
     }
 }

@@ -242,7 +242,7 @@ impl Visitor<'_> {
 
     fn visit(&mut self, path: &Path) -> Result<(), Stopped> {
         self.pace()?;
-        if !self.excludes.is_empty() && self.excludes.matches(&path.to_string_lossy()) {
+        if !self.excludes.is_empty() && self.excludes.matches(path) {
             return Ok(());
         }
         let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
@@ -281,7 +281,7 @@ impl Visitor<'_> {
         };
         let entries: Vec<(PathBuf, std::fs::Metadata)> = entries
             .into_iter()
-            .filter(|(child, _)| self.excludes.is_empty() || !self.excludes.matches(&child.to_string_lossy()))
+            .filter(|(child, _)| self.excludes.is_empty() || !self.excludes.matches(child))
             .collect();
         // Sub-folders are listed ahead by the listers (when they keep up; otherwise skipped).
         for (child, meta) in &entries {

@@ -153,7 +153,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     if report.warnings.is_empty() {
         Ok(exit::OK)
     } else {
-        eprintln!("cairn: {} entries could not be read; the snapshot is incomplete", report.warnings.len());
+        // Exit 3 as restic: a snapshot was written, but not of everything that was asked for.
+        eprintln!("cairn: {} warnings (above); the snapshot may be incomplete", report.warnings.len());
         Ok(exit::INCOMPLETE)
     }
 }

@@ -10,7 +10,7 @@ pub struct Args {
     /// Snapshot: `latest`, an id or a unique prefix
     pub snapshot: String,
     /// Path of the file inside the snapshot (e.g. /db.sql)
-    pub path: String,
+    pub path: std::ffi::OsString,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

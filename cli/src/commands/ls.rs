@@ -11,7 +11,7 @@ pub struct Args {
     pub snapshot: String,
     /// Folder or file inside the snapshot (default: everything)
     #[arg(default_value = "/")]
-    pub path: String,
+    pub path: std::ffi::OsString,
     /// Show mode, owner, size and time
     #[arg(short, long)]
     pub long: bool,

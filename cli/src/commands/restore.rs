@@ -1,5 +1,7 @@
 //! `cairn restore`.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -13,7 +15,7 @@ use crate::{GlobalArgs, exit, output};
 pub struct Args {
     /// Snapshot to restore: `latest`, an id or a unique prefix; `SNAPSHOT:PATH` restores only that path
     #[arg(value_name = "SNAPSHOT[:PATH]")]
-    pub snapshot: String,
+    pub snapshot: OsString,
     /// Folder to restore into (created if missing)
     #[arg(short, long, value_name = "DIR")]
     pub target: PathBuf,
@@ -34,10 +36,15 @@ pub struct Args {
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
-    let (snapshot, subpath) = match args.snapshot.split_once(':') {
-        Some((s, p)) => (s.to_owned(), p.to_owned()),
-        None => (args.snapshot.clone(), "/".to_owned()),
+    // PATH is raw bytes: names that are not UTF-8 are restored as they were stored.
+    let bytes = args.snapshot.as_bytes();
+    let (snapshot, subpath) = match bytes.iter().position(|&b| b == b':') {
+        Some(i) => (&bytes[..i], OsStr::from_bytes(&bytes[i + 1..]).to_owned()),
+        None => (bytes, OsString::from("/")),
     };
+    let snapshot = std::str::from_utf8(snapshot)
+        .map_err(|_| anyhow::anyhow!("'{}' is not a snapshot id", String::from_utf8_lossy(snapshot)))?
+        .to_owned();
     super::stop_on_signals()?;
     let repo = super::open(global)?;
     let opts = RestoreOptions {

@@ -20,7 +20,7 @@ use cairn_format::blob::BlobKind;
 use cairn_format::chunker::Chunker;
 use cairn_format::snapshot::{Snapshot, SourceKind, Summary};
 use cairn_format::tree::{Node, NodeKind, Tree};
-use cairn_format::{BlobId, SnapshotId, TreeId};
+use cairn_format::{BlobId, PackId, SnapshotId, TreeId};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -116,7 +116,12 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
     for e in repo.sync_index()? {
         progress.warn(&format!("{e} (skipped; 'cairn repair index' rebuilds the index)"));
     }
+    let lost = blobs_in_missing_packs(repo, progress)?;
     let host = opts.host.clone().unwrap_or_else(hostname);
+    let missing_roots = match &mut opts.source {
+        BackupSource::Files(sources) => keep_existing_roots(sources)?,
+        _ => Vec::new(),
+    };
     let paths = snapshot_paths(&opts.source)?;
 
     let (snapshots, _) = repo.load_snapshots()?;
@@ -184,7 +189,12 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             root_device: 0,
             read_ahead: opts.read_ahead.as_ref(),
             known_in_folder: HashSet::new(),
+            zeros: ZeroChunks::default(),
+            lost,
         };
+        for message in missing_roots {
+            walker.warn(message);
+        }
         let root = match opts.source {
             BackupSource::Files(ref sources) => {
                 if progress.wants_total() {
@@ -195,7 +205,15 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
                 walker.archive_files(sources, parent_tree.as_ref())
             }
             BackupSource::Stdin { ref filename, ref mut reader } => {
-                walker.archive_stream(filename, reader.as_mut(), parent_tree.as_ref())
+                let root = walker.archive_stream(filename, reader.as_mut(), parent_tree.as_ref());
+                // `false | cairn backup --stdin` looks like a success to the shell: say so.
+                if root.is_ok() && walker.summary.bytes_read == 0 {
+                    walker.warn(format!(
+                        "standard input was empty: '{filename}' is stored as an empty file \
+                         (--stdin-from-command also catches a producer that fails)"
+                    ));
+                }
+                root
             }
             BackupSource::Command { ref argv, ref filename } => {
                 let mut c = spawn_command(argv)?;
@@ -344,6 +362,31 @@ fn spawn_command(argv: &[OsString]) -> Result<std::process::Child> {
         .map_err(|e| Error::new(ErrorKind::CommandFailed, format!("starting '{}': {e}", program.to_string_lossy())))
 }
 
+/// Keeps the backup roots that can be looked at. One that cannot is left out, as restic does: the
+/// snapshot neither holds nor names it, and the returned warning makes the run end with exit 3.
+/// When none can be looked at, that is an error and nothing is written.
+fn keep_existing_roots(sources: &mut Vec<PathBuf>) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
+    let mut found = Vec::with_capacity(sources.len());
+    for source in sources.drain(..) {
+        match std::fs::symlink_metadata(absolute_clean(&source)?) {
+            Ok(_) => found.push(source),
+            Err(e) => missing.push(format!("cannot back up {}: {e}", source.display())),
+        }
+    }
+    if found.is_empty()
+        && let Some(first) = missing.first()
+    {
+        let message = match missing.len() {
+            1 => format!("nothing to back up: {first}"),
+            n => format!("nothing to back up: none of the {n} paths can be read ({first}, ...)"),
+        };
+        return Err(Error::new(ErrorKind::InvalidInput, message));
+    }
+    *sources = found;
+    Ok(missing.into_iter().map(|m| format!("{m} (skipped)")).collect())
+}
+
 /// The paths a snapshot records: absolute, normalised, `/name` for streams.
 fn snapshot_paths(source: &BackupSource) -> Result<Vec<String>> {
     match source {
@@ -472,6 +515,68 @@ struct Walker<'a, 's> {
     read_ahead: Option<&'a ReadAhead>,
     /// Chunks of the current folder's unchanged-looking files that the index is known to hold.
     known_in_folder: HashSet<BlobId>,
+    /// How runs of zeros (holes of sparse files) are cut and named.
+    zeros: ZeroChunks,
+    /// Blobs the index places in packs that are gone, not stored again yet: never deduplicated
+    /// against (see [`blobs_in_missing_packs`]).
+    lost: HashSet<BlobId>,
+}
+
+/// The blobs that the index places in packs the repository no longer holds (lost or deleted by
+/// hand since they were indexed). A snapshot that referenced them would not restore, so this
+/// backup stores them again. Costs one listing of the packs per run. Runs after the index is
+/// loaded and under the shared lock: every pack that index names was written before it and no
+/// prune deletes one meanwhile, so a pack missing from the listing is really gone.
+fn blobs_in_missing_packs(repo: &Repository, progress: &dyn Progress) -> Result<HashSet<BlobId>> {
+    let present: HashSet<PackId> = repo
+        .backend()
+        .list(crate::backend::FileType::Pack)?
+        .iter()
+        .filter_map(|o| PackId::from_hex(&o.name).ok())
+        .collect();
+    let mut lost = HashSet::new();
+    let mut missing = 0;
+    for (pack, _) in repo.indexed_packs()? {
+        if present.contains(&pack) {
+            continue;
+        }
+        missing += 1;
+        // A blob with another copy in a pack that exists is stored again too: rare, and harmless.
+        lost.extend(repo.cache().pack_blobs(&pack)?.into_iter().map(|entry| entry.id));
+    }
+    if missing > 0 {
+        progress.warn(&format!(
+            "{missing} packs named by the index are missing from the repository; the data they held is stored \
+             again where this backup needs it (run 'cairn check' to see which snapshots are damaged)"
+        ));
+    }
+    Ok(lost)
+}
+
+/// Cut points and ids of all-zero data, remembered: the chunker cuts a run of zeros the same way
+/// each time, so the holes of a sparse file are neither chunked nor hashed byte by byte.
+#[derive(Default)]
+struct ZeroChunks {
+    /// `(length, at_end)` -> what [`Chunker::cut`] returns for that many zeros.
+    cuts: HashMap<(usize, bool), (Vec<usize>, usize)>,
+    ids: HashMap<usize, BlobId>,
+}
+
+impl ZeroChunks {
+    fn cut(&mut self, chunker: &Chunker, len: usize, at_end: bool) -> (Vec<usize>, usize) {
+        self.cuts.entry((len, at_end)).or_insert_with(|| chunker.cut(&vec![0; len], at_end)).clone()
+    }
+
+    fn id(&mut self, key: &cairn_format::crypto::MasterKey, len: usize) -> BlobId {
+        *self.ids.entry(len).or_insert_with(|| key.blob_id(&vec![0; len]))
+    }
+}
+
+/// Whether every byte of `data` is zero. Compared with a block of zeros (`memcmp`): this runs over
+/// every hole of a sparse file.
+fn is_all_zero(data: &[u8]) -> bool {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    data.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
 }
 
 /// The chunk list of `node` from the parent snapshot when the file still has its fingerprint
@@ -502,6 +607,9 @@ impl Walker<'_, '_> {
     }
 
     fn is_known(&self, id: &BlobId) -> Result<bool> {
+        if self.lost.contains(id) {
+            return Ok(false);
+        }
         Ok(self.saver.is_pending(id) || self.repo.cache().has_blob(id)?)
     }
 
@@ -509,7 +617,14 @@ impl Walker<'_, '_> {
         if self.is_known(&id)? {
             return Ok(());
         }
-        self.saver.save(kind, id, data.to_vec())
+        self.save_blob(kind, id, data.to_vec())
+    }
+
+    /// Stores a blob that is not known yet; from now on it is (a lost one too).
+    fn save_blob(&mut self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
+        self.saver.save(kind, id, data)?;
+        self.lost.remove(&id);
+        Ok(())
     }
 
     fn save_tree(&mut self, nodes: Vec<Node>) -> Result<TreeId> {
@@ -633,7 +748,7 @@ impl Walker<'_, '_> {
         parent_node: Option<&Node>,
     ) -> Result<Option<Node>> {
         crate::cancel::check()?;
-        if !self.excludes.is_empty() && self.excludes.matches(&path.to_string_lossy()) {
+        if !self.excludes.is_empty() && self.excludes.matches(path) {
             return Ok(None);
         }
         let ft = meta.file_type();
@@ -677,7 +792,9 @@ impl Walker<'_, '_> {
                         .flatten()
                         .copied()
                         .collect();
-                    self.repo.cache().known_blobs(&ids)?
+                    let mut known = self.repo.cache().known_blobs(&ids)?;
+                    known.retain(|id| !self.lost.contains(id));
+                    known
                 }
                 _ => HashSet::new(),
             };
@@ -760,11 +877,12 @@ impl Walker<'_, '_> {
                 return Ok(Some(self.base_node(name, NodeKind::File { content }, &meta)));
             }
         }
-        let file = std::fs::File::open(path);
-        let content = match file.map(|f| self.chunk_stream(&mut ReadingAhead::new(f), Some(fp.size))) {
-            Ok(Ok(content)) => content,
-            Ok(Err(e)) if e.kind() != ErrorKind::Io || self.saver.has_failed() => return Err(e),
-            Ok(Err(e)) => {
+        let read_before = self.summary.bytes_read;
+        let file = std::fs::File::open(path).map(|f| ReadingAhead::new(f, may_have_holes(&meta)));
+        let (content, after) = match file.map(|mut f| (self.chunk_stream(&mut f, Some(fp.size)), f.file.metadata())) {
+            Ok((Ok(content), after)) => (content, after),
+            Ok((Err(e), _)) if e.kind() != ErrorKind::Io || self.saver.has_failed() => return Err(e),
+            Ok((Err(e), _)) => {
                 self.warn(format!("{}: {e} (skipped)", path.display()));
                 return Ok(None);
             }
@@ -773,9 +891,21 @@ impl Walker<'_, '_> {
                 return Ok(None);
             }
         };
+        let read = self.summary.bytes_read - read_before;
+        let changed = changed_while_read(&fp, read, after.ok().as_ref());
+        if changed {
+            self.warn(format!("file changed while it was read: {}", path.display()));
+            self.summary.total_size = self.summary.total_size - fp.size + read;
+        }
         match parent_node {
             Some(_) => self.summary.files_changed += 1,
             None => self.summary.files_new += 1,
+        }
+        if changed {
+            // What was stored matches neither fingerprint; the next run reads the file again.
+            let mut node = self.base_node(name, NodeKind::File { content }, &meta);
+            node.size = read;
+            return Ok(Some(node));
         }
         if self.use_files_cache {
             self.files_cache_pending.push((path.as_os_str().as_bytes().to_vec(), fp, content.clone()));
@@ -907,7 +1037,11 @@ impl Walker<'_, '_> {
         self.progress.add_bytes(n as u64);
         let start = front - carry;
         let data = &block[start..front + n];
-        let (lengths, used) = self.chunker.cut(data, at_end);
+        let zeros = is_all_zero(data);
+        let (lengths, used) = match zeros {
+            true => self.zeros.cut(&self.chunker, data.len(), at_end),
+            false => self.chunker.cut(data, at_end),
+        };
         let mut spans = Vec::with_capacity(lengths.len());
         let mut offset = 0;
         for len in lengths {
@@ -916,11 +1050,14 @@ impl Walker<'_, '_> {
         }
         // Hashing is a third of the per-byte work of an unchanged stream: spread it over the cores.
         let key = self.repo.key();
-        let ids: Vec<BlobId> = spans.par_iter().map(|r| key.blob_id(&data[r.clone()])).collect();
+        let ids: Vec<BlobId> = match zeros {
+            true => spans.iter().map(|r| self.zeros.id(key, r.len())).collect(),
+            false => spans.par_iter().map(|r| key.blob_id(&data[r.clone()])).collect(),
+        };
         for (id, span) in ids.into_iter().zip(spans) {
             content.push(id);
             if !self.is_known(&id)? {
-                self.saver.save(BlobKind::Data, id, data[span].to_vec())?;
+                self.save_blob(BlobKind::Data, id, data[span].to_vec())?;
             }
         }
         // Not at the end, `fill` returned a full block, so the tail ends where the block ends.
@@ -931,22 +1068,107 @@ impl Walker<'_, '_> {
 /// A file read front to back that keeps asking the kernel to read the next `AHEAD` bytes in the
 /// background, so the disk never waits for the next `read` call (the kernel's own read-ahead window
 /// is a few hundred KiB).
+///
+/// A file that may have holes is read region by region (`SEEK_DATA`/`SEEK_HOLE`): a hole is not
+/// read but given as the zeros it reads as, so the bytes (and so the chunks) are those of a plain
+/// read, and a 10 GiB file with a few MiB of data costs little more than its data.
 struct ReadingAhead {
     file: std::fs::File,
     position: u64,
     hinted_to: u64,
+    /// Some while holes are looked for (a file system that cannot tell is read plainly).
+    region: Option<Region>,
+}
+
+/// The region of a sparse file that holds `position`: data or a hole, ending at `end`.
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    hole: bool,
+    end: u64,
+}
+
+/// Whether a file has fewer blocks than its size needs, so it may have holes.
+fn may_have_holes(meta: &std::fs::Metadata) -> bool {
+    meta.blocks().saturating_mul(512) < meta.len()
+}
+
+/// Whether a file changed while it was read: fewer or more bytes than its size when looked at,
+/// or a size, modification or change time after reading (`after`) other than before.
+fn changed_while_read(before: &FileFingerprint, read: u64, after: Option<&std::fs::Metadata>) -> bool {
+    if read != before.size {
+        return true;
+    }
+    match after.map(FileFingerprint::of) {
+        Some(now) => now.size != before.size || now.mtime_ns != before.mtime_ns || now.ctime_ns != before.ctime_ns,
+        // A file whose state after reading cannot be known is taken as it was read.
+        None => false,
+    }
 }
 
 impl ReadingAhead {
     const AHEAD: u64 = 32 * 1024 * 1024;
 
-    fn new(file: std::fs::File) -> Self {
-        Self { file, position: 0, hinted_to: 0 }
+    fn new(file: std::fs::File, sparse: bool) -> Self {
+        let region = sparse.then_some(Region { hole: false, end: 0 });
+        Self { file, position: 0, hinted_to: 0, region }
+    }
+
+    /// The region that starts at `position`; `None` at the end of the file.
+    fn find_region(&mut self) -> std::io::Result<Option<Region>> {
+        use nix::unistd::{Whence, lseek};
+        let at = self.position as nix::libc::off_t;
+        match lseek(&self.file, at, Whence::SeekData) {
+            Ok(data) if data > at => Ok(Some(Region { hole: true, end: data as u64 })),
+            Ok(_) => match lseek(&self.file, at, Whence::SeekHole) {
+                Ok(hole) if hole > at => Ok(Some(Region { hole: false, end: hole as u64 })),
+                // Data that ends where it starts: the file shrank meanwhile.
+                Ok(_) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            // No data at or after `position`: a hole up to the end of the file, if any is left.
+            Err(nix::errno::Errno::ENXIO) => {
+                let len = self.file.metadata()?.len();
+                Ok((len > self.position).then_some(Region { hole: true, end: len }))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads from a file that may have holes: zeros for a hole, `pread` for data.
+    fn read_sparse(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        let Some(mut region) = self.region else { return Ok(None) };
+        if self.position >= region.end {
+            region = match self.find_region() {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(Some(0)),
+                Err(_) => {
+                    // The file system cannot say where the holes are: read it plainly from here.
+                    use std::io::Seek;
+                    self.region = None;
+                    self.file.seek(std::io::SeekFrom::Start(self.position))?;
+                    return Ok(None);
+                }
+            };
+            self.region = Some(region);
+        }
+        let want = buf.len().min(usize::try_from(region.end - self.position).unwrap_or(usize::MAX));
+        let n = if region.hole {
+            buf[..want].fill(0);
+            want
+        } else {
+            use std::os::unix::fs::FileExt;
+            self.file.read_at(&mut buf[..want], self.position)?
+        };
+        self.position += n as u64;
+        Ok(Some(n))
     }
 }
 
 impl Read for ReadingAhead {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(n) = self.read_sparse(buf)? {
+            return Ok(n);
+        }
         if self.position + Self::AHEAD / 2 >= self.hinted_to {
             let from = self.hinted_to.max(self.position);
             let to = self.position + Self::AHEAD;
@@ -982,7 +1204,7 @@ fn fill(reader: &mut (dyn Read + Send), buf: &mut [u8]) -> std::io::Result<(usiz
 /// Sums the sizes of the files below `sources` (for the progress bar's ETA).
 fn scan_total(sources: &[PathBuf], excludes: &PatternSet) -> u64 {
     fn walk(p: &Path, excludes: &PatternSet, total: &mut u64) {
-        if !excludes.is_empty() && excludes.matches(&p.to_string_lossy()) {
+        if !excludes.is_empty() && excludes.matches(p) {
             return;
         }
         let Ok(meta) = std::fs::symlink_metadata(p) else { return };

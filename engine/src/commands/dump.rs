@@ -15,7 +15,13 @@ const WINDOW: usize = 8;
 
 /// Writes the file at `path` in snapshot `spec` to `out`. A closed output (`| head`) is
 /// [`ErrorKind::OutputClosed`], which callers treat as a quiet end.
-pub fn dump(repo: &Repository, spec: &str, path: &str, filter: &SnapshotFilter, out: &mut dyn Write) -> Result<u64> {
+pub fn dump(
+    repo: &Repository,
+    spec: &str,
+    path: &std::ffi::OsStr,
+    filter: &SnapshotFilter,
+    out: &mut dyn Write,
+) -> Result<u64> {
     let (_, snapshot) = find_snapshot(repo, spec, filter)?;
     repo.sync_index()?;
     let (node, walked) = find_node(repo, &snapshot, path)?;

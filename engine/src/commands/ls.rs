@@ -49,7 +49,7 @@ impl LsEntry {
 pub fn ls(
     repo: &Repository,
     spec: &str,
-    path: &str,
+    path: &std::ffi::OsStr,
     filter: &SnapshotFilter,
     each: &mut dyn FnMut(&LsEntry) -> Result<()>,
 ) -> Result<cairn_format::SnapshotId> {

@@ -50,7 +50,7 @@ pub struct RestoreOptions {
     /// `latest`, an id or a unique prefix.
     pub snapshot: String,
     /// A path inside the snapshot whose contents are restored; `/` for everything.
-    pub subpath: String,
+    pub subpath: std::ffi::OsString,
     pub target: PathBuf,
     pub includes: Vec<String>,
     pub excludes: Vec<String>,

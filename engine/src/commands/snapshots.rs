@@ -107,7 +107,8 @@ pub fn find_snapshot(repo: &Repository, spec: &str, filter: &SnapshotFilter) -> 
 
 /// Finds the entry at `path` inside a snapshot (`/` or empty for the root). Returns the node and
 /// its normalised path. The root is returned as a folder node named `/`.
-pub fn find_node(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<(Node, String)> {
+/// `path` is raw bytes on Unix: a name that is not UTF-8 is found as it was stored.
+pub fn find_node(repo: &Repository, snapshot: &Snapshot, path: impl AsRef<std::ffi::OsStr>) -> Result<(Node, String)> {
     let mut node = Node {
         name: b"/".to_vec(),
         kind: NodeKind::Dir { subtree: snapshot.tree },
@@ -125,15 +126,16 @@ pub fn find_node(repo: &Repository, snapshot: &Snapshot, path: &str) -> Result<(
         xattrs: Vec::new(),
     };
     let mut walked = String::new();
-    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+    use std::os::unix::ffi::OsStrExt;
+    for part in path.as_ref().as_bytes().split(|&b| b == b'/').filter(|p| !p.is_empty() && *p != b".") {
         let NodeKind::Dir { subtree } = node.kind else {
             return Err(Error::new(ErrorKind::NotFound, format!("{walked} is not a folder in the snapshot")));
         };
         let tree = repo.load_tree(subtree)?;
         walked.push('/');
-        walked.push_str(part);
+        walked.push_str(&String::from_utf8_lossy(part));
         node = tree
-            .get(part.as_bytes())
+            .get(part)
             .cloned()
             .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{walked} is not in the snapshot")))?;
     }
