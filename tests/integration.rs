@@ -6,6 +6,7 @@ mod support;
 mod backup_options;
 mod check;
 mod crash;
+mod crash_points;
 mod damage;
 mod dedup;
 mod durability;
