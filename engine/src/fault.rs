@@ -3,8 +3,9 @@
 //! end-to-end tests enable; in any other build every hook is an empty inline function, so no
 //! environment variable can make a user's `cairn` misbehave.
 //!
-//! Every operation of [`crate::backend::Backend`] calls [`before`] first (and a write or delete
-//! calls [`after`] once it is durable). Operations are numbered from 1 in the order they start, in
+//! Every storage operation of [`crate::backend::Backend`] calls [`before`] first (and a write or
+//! delete calls [`after`] once it is durable); only the read-ahead hint and `init`'s creation of
+//! empty folders are left out. Operations are numbered from 1 in the order they start, in
 //! two counts: *mutating* ones (write, delete: the only ones that change what a crash leaves
 //! behind) and *all* ones (also read, list, stat). `CAIRN_FAULT`, read once at the first
 //! operation, holds comma-separated settings:
