@@ -7,6 +7,7 @@ mod backup_input;
 mod backup_options;
 mod check;
 mod crash;
+mod crash_points;
 mod damage;
 mod dedup;
 mod durability;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use opendal::{ErrorKind as DalKind, Operator};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::fault::{self, Op};
 
 /// The kinds of file in a repository and the folder each lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,6 +148,7 @@ impl Backend {
     /// Reads a whole object.
     pub fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>> {
         let path = ft.path(name);
+        fault::before(Op::Read, &path)?;
         self.runtime
             .block_on(self.op.read(&path))
             .map(|b| b.to_vec())
@@ -157,6 +159,7 @@ impl Backend {
     /// it read them in one piece, as the local file system does).
     pub fn read_range(&self, ft: FileType, name: &str, offset: u64, len: u64) -> Result<bytes::Bytes> {
         let path = ft.path(name);
+        fault::before(Op::Read, &path)?;
         let buf = self
             .runtime
             .block_on(self.op.read_with(&path).range(offset..offset + len).into_future())
@@ -172,6 +175,7 @@ impl Backend {
     /// full disk that file would hold the very room the next command needs).
     pub fn write(&self, ft: FileType, name: &str, bytes: Vec<u8>) -> Result<()> {
         let path = ft.path(name);
+        fault::before(Op::Write, &path)?;
         self.runtime
             .block_on(async {
                 let mut writer = self.op.writer(&path).await?;
@@ -186,7 +190,9 @@ impl Backend {
                 written
             })
             .map_err(|e| dal_error(format!("writing {path}"), e))?;
-        self.sync_folder_of(&path)
+        self.sync_folder_of(&path)?;
+        fault::after(Op::Write, &path);
+        Ok(())
     }
 
     /// Makes a new name in a local folder durable: the file system's `fsync` of the written file
@@ -204,6 +210,7 @@ impl Backend {
     /// Size of an object, or `None` when it does not exist.
     pub fn stat(&self, ft: FileType, name: &str) -> Result<Option<u64>> {
         let path = ft.path(name);
+        fault::before(Op::Stat, &path)?;
         match self.runtime.block_on(self.op.stat(&path)) {
             Ok(m) => Ok(Some(m.content_length())),
             Err(e) if e.kind() == DalKind::NotFound => Ok(None),
@@ -214,7 +221,10 @@ impl Backend {
     /// Deletes an object; deleting a missing object succeeds.
     pub fn delete(&self, ft: FileType, name: &str) -> Result<()> {
         let path = ft.path(name);
-        self.runtime.block_on(self.op.delete(&path)).map_err(|e| dal_error(format!("deleting {path}"), e))
+        fault::before(Op::Delete, &path)?;
+        self.runtime.block_on(self.op.delete(&path)).map_err(|e| dal_error(format!("deleting {path}"), e))?;
+        fault::after(Op::Delete, &path);
+        Ok(())
     }
 
     /// Tells the storage that `len` bytes at `offset` of an object will be read soon, so that the
@@ -264,6 +274,7 @@ impl Backend {
     /// Lists every object of a type with its size.
     pub fn list(&self, ft: FileType) -> Result<Vec<ObjectInfo>> {
         let dir = ft.dir();
+        fault::before(Op::List, dir)?;
         let entries = self.runtime.block_on(async {
             match self.op.list_with(dir).recursive(true).into_future().await {
                 Ok(v) => Ok(v),
@@ -304,6 +315,7 @@ impl Backend {
     pub fn clean_temporary(&self, min_age: std::time::Duration) -> Result<usize> {
         let Some(root) = self.local_root() else { return Ok(0) };
         let dir = root.join(TEMP_DIR);
+        fault::before(Op::List, TEMP_DIR)?;
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
         let mut removed = 0;
         for e in entries.flatten() {
@@ -352,6 +364,7 @@ impl Backend {
             Location::Local(root) => {
                 use std::io::Read;
                 let path = ft.path(name);
+                fault::before(Op::Read, &path)?;
                 let mut file = std::fs::File::open(root.join(&path)).map_err(|e| {
                     let kind =
                         if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Io };

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cancel;
 pub mod commands;
 pub mod error;
+mod fault;
 pub mod filter;
 pub mod lock;
 pub mod pack_saver;

@@ -453,8 +453,15 @@ fn unlock(backend: &Backend, password: &[u8]) -> Result<(MasterKey, KeyId)> {
         return Err(Error::corrupt("the repository has no key files (keys/ is empty); it cannot be opened"));
     }
     let mut decodable = 0;
+    let mut read_error = None;
     for k in &keys {
-        let Ok(bytes) = backend.read(FileType::Key, &k.name) else { continue };
+        let bytes = match backend.read(FileType::Key, &k.name) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                read_error.get_or_insert(e);
+                continue;
+            }
+        };
         let Ok(file) = KeyFile::decode(&bytes) else { continue };
         decodable += 1;
         if let Ok(master) = file.unlock(password) {
@@ -462,6 +469,10 @@ fn unlock(backend: &Backend, password: &[u8]) -> Result<(MasterKey, KeyId)> {
         }
     }
     if decodable == 0 {
+        // A key file that could not be read is not a damaged one: say what failed.
+        if let Some(e) = read_error {
+            return Err(e);
+        }
         return Err(Error::corrupt("no key file in keys/ could be read (all damaged)"));
     }
     Err(Error::new(
