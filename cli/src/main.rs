@@ -86,6 +86,10 @@ enum Command {
     Repair(commands::repair::Args),
     /// Manage key files and passwords
     Key(commands::key::Args),
+    /// Show what changed between two snapshots
+    Diff(commands::diff::Args),
+    /// Find files (or the users of a blob or tree) in snapshots
+    Find(commands::find::Args),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,8 @@ fn main() -> ExitCode {
         Command::Key(a) => commands::key::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
+        Command::Diff(a) => commands::diff::run(&cli.global, a),
+        Command::Find(a) => commands::find::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,7 +3,9 @@
 pub mod backup;
 pub mod cat;
 pub mod check;
+pub mod diff;
 pub mod dump;
+pub mod find;
 pub mod forget;
 pub mod init;
 pub mod key;
