@@ -90,6 +90,8 @@ enum Command {
     Diff(commands::diff::Args),
     /// Find files (or the users of a blob or tree) in snapshots
     Find(commands::find::Args),
+    /// Count the size of snapshots, and what each one alone costs
+    Stats(commands::stats::Args),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
         Command::Prune(a) => commands::prune::run(&cli.global, a),
         Command::Diff(a) => commands::diff::run(&cli.global, a),
         Command::Find(a) => commands::find::run(&cli.global, a),
+        Command::Stats(a) => commands::stats::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -14,6 +14,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod stats;
 
 use std::path::PathBuf;
 

@@ -14,3 +14,4 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod stats;
