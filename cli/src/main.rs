@@ -92,6 +92,8 @@ enum Command {
     Find(commands::find::Args),
     /// Count the size of snapshots, and what each one alone costs
     Stats(commands::stats::Args),
+    /// Add, remove or set the tags of snapshots
+    Tag(commands::tag::Args),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +114,7 @@ fn main() -> ExitCode {
         Command::Diff(a) => commands::diff::run(&cli.global, a),
         Command::Find(a) => commands::find::run(&cli.global, a),
         Command::Stats(a) => commands::stats::run(&cli.global, a),
+        Command::Tag(a) => commands::tag::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

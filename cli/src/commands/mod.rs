@@ -15,6 +15,7 @@ pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
+pub mod tag;
 
 use std::path::PathBuf;
 
