@@ -94,6 +94,8 @@ enum Command {
     Stats(commands::stats::Args),
     /// Add, remove or set the tags of snapshots
     Tag(commands::tag::Args),
+    /// Drop paths from existing snapshots
+    Rewrite(commands::rewrite::Args),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         Command::Find(a) => commands::find::run(&cli.global, a),
         Command::Stats(a) => commands::stats::run(&cli.global, a),
         Command::Tag(a) => commands::tag::run(&cli.global, a),
+        Command::Rewrite(a) => commands::rewrite::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
