@@ -149,7 +149,7 @@ pub fn select_snapshots(
     repo: &Repository,
     specs: &[String],
     filter: &SnapshotFilter,
-) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Error>)> {
+) -> Result<(Vec<crate::repository::SnapshotEntry>, Vec<Error>)> {
     let (all, damaged) = repo.load_snapshots()?;
     let candidates: Vec<(SnapshotId, Snapshot)> = all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
     if specs.is_empty() {
