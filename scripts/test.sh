@@ -13,6 +13,8 @@ command -v restic >/dev/null || need+=(restic)
 command -v script >/dev/null || need+=(bsdutils)
 # strace: the order of fsync and rename that makes objects durable is checked on a real backup.
 command -v strace >/dev/null || need+=(strace)
+# fuse3 (fusermount3): the mount tests serve a real FUSE file system.
+command -v fusermount3 >/dev/null || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -12,6 +12,7 @@ mod dedup;
 mod durability;
 mod errors;
 mod interrupt;
+mod mount;
 mod passwords;
 mod restic_parity;
 mod retention;

@@ -96,6 +96,8 @@ enum Command {
     Tag(commands::tag::Args),
     /// Drop paths from existing snapshots
     Rewrite(commands::rewrite::Args),
+    /// Mount the repository as a read-only file system
+    Mount(commands::mount::Args),
 }
 
 fn main() -> ExitCode {
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => commands::stats::run(&cli.global, a),
         Command::Tag(a) => commands::tag::run(&cli.global, a),
         Command::Rewrite(a) => commands::rewrite::run(&cli.global, a),
+        Command::Mount(a) => commands::mount::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
