@@ -133,3 +133,61 @@ fn mount_serves_every_snapshot_in_restics_layout_and_reads_at_any_offset() {
     assert!(!Mount::is_mounted(&at), "still mounted after SIGTERM");
     assert!(names(&at).is_empty());
 }
+
+/// Finds the file of a pack below the repository's data folder.
+fn pack_file(repo: &TestRepo, pack: &str) -> PathBuf {
+    let mut found = None;
+    crate::support::fstree::walk(&repo.repo_path().join("data"), &mut |p, _| {
+        if p.file_name().and_then(|n| n.to_str()) == Some(pack) {
+            found = Some(p.to_path_buf());
+        }
+    });
+    found.unwrap_or_else(|| panic!("pack {pack} not found"))
+}
+
+#[test]
+fn mount_gives_eio_for_a_damaged_chunk_only_and_ends_when_unmounted_from_outside() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    write_random_file(&src.join("damaged.bin"), 3, 100_000);
+    std::fs::write(src.join("fine.txt"), b"still readable").expect("write");
+    backup(&repo, &src, "2026-11-01 10:00:00", "t");
+
+    // Flip a byte inside the one 100 000-byte data blob.
+    let index_dir = repo.repo_path().join("index");
+    let index = std::fs::read_dir(&index_dir).expect("index").next().expect("one index file").expect("entry");
+    let v = repo.json(&["cat", "index", index.file_name().to_str().expect("name")]);
+    let (pack, offset) = v["index"]["packs"]
+        .as_array()
+        .expect("packs")
+        .iter()
+        .find_map(|p| {
+            p["blobs"]
+                .as_array()
+                .expect("blobs")
+                .iter()
+                .find(|b| b["plain_len"] == 100_000)
+                .map(|b| (p["id"].as_str().expect("pack id").to_owned(), b["offset"].as_u64().expect("offset")))
+        })
+        .expect("the blob of damaged.bin");
+    let path = pack_file(&repo, &pack);
+    let mut perms = std::fs::metadata(&path).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&path, perms).expect("chmod");
+    let mut bytes = std::fs::read(&path).expect("read pack");
+    bytes[offset as usize + 500] ^= 0xff;
+    std::fs::write(&path, bytes).expect("write pack");
+
+    let at = repo.scratch("mnt");
+    let mut mount = Mount::start(&repo, &at);
+    let snap = restored_path(&at.join("snapshots/latest"), &src);
+    assert_eq!(std::fs::read(snap.join("fine.txt")).expect("the undamaged file reads"), b"still readable");
+    let err = std::fs::read(snap.join("damaged.bin")).expect_err("the damaged file must not read");
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EIO), "{err}");
+
+    // An unmount from outside ends the process, successfully.
+    let status = std::process::Command::new("umount").arg(&at).status().expect("umount");
+    assert!(status.success());
+    let status = mount.child.wait().expect("wait");
+    assert!(status.success(), "cairn mount ended with {status}");
+}

@@ -53,6 +53,10 @@ pub struct Mounted {
 impl Mounted {
     /// Unmounts and waits for the serving thread.
     pub fn unmount(self) -> Result<()> {
+        if self.is_finished() {
+            // Unmounted from outside: only the serving thread is left to join.
+            return self.session.join().map_err(|e| Error::io("ending the mount", e));
+        }
         self.session.umount_and_join().map_err(|e| Error::io("unmounting", e))
     }
 
