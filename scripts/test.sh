@@ -16,6 +16,8 @@ command -v strace >/dev/null || need+=(strace)
 # attr, acl: extended attributes and POSIX ACLs are set and compared with setfattr/getfattr, setfacl/getfacl.
 command -v setfattr >/dev/null || need+=(attr)
 command -v setfacl >/dev/null || need+=(acl)
+# fuse3 (fusermount3): the mount tests serve a real FUSE file system.
+command -v fusermount3 >/dev/null || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

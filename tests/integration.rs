@@ -5,6 +5,7 @@ mod support;
 
 mod backup_input;
 mod backup_options;
+mod browse;
 mod check;
 mod crash;
 mod crash_points;
@@ -14,6 +15,7 @@ mod durability;
 mod errors;
 mod hostile;
 mod interrupt;
+mod mount;
 mod passwords;
 mod restic_parity;
 mod restore_safety;

@@ -86,6 +86,18 @@ enum Command {
     Repair(commands::repair::Args),
     /// Manage key files and passwords
     Key(commands::key::Args),
+    /// Show what changed between two snapshots
+    Diff(commands::diff::Args),
+    /// Find files (or the users of a blob or tree) in snapshots
+    Find(commands::find::Args),
+    /// Count the size of snapshots, and what each one alone costs
+    Stats(commands::stats::Args),
+    /// Add, remove or set the tags of snapshots
+    Tag(commands::tag::Args),
+    /// Drop paths from existing snapshots
+    Rewrite(commands::rewrite::Args),
+    /// Mount the repository as a read-only file system
+    Mount(commands::mount::Args),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +115,12 @@ fn main() -> ExitCode {
         Command::Key(a) => commands::key::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
+        Command::Diff(a) => commands::diff::run(&cli.global, a),
+        Command::Find(a) => commands::find::run(&cli.global, a),
+        Command::Stats(a) => commands::stats::run(&cli.global, a),
+        Command::Tag(a) => commands::tag::run(&cli.global, a),
+        Command::Rewrite(a) => commands::rewrite::run(&cli.global, a),
+        Command::Mount(a) => commands::mount::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -76,3 +76,58 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A path as restic prints it: unchanged when every character is printable, otherwise quoted and
+/// escaped like Go's `strconv.Quote` (`"a\nb"`, `"\x1b[31m"`), so that a file name cannot break a
+/// listing into lines or send escape sequences to the terminal.
+pub fn quote(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() || c == '\u{fffd}') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x80 && c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    std::borrow::Cow::Owned(out)
+}
+
+/// Printing from inside a streaming engine call: a failed write (a closed pipe) stops the engine,
+/// and [`Sink::finish`] returns that failure rather than the engine's "interrupted", so
+/// `cairn diff ... | head` ends quietly.
+#[derive(Debug, Default)]
+pub struct Sink {
+    failure: Option<anyhow::Error>,
+}
+
+impl Sink {
+    /// Turns the result of a write into an error that stops the engine.
+    pub fn put(&mut self, written: Result<()>) -> cairn_engine::Result<()> {
+        written.map_err(|err| {
+            self.failure = Some(err);
+            cairn_engine::Error::new(cairn_engine::ErrorKind::Interrupted, "output closed")
+        })
+    }
+
+    /// The engine's result, or the write failure that stopped it.
+    pub fn finish<T>(self, result: cairn_engine::Result<T>) -> Result<T> {
+        match self.failure {
+            Some(f) => Err(f),
+            None => Ok(result?),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! `cairn ls`.
 
 use anyhow::Result;
+use cairn_engine::commands::ls::LsEntry;
 
 use super::FilterArgs;
 use crate::{GlobalArgs, exit, output};
@@ -19,7 +20,9 @@ pub struct Args {
     pub filter: FilterArgs,
 }
 
-fn mode_string(kind: &str, mode: u32) -> String {
+/// The `ls -l` mode string, with the setuid, setgid and sticky bits shown as `ls -l` shows them
+/// (`s`/`S` in the owner's and group's execute place, `t`/`T` in the others').
+pub fn mode_string(kind: &str, mode: u32) -> String {
     let t = match kind {
         "dir" => 'd',
         "symlink" => 'l',
@@ -30,34 +33,44 @@ fn mode_string(kind: &str, mode: u32) -> String {
         _ => '-',
     };
     let mut s = String::from(t);
-    for shift in [6, 3, 0] {
+    for (shift, special, set) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
         let bits = (mode >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+        s.push(match (bits & 1 != 0, mode & special != 0) {
+            (true, true) => set,
+            (false, true) => set.to_ascii_uppercase(),
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
     }
     s
+}
+
+/// One entry as `ls --long` prints it; names are quoted when they hold control characters.
+pub fn long_line(e: &LsEntry) -> String {
+    let owner = if e.user.is_empty() { e.uid.to_string() } else { e.user.clone() };
+    let group = if e.group.is_empty() { e.gid.to_string() } else { e.group.clone() };
+    let link = e.link_target.as_ref().map(|t| format!(" -> {}", output::quote(t))).unwrap_or_default();
+    format!(
+        "{} {owner:>8} {group:>8} {:>12} {} {}{link}",
+        mode_string(e.kind, e.mode),
+        e.size,
+        output::time(e.mtime_ns),
+        output::quote(&e.path)
+    )
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     let repo = super::open(global)?;
     let mut failure: Option<anyhow::Error> = None;
-    let mut each = |e: &cairn_engine::commands::ls::LsEntry| -> cairn_engine::Result<()> {
+    let mut each = |e: &LsEntry| -> cairn_engine::Result<()> {
         let printed = if global.json {
             output::json(e)
         } else if args.long {
-            let owner = if e.user.is_empty() { e.uid.to_string() } else { e.user.clone() };
-            let group = if e.group.is_empty() { e.gid.to_string() } else { e.group.clone() };
-            let link = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
-            output::line(&format!(
-                "{} {owner:>8} {group:>8} {:>12} {} {}{link}",
-                mode_string(e.kind, e.mode),
-                e.size,
-                output::time(e.mtime_ns),
-                e.path
-            ))
+            output::line(&long_line(e))
         } else {
-            output::line(&e.path)
+            output::line(&output::quote(&e.path))
         };
         printed.map_err(|err| {
             failure = Some(err);

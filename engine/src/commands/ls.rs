@@ -26,7 +26,7 @@ pub struct LsEntry {
 }
 
 impl LsEntry {
-    fn new(path: String, n: &Node) -> Self {
+    pub fn new(path: String, n: &Node) -> Self {
         LsEntry {
             path,
             kind: n.kind.name(),

@@ -3,15 +3,21 @@
 pub mod backup;
 pub mod cat;
 pub mod check;
+pub mod diff;
 pub mod dump;
+pub mod find;
 pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod mount;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod rewrite;
 pub mod snapshots;
+pub mod stats;
+pub mod tag;
 
 /// Deepest folder nesting that walks over a snapshot's trees follow. A Linux path holds at most
 /// 4096 bytes, so no folder that can be backed up or restored is this deep; a hostile tree chain

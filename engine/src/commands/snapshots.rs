@@ -144,3 +144,27 @@ pub fn find_node(repo: &Repository, snapshot: &Snapshot, path: impl AsRef<std::f
     }
     Ok((node, walked))
 }
+
+/// The snapshots a command works on: those named in `specs` (`latest`, ids or prefixes, among
+/// those passing `filter`), or every snapshot passing `filter` when none is named; oldest first,
+/// each once. Also returns the snapshot files that could not be read.
+pub fn select_snapshots(
+    repo: &Repository,
+    specs: &[String],
+    filter: &SnapshotFilter,
+) -> Result<(Vec<crate::repository::SnapshotEntry>, Vec<Error>)> {
+    let (all, damaged) = repo.load_snapshots()?;
+    let candidates: Vec<(SnapshotId, Snapshot)> = all.into_iter().filter(|(_, s)| filter.matches(s)).collect();
+    if specs.is_empty() {
+        return Ok((candidates, damaged));
+    }
+    let mut chosen: Vec<(SnapshotId, Snapshot)> = Vec::new();
+    for spec in specs {
+        let found = repo.resolve_snapshot(spec, &candidates)?;
+        if !chosen.iter().any(|c| c.0 == found.0) {
+            chosen.push(found.clone());
+        }
+    }
+    chosen.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
+    Ok((chosen, damaged))
+}
