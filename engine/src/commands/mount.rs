@@ -132,6 +132,7 @@ fn folder_node(name: &[u8], time_ns: i64) -> Node {
         device: 0,
         links: 2,
         size: 0,
+        xattrs: Vec::new(),
     }
 }
 
