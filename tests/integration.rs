@@ -4,6 +4,7 @@
 mod support;
 
 mod backup_options;
+mod cache_storage;
 mod check;
 mod crash;
 mod damage;
