@@ -54,8 +54,12 @@ fn succeeds(repo: &TestRepo, args: &[&str]) -> String {
 }
 
 fn restore_and_compare(repo: &TestRepo, src: &Path, target_name: &str) -> String {
+    restore_snapshot_and_compare(repo, "latest", src, target_name)
+}
+
+fn restore_snapshot_and_compare(repo: &TestRepo, snapshot: &str, src: &Path, target_name: &str) -> String {
     let target = repo.dir.path().join(target_name);
-    let stderr = succeeds(repo, &["restore", "latest", "--verify", "--target", target.to_str().expect("UTF-8")]);
+    let stderr = succeeds(repo, &["restore", snapshot, "--verify", "--target", target.to_str().expect("UTF-8")]);
     assert_same_tree(src, &restored_path(&target, src));
     stderr
 }
@@ -382,11 +386,22 @@ fn restore_and_dump_read_another_copy_when_a_blob_copy_is_damaged_or_its_pack_mi
     let second: Vec<PathBuf> = packs(&repo).into_iter().filter(|p| !first.contains(p)).collect();
     assert!(!first.is_empty() && !second.is_empty());
 
+    let snapshots: Vec<String> = repo
+        .json(&["snapshots"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(snapshots.len(), 2);
     let file = format!("{}/big.bin", src.display());
     let expected = std::fs::read(src.join("big.bin")).expect("read");
-    // Whichever copy a reader looks at first, one round damages it: the first set goes missing,
-    // then the second set is overwritten with garbage.
+    // Whichever copy a reader looks at first, one round damages it: the first set goes missing
+    // (the second snapshot is read), then the second set is overwritten with garbage (the first
+    // snapshot is read). Each snapshot's own trees may sit only in its own packs; its file data
+    // has a copy in both.
     for (round, set) in [&first, &second].into_iter().enumerate() {
+        let snapshot = &snapshots[1 - round];
         let saved: Vec<(PathBuf, Vec<u8>)> = set.iter().map(|p| (p.clone(), std::fs::read(p).expect("read"))).collect();
         for (p, bytes) in &saved {
             if round == 0 {
@@ -396,8 +411,8 @@ fn restore_and_dump_read_another_copy_when_a_blob_copy_is_damaged_or_its_pack_mi
             }
         }
         let _ = std::fs::remove_dir_all(repo.cache_path());
-        restore_and_compare(&repo, &src, &format!("out{round}"));
-        let out = repo.cairn().args(["dump", "latest", &file]).output().expect("runs");
+        restore_snapshot_and_compare(&repo, snapshot, &src, &format!("out{round}"));
+        let out = repo.cairn().args(["dump", snapshot, &file]).output().expect("runs");
         assert!(out.status.success(), "dump: {}", String::from_utf8_lossy(&out.stderr));
         assert!(out.stdout == expected, "dump gave other bytes");
         for (p, bytes) in saved {

@@ -86,6 +86,8 @@ enum Command {
     Repair(commands::repair::Args),
     /// Manage key files and passwords
     Key(commands::key::Args),
+    /// Remove stale locks (with --remove-all, every lock)
+    Unlock(commands::unlock::Args),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
         Command::Key(a) => commands::key::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
+        Command::Unlock(a) => commands::unlock::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

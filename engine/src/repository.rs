@@ -349,13 +349,31 @@ impl Repository {
         if loc.entry.kind != kind {
             return Err(Error::corrupt(format!("blob {} is indexed as the wrong kind", id.short())));
         }
-        if kind == BlobKind::Tree
+        let read = if kind == BlobKind::Tree
             && let Some(pack) = self.tree_pack(loc.pack)?
             && let Some(sealed) = pack.get(loc.entry.offset as usize..loc.entry.end() as usize)
         {
-            return self.open_blob_at(&loc, sealed);
+            self.open_blob_at(&loc, sealed)
+        } else {
+            self.read_blob_at(&loc)
+        };
+        read.or_else(|failed| self.read_other_copies(&loc, failed))
+    }
+
+    /// Reads a blob from another copy the index knows, after the copy at `loc` could not be read
+    /// or opened (`failed`): a blob stored twice (two backups that ran at once both stored it)
+    /// survives the loss of one pack. Returns `failed` when no other copy reads.
+    pub fn read_other_copies(&self, loc: &BlobLocation, failed: Error) -> Result<Vec<u8>> {
+        let others = self.cache().locate_all(&loc.entry.id)?;
+        for other in others {
+            if (other.pack, other.entry.offset) == (loc.pack, loc.entry.offset) || other.entry.kind != loc.entry.kind {
+                continue;
+            }
+            if let Ok(data) = self.read_blob_at(&other) {
+                return Ok(data);
+            }
         }
-        self.read_blob_at(&loc)
+        Err(failed)
     }
 
     /// A small tree pack's bytes, read whole once and kept for the next trees; `None` for a large
