@@ -336,12 +336,14 @@ fn a_backup_stops_when_its_lock_is_removed_under_it() {
     let chunk = vec![0u8; 1 << 20];
     stdin.write_all(&chunk).expect("write");
     wait_for_lock(&repo, &mut child, 1);
-    for l in lock_files(&repo) {
-        std::fs::remove_file(l).expect("remove the lock");
-    }
-    // Keep the backup fed until it gives up; it must, long before a gigabyte.
+    // Keep the backup fed until it gives up; it must, long before a gigabyte. The lock is removed
+    // again each time: a refresh that checked for the file just before a removal writes it anew
+    // (as it would for an operator's `rm`), and only the next check sees it gone.
     let mut fed = 0u64;
     while child.try_wait().expect("poll").is_none() {
+        for l in lock_files(&repo) {
+            let _ = std::fs::remove_file(l);
+        }
         if stdin.write_all(&chunk).is_err() {
             break;
         }
