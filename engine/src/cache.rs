@@ -59,7 +59,7 @@ pub struct Cache {
 
 /// The version of the cache's layout, kept in SQLite's `user_version`. A cache of any other version
 /// (older, newer, or 0: made before versions were kept) is rebuilt from the repository; a future
-/// change that can convert a cache in place adds its step to [`migrate`] and raises this.
+/// change that can convert a cache in place adds its step to `migrate` and raises this.
 pub const CACHE_VERSION: i32 = 1;
 
 const SCHEMA: &str = "
