@@ -142,7 +142,8 @@ impl Backend {
                 let op = Operator::new(builder).map_err(|e| dal_error(format!("opening {root}"), e))?;
                 if atomic {
                     // Partly written objects wait in this folder; only the owner may look in.
-                    restrict_folder(&path.join(TEMP_DIR))?;
+                    // Best effort: in a repository another user created, the folder is theirs.
+                    let _ = restrict_folder(&path.join(TEMP_DIR));
                 }
                 op
             }
@@ -226,7 +227,8 @@ impl Backend {
         if ft == FileType::Pack
             && let Some(folder) = full.parent()
         {
-            restrict_folder(folder)?;
+            // Best effort, as for the temporary folder: another user may have created it.
+            let _ = restrict_folder(folder);
         }
         Ok(())
     }
