@@ -6,6 +6,7 @@ mod support;
 mod backup_input;
 mod backup_options;
 mod browse;
+mod cache_storage;
 mod check;
 mod crash;
 mod crash_points;

@@ -98,6 +98,8 @@ enum Command {
     Rewrite(commands::rewrite::Args),
     /// Mount the repository as a read-only file system
     Mount(commands::mount::Args),
+    /// Remove stale locks (with --remove-all, every lock)
+    Unlock(commands::unlock::Args),
 }
 
 fn main() -> ExitCode {
@@ -121,6 +123,7 @@ fn main() -> ExitCode {
         Command::Tag(a) => commands::tag::run(&cli.global, a),
         Command::Rewrite(a) => commands::rewrite::run(&cli.global, a),
         Command::Mount(a) => commands::mount::run(&cli.global, a),
+        Command::Unlock(a) => commands::unlock::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::GlobalArgs;
 
-/// A password held only in memory.
-pub struct Password(Vec<u8>);
+/// A password held only in memory, wiped when dropped.
+pub struct Password(zeroize::Zeroizing<Vec<u8>>);
 
 impl Password {
     pub fn as_bytes(&self) -> &[u8] {
@@ -62,8 +62,10 @@ pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
     if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("enter password for repository: ").context("reading the password")?;
         if confirm {
-            let second = rpassword::prompt_password("enter password again: ").context("reading the password")?;
-            if first != second {
+            let second = zeroize::Zeroizing::new(
+                rpassword::prompt_password("enter password again: ").context("reading the password")?,
+            );
+            if first != *second {
                 bail!("the passwords do not match");
             }
         }
@@ -73,6 +75,7 @@ pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
 }
 
 fn non_empty(v: Vec<u8>) -> Result<Password> {
+    let v = zeroize::Zeroizing::new(v);
     if v.is_empty() {
         bail!("the password is empty");
     }

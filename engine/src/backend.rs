@@ -61,10 +61,27 @@ impl Location {
         if s.is_empty() {
             return Err(Error::invalid("the repository location is empty; set -r/--repo or CAIRN_REPOSITORY"));
         }
+        if let Some(scheme) = unsupported_scheme(s) {
+            return Err(Error::invalid(format!(
+                "repository location '{s}': '{scheme}:' locations are not supported yet; use a local folder (a path or local:PATH)"
+            )));
+        }
         let path = s.strip_prefix("local:").unwrap_or(s);
         let path = std::path::absolute(path).map_err(|e| Error::io(format!("resolving {path}"), e))?;
         Ok(Location::Local(path))
     }
+}
+
+/// The scheme of a location such as `s3:bucket/path` or `sftp:host:/path` that cairn cannot store
+/// to: a `scheme:` prefix of two or more letters, digits, `+`, `-` or `.` (starting with a letter),
+/// other than `local`. Such a location must never be taken for a local folder named `s3:...`.
+/// (A path meant literally can be written `./s3:...` or `local:s3:...`.)
+fn unsupported_scheme(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once(':')?;
+    let well_formed = scheme.len() >= 2
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (well_formed && scheme != "local").then_some(scheme)
 }
 
 impl std::fmt::Display for Location {
@@ -121,8 +138,15 @@ impl Backend {
                 // OpenDAL creates the temporary folder on build; do not create a repository folder
                 // as a side effect of merely looking for one.
                 let builder = opendal::services::Fs::default().root(&root);
-                let builder = if path.join("keys").is_dir() { builder.atomic_write_dir(&temp) } else { builder };
-                Operator::new(builder).map_err(|e| dal_error(format!("opening {root}"), e))?
+                let atomic = path.join("keys").is_dir();
+                let builder = if atomic { builder.atomic_write_dir(&temp) } else { builder };
+                let op = Operator::new(builder).map_err(|e| dal_error(format!("opening {root}"), e))?;
+                if atomic {
+                    // Partly written objects wait in this folder; only the owner may look in.
+                    // Best effort: in a repository another user created, the folder is theirs.
+                    let _ = restrict_folder(&path.join(TEMP_DIR));
+                }
+                op
             }
         };
         Ok(Self { op, runtime: Arc::new(runtime), location: location.clone() })
@@ -190,8 +214,28 @@ impl Backend {
                 written
             })
             .map_err(|e| dal_error(format!("writing {path}"), e))?;
+        self.restrict_object(ft, &path)?;
         self.sync_folder_of(&path)?;
         fault::after(Op::Write, &path);
+        Ok(())
+    }
+
+    /// Makes a written object (and the pack folder it may have created) private to the owner:
+    /// files 0600, folders 0700, whatever the umask (spec/layout.md). The object is already in its
+    /// final place, but it was written inside the private temporary folder of a private repository
+    /// folder, so no other user could open it meanwhile.
+    fn restrict_object(&self, ft: FileType, path: &str) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let Location::Local(root) = &self.location;
+        let full = root.join(path);
+        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(format!("restricting the permissions of {path}"), e))?;
+        if ft == FileType::Pack
+            && let Some(folder) = full.parent()
+        {
+            // Best effort, as for the temporary folder: another user may have created it.
+            let _ = restrict_folder(folder);
+        }
         Ok(())
     }
 
@@ -307,6 +351,12 @@ impl Backend {
         for dir in ["keys/", "data/", "index/", "snapshots/", "locks/"] {
             self.runtime.block_on(self.op.create_dir(dir)).map_err(|e| dal_error(format!("creating {dir}"), e))?;
         }
+        if let Some(root) = self.local_root() {
+            restrict_folder(root)?;
+            for dir in ["keys", "data", "index", "snapshots", "locks"] {
+                restrict_folder(&root.join(dir))?;
+            }
+        }
         Ok(())
     }
 
@@ -331,6 +381,18 @@ impl Backend {
         }
         Ok(removed)
     }
+}
+
+/// Sets a local folder's mode to 0700 unless it already is: repository and cache folders are the
+/// owner's alone (the repository holds key files that enable offline password guessing).
+pub(crate) fn restrict_folder(folder: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(folder).map_err(|e| Error::io(format!("looking at {}", folder.display()), e))?;
+    if meta.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(format!("restricting the permissions of {}", folder.display()), e))?;
+    }
+    Ok(())
 }
 
 fn dal_error(what: String, e: opendal::Error) -> Error {
@@ -374,5 +436,23 @@ impl Backend {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_with_a_scheme_cairn_cannot_store_to_are_refused() {
+        for s in ["s3:bucket/path", "sftp:host:/srv", "rest:http://x/", "b2:b", "azure:c", "s3+x.y-z:p"] {
+            let e = Location::parse(s).expect_err(s);
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            assert!(e.to_string().contains("not supported yet"), "{e}");
+        }
+        for s in ["/srv/repo", "repo", "./s3:bucket", "local:s3:bucket", "local:/srv/repo", "c:repo", "a b:c", "9p:x"] {
+            assert!(matches!(Location::parse(s), Ok(Location::Local(_))), "{s}");
+        }
+        assert_eq!(Location::parse("local:/srv/repo").ok(), Some(Location::Local(PathBuf::from("/srv/repo"))));
     }
 }

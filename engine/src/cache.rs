@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cairn_format::blob::{BlobKind, Compression};
@@ -56,7 +57,16 @@ pub struct Cache {
     path: Option<PathBuf>,
 }
 
+/// The version of the cache's layout, kept in SQLite's `user_version`. A cache of any other version
+/// (older, newer, or 0: made before versions were kept) is rebuilt from the repository; a future
+/// change that can convert a cache in place adds its step to `migrate` and raises this.
+pub const CACHE_VERSION: i32 = 1;
+
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS index_files (
     id BLOB PRIMARY KEY,
     supersedes BLOB NOT NULL,
@@ -135,34 +145,181 @@ fn read_ahead(db: &Path) {
     let _ = std::thread::Builder::new().name("cairn-cache-read-ahead".to_owned()).spawn(hint);
 }
 
+/// Set when SQLite reported a damaged database file: the cache file is then discarded when it is
+/// closed, so the next run rebuilds it (the run that found the damage reports it once).
+static DAMAGE_SEEN: AtomicBool = AtomicBool::new(false);
+
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+}
+
 fn sql(what: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| Error::new(ErrorKind::Io, format!("local cache ({what}): {e}"))
+    move |e| {
+        if is_damage(&e) {
+            DAMAGE_SEEN.store(true, Ordering::SeqCst);
+            return Error::new(
+                ErrorKind::Io,
+                format!(
+                    "local cache ({what}): {e}; the cache is damaged and is rebuilt from the repository on the next run"
+                ),
+            );
+        }
+        Error::new(ErrorKind::Io, format!("local cache ({what}): {e}"))
+    }
+}
+
+/// Why an existing cache file is not used as it is.
+#[derive(Debug)]
+enum Unusable {
+    /// The file is damaged, of another version, or another copy's: it is replaced.
+    Rebuild(String),
+    /// The file or its folder cannot be used at all (unwritable, not a folder...).
+    Unavailable(String),
+}
+
+/// Whether a cache of layout `version` can be brought to [`CACHE_VERSION`] in place. No step
+/// exists yet: every other version is rebuilt.
+fn migrate(version: i32) -> std::result::Result<(), String> {
+    match version {
+        CACHE_VERSION => Ok(()),
+        0 => Err("it was made by an older cairn".to_owned()),
+        v => Err(format!("it has layout version {v}, this cairn uses {CACHE_VERSION}")),
+    }
 }
 
 impl Cache {
     /// Opens (creating) the cache of the repository `repository_id` under `dir`, or an in-memory
     /// cache when `dir` is `None`.
     pub fn open(dir: Option<&Path>, repository_id: &[u8; 32]) -> Result<Self> {
-        let (conn, path) = match dir {
-            Some(dir) => {
-                let folder = dir.join(cairn_format::id::to_hex(repository_id));
-                std::fs::create_dir_all(&folder)
-                    .map_err(|e| Error::io(format!("creating cache folder {}", folder.display()), e))?;
-                let path = folder.join("cache.sqlite");
-                read_ahead(&path);
-                let conn = Connection::open(&path).map_err(sql("open"))?;
-                (conn, Some(path))
+        match Self::open_checked(dir, repository_id, b"") {
+            (cache, None) => Ok(cache),
+            (_, Some(notice)) => Err(Error::new(ErrorKind::Io, notice)),
+        }
+    }
+
+    /// Opens the cache of the repository copy `origin` (something only this copy of the repository
+    /// has, such as its folder's device and inode) and returns it with a one-line notice when it
+    /// was not used as found. The cache is only an accelerator, so this never fails:
+    /// - a damaged file, one of another layout version, or one filled from another copy of the
+    ///   repository (a `cp -a` of it has the same repository id) is deleted and rebuilt;
+    /// - when no file can be used (the folder cannot be created, the file cannot be written), the
+    ///   cache is kept in memory for this run.
+    pub fn open_checked(dir: Option<&Path>, repository_id: &[u8; 32], origin: &[u8]) -> (Self, Option<String>) {
+        let Some(dir) = dir else { return (Self::in_memory(origin), None) };
+        let folder = dir.join(cairn_format::id::to_hex(repository_id));
+        if let Err(e) = create_private_folder(&folder) {
+            let notice = format!(
+                "cannot use the local cache folder {}: {e}; going on without a cache (slower)",
+                folder.display()
+            );
+            return (Self::in_memory(origin), Some(notice));
+        }
+        let path = folder.join("cache.sqlite");
+        let reason = match Self::open_file(&path, origin) {
+            Ok(cache) => return (cache, None),
+            Err(Unusable::Rebuild(reason)) => reason,
+            Err(Unusable::Unavailable(reason)) => {
+                let notice = format!(
+                    "cannot use the local cache {}: {reason}; going on without a cache (slower)",
+                    path.display()
+                );
+                return (Self::in_memory(origin), Some(notice));
             }
-            None => (Connection::open_in_memory().map_err(sql("open"))?, None),
         };
-        conn.busy_timeout(Duration::from_secs(120)).map_err(sql("busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql("journal mode"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql("synchronous"))?;
+        discard(&path);
+        match Self::open_file(&path, origin) {
+            Ok(cache) => (
+                cache,
+                Some(format!(
+                    "the local cache {} was not usable ({reason}); rebuilt it from the repository",
+                    path.display()
+                )),
+            ),
+            Err(Unusable::Rebuild(e) | Unusable::Unavailable(e)) => {
+                let notice = format!(
+                    "the local cache {} was not usable ({reason}) and could not be rebuilt ({e}); going on without a cache (slower)",
+                    path.display()
+                );
+                (Self::in_memory(origin), Some(notice))
+            }
+        }
+    }
+
+    fn in_memory(origin: &[u8]) -> Self {
+        let conn = Connection::open_in_memory().expect("SQLite can always open an in-memory database");
+        let cache = Self { conn, path: None };
+        // An in-memory database has room for the schema; nothing else can fail here.
+        let _ = cache.prepare(origin);
+        cache
+    }
+
+    /// Opens an existing or new cache file and checks that it is usable as it is.
+    fn open_file(path: &Path, origin: &[u8]) -> std::result::Result<Self, Unusable> {
+        let unavailable = |e: rusqlite::Error| {
+            if is_damage(&e) { Unusable::Rebuild(e.to_string()) } else { Unusable::Unavailable(e.to_string()) }
+        };
+        // SQLite gives its write-ahead log and shared-memory files the mode of the database file.
+        create_private_file(path).map_err(|e| Unusable::Unavailable(e.to_string()))?;
+        read_ahead(path);
+        let conn = Connection::open(path).map_err(unavailable)?;
+        let cache = Self { conn, path: Some(path.to_path_buf()) };
+        let conn = &cache.conn;
+        conn.busy_timeout(Duration::from_secs(120)).map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+        let tables: i64 =
+            conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0)).map_err(unavailable)?;
+        if tables > 0 {
+            let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(unavailable)?;
+            migrate(version).map_err(Unusable::Rebuild)?;
+            let stored: Option<Vec<u8>> = conn
+                .query_row("SELECT value FROM meta WHERE key = 'origin'", [], |r| r.get(0))
+                .optional()
+                .map_err(unavailable)?;
+            if stored.as_deref() != Some(origin) {
+                return Err(Unusable::Rebuild("it was filled from another copy of this repository".to_owned()));
+            }
+        }
+        cache.prepare(origin).map_err(unavailable)?;
+        Ok(cache)
+    }
+
+    /// Sets the connection up and creates the schema (a no-op on a cache that has it).
+    fn prepare(&self, origin: &[u8]) -> rusqlite::Result<()> {
+        let conn = &self.conn;
+        conn.busy_timeout(Duration::from_secs(120))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Sorting and grouping over millions of rows (prune) spill to disk, not to memory.
-        conn.pragma_update(None, "temp_store", "FILE").map_err(sql("temp store"))?;
-        conn.pragma_update(None, "cache_size", -16_384).map_err(sql("cache size"))?;
-        conn.execute_batch(SCHEMA).map_err(sql("schema"))?;
-        Ok(Self { conn, path })
+        conn.pragma_update(None, "temp_store", "FILE")?;
+        conn.pragma_update(None, "cache_size", -16_384)?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(PACK_CHECKS_SCHEMA)?;
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('origin', ?1)", [origin])?;
+        conn.pragma_update(None, "user_version", CACHE_VERSION)?;
+        Ok(())
+    }
+
+    /// Whether SQLite reported a damaged cache file since the last call (and forgets it).
+    pub fn take_damage_seen() -> bool {
+        DAMAGE_SEEN.swap(false, Ordering::SeqCst)
+    }
+
+    /// Replaces this cache's file with a new, empty one (after SQLite reported it damaged). When
+    /// no new file can be made, the cache stays in memory for the rest of the run.
+    pub fn rebuild(&mut self, origin: &[u8]) -> Result<()> {
+        let Some(path) = self.path.clone() else { return Ok(()) };
+        // Closed first: SQLite must not write the old pages into the new file.
+        drop(std::mem::replace(self, Self::in_memory(origin)));
+        discard(&path);
+        match Self::open_file(&path, origin) {
+            Ok(fresh) => {
+                *self = fresh;
+                Ok(())
+            }
+            Err(Unusable::Rebuild(e) | Unusable::Unavailable(e)) => {
+                Err(Error::new(ErrorKind::Io, format!("rebuilding the local cache {}: {e}", path.display())))
+            }
+        }
     }
 
     /// The database file, when on disk.
@@ -753,6 +910,52 @@ impl Cache {
     }
 }
 
+impl Drop for Cache {
+    fn drop(&mut self) {
+        // The next run rebuilds a cache that SQLite found damaged during this one.
+        if let Some(path) = self.path.take()
+            && DAMAGE_SEEN.load(Ordering::SeqCst)
+        {
+            if let Ok(conn) = Connection::open_in_memory() {
+                drop(std::mem::replace(&mut self.conn, conn));
+            }
+            discard(&path);
+        }
+    }
+}
+
+/// Deletes a cache database and its write-ahead log and shared-memory files.
+fn discard(db: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+/// Creates a folder (and its missing parents) readable by the owner only, and makes an existing
+/// one so: the cache holds the paths, sizes and times of every file backed up.
+fn create_private_folder(folder: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(folder)?;
+    let meta = std::fs::metadata(folder)?;
+    if meta.permissions().mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Creates the database file with mode 0600 before SQLite opens it (SQLite would create it with
+/// 0644 under the usual umask), and makes an existing one 0600.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    if file.metadata()?.permissions().mode() & 0o777 != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 /// The columns `(first id, kind, compression, offset, stored_len, plain_len)` of a blob row.
 type EntryRow = (Vec<u8>, (u8, u8, u32, u32, u32));
 
@@ -1024,6 +1227,60 @@ mod tests {
         first.sync_index(|| Ok(vec![old_id, new_id]), |_| Ok(new.clone())).expect("sync");
         assert!(!first.has_blob(&BlobId::from_bytes([3; 32])).expect("lookup"));
         assert!(first.has_blob(&BlobId::from_bytes([6; 32])).expect("lookup"));
+    }
+
+    fn one_index() -> IndexFile {
+        IndexFile {
+            supersedes: Vec::new(),
+            packs: vec![IndexedPack { id: PackId::from_bytes([2; 32]), len: 10, blobs: vec![entry(3, 0)] }],
+            condemned: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_cache_of_another_layout_version_or_another_copy_is_rebuilt_and_an_unusable_folder_falls_back_to_memory() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let repo_id = [8; 32];
+        let blob = BlobId::from_bytes([3; 32]);
+        let fill = |origin: &[u8]| {
+            let (mut cache, notice) = Cache::open_checked(Some(dir.path()), &repo_id, origin);
+            cache.add_index(IndexId::from_bytes([1; 32]), &one_index()).expect("add");
+            (cache, notice)
+        };
+        let (cache, notice) = fill(b"copy a");
+        assert_eq!(notice, None, "a new cache is no news");
+        let db = cache.path().expect("on disk").to_path_buf();
+        drop(cache);
+        let (cache, notice) = Cache::open_checked(Some(dir.path()), &repo_id, b"copy a");
+        assert_eq!(notice, None);
+        assert!(cache.has_blob(&blob).expect("lookup"), "the same copy keeps its cache");
+        drop(cache);
+
+        for version in [0, CACHE_VERSION + 1] {
+            let conn = Connection::open(&db).expect("open");
+            conn.pragma_update(None, "user_version", version).expect("set version");
+            drop(conn);
+            let (cache, notice) = Cache::open_checked(Some(dir.path()), &repo_id, b"copy a");
+            assert!(notice.is_some_and(|n| n.contains("rebuilt")), "version {version}");
+            assert!(!cache.has_blob(&blob).expect("lookup"), "version {version}: nothing kept");
+            let version: i32 = cache.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+            assert_eq!(version, CACHE_VERSION);
+            drop(cache);
+            drop(fill(b"copy a"));
+        }
+
+        let (cache, notice) = Cache::open_checked(Some(dir.path()), &repo_id, b"copy b");
+        assert!(notice.is_some_and(|n| n.contains("another copy")));
+        assert!(!cache.has_blob(&blob).expect("lookup"));
+        drop(cache);
+
+        let file = dir.path().join("a file");
+        std::fs::write(&file, b"x").expect("write");
+        let (mut cache, notice) = Cache::open_checked(Some(&file), &repo_id, b"copy a");
+        assert!(notice.is_some_and(|n| n.contains("without a cache")));
+        assert_eq!(cache.path(), None);
+        cache.add_index(IndexId::from_bytes([1; 32]), &one_index()).expect("an in-memory cache works");
+        assert!(cache.has_blob(&blob).expect("lookup"));
     }
 
     #[test]

@@ -23,7 +23,28 @@ pub fn requested() -> bool {
     flag_cell().load(Ordering::SeqCst)
 }
 
-/// `Err` (of kind [`ErrorKind::Interrupted`]) once a stop was asked for.
+/// Why the engine itself asked to stop (a lock it could not keep), when it did.
+fn reason_cell() -> &'static OnceLock<String> {
+    static REASON: OnceLock<String> = OnceLock::new();
+    &REASON
+}
+
+/// Asks the running operation to stop because it cannot go on safely (its repository lock was
+/// lost); the operation then fails with `reason` (kind [`ErrorKind::Io`]) instead of
+/// "interrupted" (exit code 1, as restic's "failed to refresh lock in time"). The first reason is kept.
+pub fn abort(reason: String) {
+    let _ = reason_cell().set(reason);
+    flag_cell().store(true, Ordering::SeqCst);
+}
+
+/// `Err` once a stop was asked for: of kind [`ErrorKind::Interrupted`] for a signal, of kind
+/// [`ErrorKind::Io`] with its reason after [`abort`].
 pub fn check() -> Result<()> {
-    if requested() { Err(Error::new(ErrorKind::Interrupted, "interrupted")) } else { Ok(()) }
+    if !requested() {
+        return Ok(());
+    }
+    match reason_cell().get() {
+        Some(reason) => Err(Error::new(ErrorKind::Io, reason.clone())),
+        None => Err(Error::new(ErrorKind::Interrupted, "interrupted")),
+    }
 }

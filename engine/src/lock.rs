@@ -10,6 +10,11 @@
 //! [`HEARTBEAT`]; a lock not refreshed for [`STALE_AFTER`] — or one taken on this host by a process
 //! that no longer exists — is stale and ignored, so a process killed with SIGKILL never blocks the
 //! next run and nobody ever has to unlock by hand.
+//!
+//! Clocks of different hosts disagree: a reader counts a lock as live for [`CLOCK_SKEW`] longer
+//! than [`STALE_AFTER`], and a holder that could not refresh its lock for [`STALE_AFTER`] less
+//! [`CLOCK_SKEW`] — or finds it removed — stops its operation (through [`crate::cancel::abort`])
+//! rather than go on unprotected: a prune may already count that lock as gone.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -24,6 +29,20 @@ use crate::repository::{Repository, hostname, nonce, random_bytes, username};
 pub const HEARTBEAT: Duration = Duration::from_secs(60);
 /// A lock not refreshed for this long is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
+/// How far the clocks of two hosts sharing a repository may disagree.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(2 * 60);
+
+/// The refresh interval: [`HEARTBEAT`], or, for tests only, the milliseconds in
+/// `CAIRN_TEST_LOCK_REFRESH_MS` (so that a test sees a lost lock noticed at once). Not for use in
+/// production: the staleness rules are unchanged by it.
+fn refresh_interval() -> Duration {
+    std::env::var("CAIRN_TEST_LOCK_REFRESH_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .unwrap_or(HEARTBEAT)
+}
 
 /// A lock found in the repository.
 #[derive(Debug, Clone)]
@@ -35,7 +54,7 @@ pub struct LockEntry {
 impl LockEntry {
     /// Whether the lock still counts, at `now_ns`.
     pub fn is_live(&self, now_ns: i64) -> bool {
-        if now_ns.saturating_sub(self.lock.refreshed_ns) > STALE_AFTER.as_nanos() as i64 {
+        if now_ns.saturating_sub(self.lock.refreshed_ns) > (STALE_AFTER + CLOCK_SKEW).as_nanos() as i64 {
             return false;
         }
         if self.lock.host == hostname() && !process_exists(self.lock.pid) {
@@ -94,6 +113,39 @@ pub fn remove_stale(repo: &Repository) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// Deletes every lock file, live or not, readable or not (`cairn unlock --remove-all`): for when
+/// the operator knows that no other cairn process uses the repository. A live holder notices at
+/// its next refresh and stops. Returns how many.
+pub fn remove_all(repo: &Repository) -> Result<usize> {
+    let names: Vec<String> = repo.backend().list(FileType::Lock)?.into_iter().map(|o| o.name).collect();
+    for name in &names {
+        repo.backend().delete(FileType::Lock, name)?;
+    }
+    Ok(names.len())
+}
+
+/// One refresh of a held lock: rewrites it if it is still there. `Err` carries why the lock is
+/// lost for good (removed by someone); a failed write is `Ok(false)`, to be retried.
+fn refresh(
+    backend: &Backend,
+    key: &cairn_format::crypto::MasterKey,
+    name: &str,
+    lock: &mut Lock,
+) -> Result<bool, String> {
+    match backend.stat(FileType::Lock, name) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return Err(format!(
+                "the repository lock {} of this process was removed by another process (cairn unlock --remove-all?); stopped, as the repository is no longer protected",
+                &name[..name.len().min(8)]
+            ));
+        }
+        Err(_) => return Ok(false),
+    }
+    lock.refreshed_ns = crate::commands::backup::now_ns();
+    Ok(backend.write(FileType::Lock, name, lock.encode(key, &nonce())).is_ok())
 }
 
 #[derive(Debug, Default)]
@@ -164,16 +216,32 @@ pub fn acquire(repo: &Repository, kind: LockKind) -> Result<LockGuard> {
             (repo.backend().clone(), repo.key().clone(), name.clone(), stop.clone(), lock.clone());
         std::thread::spawn(move || {
             let mut lock = lock;
+            let interval = refresh_interval();
+            let mut last_refresh = std::time::Instant::now();
             let mut stopped = stop.stopped.lock().unwrap_or_else(|p| p.into_inner());
             loop {
-                let (guard, _) = stop.wake.wait_timeout(stopped, HEARTBEAT).unwrap_or_else(|p| p.into_inner());
+                let (guard, _) = stop.wake.wait_timeout(stopped, interval).unwrap_or_else(|p| p.into_inner());
                 stopped = guard;
                 if *stopped {
                     return;
                 }
-                lock.refreshed_ns = crate::commands::backup::now_ns();
-                // A failed refresh is retried at the next beat; the lock only goes stale after many.
-                let _ = backend.write(FileType::Lock, &name, lock.encode(&key, &nonce()));
+                match refresh(&backend, &key, &name, &mut lock) {
+                    Ok(true) => last_refresh = std::time::Instant::now(),
+                    // A failed refresh is retried at the next beat, until others may count the
+                    // lock as stale (with the clock-skew margin on their side of it).
+                    Ok(false) if last_refresh.elapsed() < STALE_AFTER - CLOCK_SKEW => {}
+                    Ok(false) => {
+                        crate::cancel::abort(format!(
+                            "the repository lock could not be refreshed for {} s; stopped, as other processes may count it as stale",
+                            last_refresh.elapsed().as_secs()
+                        ));
+                        return;
+                    }
+                    Err(reason) => {
+                        crate::cancel::abort(reason);
+                        return;
+                    }
+                }
             }
         })
     };

@@ -51,6 +51,8 @@ pub struct Repository {
     config: Config,
     cache: Mutex<Cache>,
     tree_packs: Mutex<TreePacks>,
+    /// Set when the local cache was not used as found (rebuilt, or kept in memory).
+    cache_notice: Option<String>,
 }
 
 /// Tree packs read whole, most recent last. Trees are read in walks (backup's parent, restore, ls,
@@ -144,8 +146,9 @@ impl Repository {
         backend.write(FileType::Key, &key_id.to_hex(), key_bytes)?;
         // The config is written last: a repository exists once its config does.
         backend.write(FileType::Config, "", config.encode(&key, &nonce()))?;
-        let cache = Cache::open(open.cache_dir.as_deref(), &config.repository_id)?;
-        Ok(Self { backend, key, key_id, config, cache: Mutex::new(cache), tree_packs: Mutex::default() })
+        let (cache, cache_notice) =
+            Cache::open_checked(open.cache_dir.as_deref(), &config.repository_id, &copy_identity(&backend));
+        Ok(Self { backend, key, key_id, config, cache: Mutex::new(cache), tree_packs: Mutex::default(), cache_notice })
     }
 
     /// Opens and unlocks the repository at `location` with `password`.
@@ -158,8 +161,9 @@ impl Repository {
         };
         let (key, key_id) = unlock(&backend, password)?;
         let config = Config::decode(&config_bytes, &key).map_err(|e| Error::format("reading the config", e))?;
-        let cache = Cache::open(open.cache_dir.as_deref(), &config.repository_id)?;
-        Ok(Self { backend, key, key_id, config, cache: Mutex::new(cache), tree_packs: Mutex::default() })
+        let (cache, cache_notice) =
+            Cache::open_checked(open.cache_dir.as_deref(), &config.repository_id, &copy_identity(&backend));
+        Ok(Self { backend, key, key_id, config, cache: Mutex::new(cache), tree_packs: Mutex::default(), cache_notice })
     }
 
     pub fn backend(&self) -> &Backend {
@@ -173,6 +177,12 @@ impl Repository {
     }
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Why the local cache was not used as found (rebuilt from the repository, or kept in memory
+    /// for this run), for a one-line warning.
+    pub fn cache_notice(&self) -> Option<&str> {
+        self.cache_notice.as_deref()
     }
 
     /// The local cache. Held only briefly: it serialises every user.
@@ -218,7 +228,15 @@ impl Repository {
     /// that delete (prune, repair snapshots) must refuse to go on when any is returned.
     pub fn sync_index(&self) -> Result<Vec<Error>> {
         let mut cache = self.cache();
-        Ok(cache.sync_index(|| self.list_index_ids(), |id| self.load_index(id))?.unreadable)
+        match cache.sync_index(|| self.list_index_ids(), |id| self.load_index(id)) {
+            Ok(stats) => Ok(stats.unreadable),
+            // A cache file damaged where opening it did not look: rebuilt at once, not on the next run.
+            Err(_) if Cache::take_damage_seen() => {
+                cache.rebuild(&copy_identity(&self.backend))?;
+                Ok(cache.sync_index(|| self.list_index_ids(), |id| self.load_index(id))?.unreadable)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Like [`Repository::sync_index`], but an unreadable index file is an error.
@@ -331,13 +349,31 @@ impl Repository {
         if loc.entry.kind != kind {
             return Err(Error::corrupt(format!("blob {} is indexed as the wrong kind", id.short())));
         }
-        if kind == BlobKind::Tree
+        let read = if kind == BlobKind::Tree
             && let Some(pack) = self.tree_pack(loc.pack)?
             && let Some(sealed) = pack.get(loc.entry.offset as usize..loc.entry.end() as usize)
         {
-            return self.open_blob_at(&loc, sealed);
+            self.open_blob_at(&loc, sealed)
+        } else {
+            self.read_blob_at(&loc)
+        };
+        read.or_else(|failed| self.read_other_copies(&loc, failed))
+    }
+
+    /// Reads a blob from another copy the index knows, after the copy at `loc` could not be read
+    /// or opened (`failed`): a blob stored twice (two backups that ran at once both stored it)
+    /// survives the loss of one pack. Returns `failed` when no other copy reads.
+    pub fn read_other_copies(&self, loc: &BlobLocation, failed: Error) -> Result<Vec<u8>> {
+        let others = self.cache().locate_all(&loc.entry.id)?;
+        for other in others {
+            if (other.pack, other.entry.offset) == (loc.pack, loc.entry.offset) || other.entry.kind != loc.entry.kind {
+                continue;
+            }
+            if let Ok(data) = self.read_blob_at(&other) {
+                return Ok(data);
+            }
         }
-        self.read_blob_at(&loc)
+        Err(failed)
     }
 
     /// A small tree pack's bytes, read whole once and kept for the next trees; `None` for a large
@@ -439,6 +475,17 @@ pub fn kind_name(k: BlobKind) -> &'static str {
     match k {
         BlobKind::Data => "data",
         BlobKind::Tree => "tree",
+    }
+}
+
+/// Something only this copy of the repository has, so that a cache filled from another copy with
+/// the same repository id (`cp -a repo copy`, then one of them changes) is noticed: a local
+/// repository folder's device and inode (a copy is a new folder; a rename keeps them).
+fn copy_identity(backend: &Backend) -> Vec<u8> {
+    use std::os::unix::fs::MetadataExt;
+    match backend.local_root().map(std::fs::metadata) {
+        Some(Ok(m)) => format!("local {}:{}", m.dev(), m.ino()).into_bytes(),
+        _ => backend.location().to_string().into_bytes(),
     }
 }
 

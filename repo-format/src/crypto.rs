@@ -7,6 +7,7 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::id::ID_LEN;
 use crate::wire::Reader;
@@ -53,8 +54,10 @@ impl SealKind {
     }
 }
 
-/// The repository's master secret: generated once at `init`, wrapped by every key file.
-#[derive(Clone, PartialEq, Eq)]
+/// The repository's master secret: generated once at `init`, wrapped by every key file. Wiped from
+/// memory when dropped; deliberately not comparable (`PartialEq` would invite comparisons that
+/// are not constant-time): tests compare [`MasterKey::encode_secret`].
+#[derive(Clone)]
 pub struct MasterKey {
     data_key: [u8; 32],
     id_key: [u8; 32],
@@ -67,15 +70,26 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.data_key.zeroize();
+        self.id_key.zeroize();
+        self.chunker_seed.zeroize();
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for MasterKey {}
+
 impl MasterKey {
-    /// Builds a master key from random bytes supplied by the caller.
+    /// Builds a master key from random bytes supplied by the caller (wiped here after use).
     pub fn from_random(random: [u8; MASTER_SECRET_LEN]) -> Self {
-        Self::decode_secret(&random).expect("a buffer of the exact length always decodes")
+        let random = Zeroizing::new(random);
+        Self::decode_secret(&*random).expect("a buffer of the exact length always decodes")
     }
 
-    /// The 72-byte encoding that key files wrap.
-    pub fn encode_secret(&self) -> [u8; MASTER_SECRET_LEN] {
-        let mut out = [0u8; MASTER_SECRET_LEN];
+    /// The 72-byte encoding that key files wrap, wiped when dropped.
+    pub fn encode_secret(&self) -> Zeroizing<[u8; MASTER_SECRET_LEN]> {
+        let mut out = Zeroizing::new([0u8; MASTER_SECRET_LEN]);
         out[..32].copy_from_slice(&self.data_key);
         out[32..64].copy_from_slice(&self.id_key);
         out[64..].copy_from_slice(&self.chunker_seed.to_le_bytes());

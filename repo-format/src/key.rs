@@ -9,6 +9,7 @@
 //! parameters live in the file so they can be raised later for new keys.
 
 use argon2::{Algorithm, Argon2, Params, Version};
+use zeroize::Zeroizing;
 
 use crate::crypto::{self, MASTER_SECRET_LEN, MasterKey, Nonce, SEAL_OVERHEAD, SealKind};
 use crate::object::ObjectKind;
@@ -35,9 +36,13 @@ impl KdfParams {
     pub const DEFAULT: KdfParams = KdfParams { m_cost: 64 * 1024, t_cost: 3, p_cost: 2 };
     /// Deliberately weak parameters for tests only (microseconds, not seconds).
     pub const INSECURE_FOR_TESTS: KdfParams = KdfParams { m_cost: 64, t_cost: 1, p_cost: 1 };
-    /// Upper bounds accepted when decoding, so a hostile key file cannot make an unlock allocate
-    /// unbounded memory or spin for hours: 4 GiB, 64 passes, 64 lanes.
-    pub const MAX: KdfParams = KdfParams { m_cost: 4 * 1024 * 1024, t_cost: 64, p_cost: 64 };
+    /// Upper bounds accepted when decoding (and creating), so a hostile key file cannot make an
+    /// unlock allocate more than 2 GiB or spin for minutes: 2 GiB, 16 passes, 16 lanes, and at
+    /// most [`KdfParams::MAX_WORK`] in all (spec/keys.md).
+    pub const MAX: KdfParams = KdfParams { m_cost: 2 * 1024 * 1024, t_cost: 16, p_cost: 16 };
+    /// The largest memory × passes (KiB × passes) accepted: 8 GiB of memory filled in all, e.g.
+    /// 2 GiB × 4 passes or 512 MiB × 16 (about ten seconds of one core here; the default is 192 MiB).
+    pub const MAX_WORK: u64 = 8 * 1024 * 1024;
 
     /// `m_cost` KiB and `t_cost` passes with the default lanes, fewer when the memory is too small
     /// for them (argon2id needs 8 KiB per lane).
@@ -56,18 +61,23 @@ impl KdfParams {
         if self.p_cost > Self::MAX.p_cost {
             return Err(FormatError::TooLarge { what, len: self.p_cost.into(), max: Self::MAX.p_cost.into() });
         }
+        let work = u64::from(self.m_cost) * u64::from(self.t_cost);
+        if work > Self::MAX_WORK {
+            let what = "key file's argon2id memory (KiB) x passes";
+            return Err(FormatError::TooLarge { what, len: work, max: Self::MAX_WORK });
+        }
         Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
             .map_err(|_| FormatError::Invalid { what, reason: "argon2id parameters out of range" })?;
         Ok(self)
     }
 
-    /// Derives the 32-byte key-wrapping key from a password.
-    pub fn derive(&self, password: &[u8], salt: &[u8; SALT_LEN]) -> Result<[u8; 32]> {
+    /// Derives the 32-byte key-wrapping key from a password (wiped when dropped).
+    pub fn derive(&self, password: &[u8], salt: &[u8; SALT_LEN]) -> Result<Zeroizing<[u8; 32]>> {
         let params = Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
             .map_err(|_| FormatError::Invalid { what: "key file", reason: "argon2id parameters out of range" })?;
-        let mut out = [0u8; 32];
+        let mut out = Zeroizing::new([0u8; 32]);
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(password, salt, &mut out)
+            .hash_password_into(password, salt, &mut *out)
             .map_err(|_| FormatError::Invalid { what: "key file", reason: "argon2id rejected its input" })?;
         Ok(out)
     }
@@ -116,7 +126,7 @@ impl KeyFile {
             SealKind::MasterSecret,
             &aad,
             nonce,
-            &master.encode_secret(),
+            &*master.encode_secret(),
         );
         Ok(file)
     }
@@ -168,6 +178,7 @@ impl KeyFile {
             "key file",
         )
         .map_err(|_| FormatError::WrongPassword)?;
+        let secret = Zeroizing::new(secret);
         MasterKey::decode_secret(&secret)
     }
 }
@@ -197,8 +208,8 @@ mod tests {
         let (master, kf) = sample();
         let decoded = KeyFile::decode(&kf.encode()).expect("decodes");
         assert_eq!(decoded, kf);
-        assert_eq!(decoded.unlock(b"pw"), Ok(master));
-        assert_eq!(decoded.unlock(b"wrong"), Err(FormatError::WrongPassword));
+        assert_eq!(decoded.unlock(b"pw").map(|k| *k.encode_secret()), Ok(*master.encode_secret()));
+        assert!(matches!(decoded.unlock(b"wrong"), Err(FormatError::WrongPassword)));
     }
 
     #[test]
@@ -224,7 +235,7 @@ mod tests {
             .expect("default parameters are valid");
         let decoded = KeyFile::decode(&kf.encode()).expect("decodes");
         assert_eq!(decoded.kdf, KdfParams::DEFAULT);
-        assert_eq!(decoded.unlock(b"correct horse"), Ok(master));
+        assert_eq!(decoded.unlock(b"correct horse").map(|k| *k.encode_secret()), Ok(*master.encode_secret()));
     }
 
     #[test]
@@ -239,7 +250,7 @@ mod tests {
         ] {
             let params = KdfParams { m_cost: 1024, t_cost: 2, p_cost: lanes };
             let key = params.derive(b"correct horse", &salt).expect("valid parameters");
-            assert_eq!(crate::id::to_hex(&key), expected, "{lanes} lanes");
+            assert_eq!(crate::id::to_hex(&*key), expected, "{lanes} lanes");
         }
     }
 
@@ -250,6 +261,39 @@ mod tests {
         // argon2id needs 8 KiB per lane.
         assert_eq!(KdfParams::with_costs(8, 1).p_cost, 1);
         assert!(KdfParams::with_costs(8, 1).validate().is_ok());
+    }
+
+    #[test]
+    fn secrets_are_wiped_on_drop_and_not_comparable() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<MasterKey>();
+        wiped_on_drop::<Zeroizing<[u8; 32]>>();
+        let wrapping: Zeroizing<[u8; 32]> =
+            KdfParams::INSECURE_FOR_TESTS.derive(b"pw", &[1; SALT_LEN]).expect("valid parameters");
+        assert_ne!(*wrapping, [0; 32]);
+    }
+
+    #[test]
+    fn a_key_file_demanding_unbounded_argon2_work_is_refused_before_any_work() {
+        let (_, kf) = sample();
+        let bytes = kf.encode();
+        let with = |m: u32, t: u32, p: u32| {
+            let mut b = bytes.clone();
+            b[8..12].copy_from_slice(&m.to_le_bytes());
+            b[12..16].copy_from_slice(&t.to_le_bytes());
+            b[16..20].copy_from_slice(&p.to_le_bytes());
+            KeyFile::decode(&b)
+        };
+        // Each bound alone, and memory × passes together (each within its own bound).
+        for (m, t, p) in [(KdfParams::MAX.m_cost + 1, 1, 1), (64, KdfParams::MAX.t_cost + 1, 1), (64, 1, 17)] {
+            assert!(matches!(with(m, t, p), Err(FormatError::TooLarge { .. })), "{m} {t} {p}");
+        }
+        assert!(matches!(with(KdfParams::MAX.m_cost, 5, 1), Err(FormatError::TooLarge { .. })));
+        assert!(matches!(with(1024 * 1024, 16, 1), Err(FormatError::TooLarge { .. })));
+        // The bounds themselves decode (no unlock is attempted here).
+        assert!(with(KdfParams::MAX.m_cost, 4, 16).is_ok());
+        assert!(with(512 * 1024, 16, 4).is_ok());
+        assert!(KdfParams::DEFAULT.validate().is_ok());
     }
 
     #[test]

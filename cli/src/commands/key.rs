@@ -107,7 +107,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
 }
 
 /// The new password, held only in memory.
-fn new_password(a: &NewKeyArgs) -> Result<Vec<u8>> {
+fn new_password(a: &NewKeyArgs) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     // The file named for this run comes before the variable, as for the repository password.
     let bytes = if let Some(file) = &a.new_password_file {
         let b = std::fs::read(file).with_context(|| format!("reading the new password file {}", file.display()))?;
@@ -117,14 +117,17 @@ fn new_password(a: &NewKeyArgs) -> Result<Vec<u8>> {
         p.into_vec()
     } else if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("enter new password: ").context("reading the new password")?;
-        let second = rpassword::prompt_password("enter new password again: ").context("reading the new password")?;
-        if first != second {
+        let second = zeroize::Zeroizing::new(
+            rpassword::prompt_password("enter new password again: ").context("reading the new password")?,
+        );
+        if first != *second {
             bail!("the passwords do not match");
         }
         first.into_bytes()
     } else {
         bail!("no new password given: set CAIRN_NEW_PASSWORD or use --new-password-file")
     };
+    let bytes = zeroize::Zeroizing::new(bytes);
     if bytes.is_empty() {
         bail!("the new password is empty");
     }

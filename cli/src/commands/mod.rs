@@ -18,6 +18,7 @@ pub mod rewrite;
 pub mod snapshots;
 pub mod stats;
 pub mod tag;
+pub mod unlock;
 
 use std::path::PathBuf;
 
@@ -72,7 +73,16 @@ pub fn open(global: &GlobalArgs) -> Result<Repository> {
         return Err(e.into());
     }
     let password = password::get(global, false)?;
-    Ok(Repository::open(&location, password.as_bytes(), &open_options(global))?)
+    let repo = Repository::open(&location, password.as_bytes(), &open_options(global))?;
+    warn_about_cache(&repo);
+    Ok(repo)
+}
+
+/// One line when the local cache was rebuilt or could not be used (the command goes on).
+pub fn warn_about_cache(repo: &Repository) {
+    if let Some(notice) = repo.cache_notice() {
+        eprintln!("warning: {notice}");
+    }
 }
 
 /// Filters shared by commands that pick snapshots.

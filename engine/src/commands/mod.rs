@@ -18,6 +18,7 @@ pub mod rewrite;
 pub mod snapshots;
 pub mod stats;
 pub mod tag;
+pub mod unlock;
 
 /// Deepest folder nesting that walks over a snapshot's trees follow. A Linux path holds at most
 /// 4096 bytes, so no folder that can be backed up or restored is this deep; a hostile tree chain

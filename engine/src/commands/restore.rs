@@ -448,6 +448,7 @@ impl Restorer<'_> {
                                 // A truncated pack may still hold the blobs before the damage.
                                 Err(_) => repo.read_blob_at(loc),
                             };
+                            let opened = opened.or_else(|failed| repo.read_other_copies(loc, failed));
                             match opened {
                                 Ok(data) => {
                                     progress.add_bytes(data.len() as u64);
