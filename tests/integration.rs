@@ -8,6 +8,7 @@ mod check;
 mod crash;
 mod damage;
 mod dedup;
+mod deletion_safety;
 mod durability;
 mod errors;
 mod interrupt;
