@@ -61,6 +61,9 @@ struct TreePacks {
     packs: Vec<(PackId, std::sync::Arc<Vec<u8>>)>,
 }
 
+/// How many times an index sync lists again when index files vanished while it read them.
+const SYNC_RELISTS: usize = 3;
+
 /// Tree packs kept, and the largest pack that is read whole for its trees.
 const TREE_PACKS_KEPT: usize = 2;
 const TREE_PACK_MAX: u64 = 8 * 1024 * 1024;
@@ -218,7 +221,17 @@ impl Repository {
     /// that delete (prune, repair snapshots) must refuse to go on when any is returned.
     pub fn sync_index(&self) -> Result<Vec<Error>> {
         let mut cache = self.cache();
-        Ok(cache.sync_index(|| self.list_index_ids(), |id| self.load_index(id))?.unreadable)
+        let mut unreadable = cache.sync_index(|| self.list_index_ids(), |id| self.load_index(id))?.unreadable;
+        // A file that vanished between the listing and the read was superseded by a prune or repair
+        // (they delete only after the superseding file is durable): listing again finds that one
+        // instead. Only damage, or a file that keeps vanishing, is returned.
+        for _ in 0..SYNC_RELISTS {
+            if !unreadable.iter().any(|e| e.kind() == ErrorKind::NotFound) {
+                break;
+            }
+            unreadable = cache.sync_index(|| self.list_index_ids(), |id| self.load_index(id))?.unreadable;
+        }
+        Ok(unreadable)
     }
 
     /// Like [`Repository::sync_index`], but an unreadable index file is an error.

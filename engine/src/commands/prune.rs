@@ -161,6 +161,8 @@ fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PruneWork> {
     repo.sync_index_complete("prune")?;
     let index_at_start: Vec<IndexId> = repo.cache().known_index_ids()?;
 
+    #[cfg(test)]
+    tests::run_after_index_read();
     let (snapshots, damaged) = repo.load_snapshots()?;
     if let Some(first) = damaged.first() {
         return Err(Error::new(
@@ -806,5 +808,108 @@ impl<'r> IndexWriter<'r> {
         self.current.supersedes = supersedes;
         self.repo.save_index(&self.current)?;
         Ok(self.written + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    use cairn_format::key::KdfParams;
+
+    use super::*;
+    use crate::backend::Location;
+    use crate::commands::backup::{BackupOptions, BackupSource, ParentChoice, backup};
+    use crate::progress::NoProgress;
+    use crate::repository::{InitOptions, OpenOptions};
+
+    thread_local! {
+        /// Runs once between prune's first index read and its snapshot listing: the window in
+        /// which a backup running beside it can finish.
+        static AFTER_INDEX_READ: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn run_after_index_read() {
+        if let Some(hook) = AFTER_INDEX_READ.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+    }
+
+    const PASSWORD: &[u8] = b"race";
+
+    fn back_up(repo: &Repository, src: &Path) -> SnapshotId {
+        let opts = BackupOptions {
+            source: BackupSource::Files(vec![src.to_path_buf()]),
+            excludes: Vec::new(),
+            exclude_files: Vec::new(),
+            exclude_if_present: Vec::new(),
+            one_file_system: false,
+            tags: Vec::new(),
+            host: None,
+            time_ns: None,
+            dry_run: false,
+            parent: ParentChoice::Auto,
+            force: false,
+            read_ahead: None,
+        };
+        backup(repo, opts, &NoProgress).expect("backup").snapshot_id.expect("a snapshot")
+    }
+
+    /// Reads every tree and data blob of every snapshot through a fresh handle (empty cache).
+    fn assert_every_snapshot_readable(location: &Location) {
+        let repo = Repository::open(location, PASSWORD, &OpenOptions::default()).expect("open");
+        assert!(repo.sync_index().expect("index").is_empty());
+        let (snapshots, damaged) = repo.load_snapshots().expect("snapshots");
+        assert!(damaged.is_empty());
+        for (id, s) in snapshots {
+            let mut stack = vec![s.tree];
+            while let Some(tree) = stack.pop() {
+                let tree = repo.load_tree(tree).unwrap_or_else(|e| panic!("snapshot {}: {e}", id.short()));
+                for node in tree.nodes() {
+                    match &node.kind {
+                        NodeKind::File { content } => {
+                            for blob in content {
+                                repo.load_blob(BlobKind::Data, blob)
+                                    .unwrap_or_else(|e| panic!("snapshot {}: {e}", id.short()));
+                            }
+                        }
+                        NodeKind::Dir { subtree } => stack.push(*subtree),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A backup that wrote its packs, index and snapshot after prune had read the index made prune
+    /// fail with "tree blob ... is missing from the index" on a healthy repository (and send the
+    /// user to check and repair).
+    #[test]
+    fn prune_failed_on_a_snapshot_written_after_it_read_the_index() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let location = Location::Local(dir.path().join("repo"));
+        let init = InitOptions { kdf: KdfParams::INSECURE_FOR_TESTS, ..InitOptions::default() };
+        let open = OpenOptions { cache_dir: Some(dir.path().join("cache")) };
+        let repo = Repository::init(&location, PASSWORD, &init, &open).expect("init");
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        std::fs::create_dir_all(&first).expect("mkdir");
+        std::fs::create_dir_all(&second).expect("mkdir");
+        std::fs::write(first.join("a"), vec![1u8; 300_000]).expect("write");
+        std::fs::write(second.join("b"), (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>())
+            .expect("write");
+        back_up(&repo, &first);
+
+        let (hook_location, hook_src) = (location.clone(), second.clone());
+        AFTER_INDEX_READ.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                // Another process: its own handle and cache.
+                let other = Repository::open(&hook_location, PASSWORD, &OpenOptions::default()).expect("open");
+                back_up(&other, &hook_src);
+            }))
+        });
+        let report = prune(&repo, &PruneOptions::default()).expect("prune beside a backup that just finished");
+        assert_eq!(report.plan.snapshots, 2, "the new snapshot is part of the plan");
+        assert_every_snapshot_readable(&location);
     }
 }
