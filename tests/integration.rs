@@ -12,6 +12,7 @@ mod crash;
 mod crash_points;
 mod damage;
 mod dedup;
+mod deletion_safety;
 mod durability;
 mod errors;
 mod hostile;

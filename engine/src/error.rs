@@ -14,6 +14,10 @@ pub enum ErrorKind {
     WrongPassword,
     /// A stored object is damaged or fails authentication.
     Corrupt,
+    /// Snapshots use blobs that no index file locates, and packs no index file names may hold
+    /// them: a command that deletes refused to plan past that. Rebuilding the index from the packs
+    /// (`repair index`) adopts what they hold.
+    IndexIncomplete,
     /// The repository is locked by another process in a way that forbids this operation.
     Locked,
     /// The user's request cannot be satisfied (unknown snapshot, bad pattern, bad path...).

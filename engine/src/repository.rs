@@ -63,6 +63,9 @@ struct TreePacks {
     packs: Vec<(PackId, std::sync::Arc<Vec<u8>>)>,
 }
 
+/// How many times an index sync lists again when index files vanished while it read them.
+const SYNC_RELISTS: usize = 3;
+
 /// Tree packs kept, and the largest pack that is read whole for its trees.
 const TREE_PACKS_KEPT: usize = 2;
 const TREE_PACK_MAX: u64 = 8 * 1024 * 1024;
@@ -228,15 +231,26 @@ impl Repository {
     /// that delete (prune, repair snapshots) must refuse to go on when any is returned.
     pub fn sync_index(&self) -> Result<Vec<Error>> {
         let mut cache = self.cache();
-        match cache.sync_index(|| self.list_index_ids(), |id| self.load_index(id)) {
-            Ok(stats) => Ok(stats.unreadable),
+        let sync = |cache: &mut Cache| cache.sync_index(|| self.list_index_ids(), |id| self.load_index(id));
+        let mut unreadable = match sync(&mut cache) {
+            Ok(stats) => stats.unreadable,
             // A cache file damaged where opening it did not look: rebuilt at once, not on the next run.
             Err(_) if Cache::take_damage_seen() => {
                 cache.rebuild(&copy_identity(&self.backend))?;
-                Ok(cache.sync_index(|| self.list_index_ids(), |id| self.load_index(id))?.unreadable)
+                sync(&mut cache)?.unreadable
             }
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        // A file that vanished between the listing and the read was superseded by a prune or repair
+        // (they delete only after the superseding file is durable): listing again finds that one
+        // instead. Only damage, or a file that keeps vanishing, is returned.
+        for _ in 0..SYNC_RELISTS {
+            if !unreadable.iter().any(|e| e.kind() == ErrorKind::NotFound) {
+                break;
+            }
+            unreadable = sync(&mut cache)?.unreadable;
         }
+        Ok(unreadable)
     }
 
     /// Like [`Repository::sync_index`], but an unreadable index file is an error.

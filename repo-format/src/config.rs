@@ -15,6 +15,9 @@ use crate::{FormatError, Result};
 /// Smallest and largest target pack sizes accepted.
 pub const PACK_TARGET_RANGE: std::ops::RangeInclusive<u32> = (64 * 1024)..=(512 * 1024 * 1024);
 
+/// Length of every stored config: header (8), nonce (24), plaintext (56), tag (16).
+pub const STORED_LEN: usize = HEADER_LEN + 24 + 56 + 16;
+
 /// Decoded repository config.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Config {
@@ -74,6 +77,20 @@ impl Config {
         out
     }
 
+    /// Checks what can be checked without the key: the magic, the version and the length. A config
+    /// that fails this cannot be opened by any password.
+    pub fn check_sealed(bytes: &[u8]) -> Result<()> {
+        let mut r = Reader::new(bytes, "config");
+        ObjectKind::Config.read_header(&mut r)?;
+        if bytes.len() < STORED_LEN {
+            return Err(FormatError::Truncated { what: "config", need: STORED_LEN as u64, got: bytes.len() as u64 });
+        }
+        if bytes.len() > STORED_LEN {
+            return Err(FormatError::Invalid { what: "config", reason: "longer than a config (104 bytes)" });
+        }
+        Ok(())
+    }
+
     /// Opens and decodes stored bytes.
     pub fn decode(bytes: &[u8], key: &MasterKey) -> Result<Self> {
         let mut r = Reader::new(bytes, "config");
@@ -89,5 +106,28 @@ impl Config {
         };
         r.finish()?;
         config.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MASTER_SECRET_LEN;
+
+    #[test]
+    fn check_sealed_accepts_a_config_and_refuses_a_truncated_or_foreign_one() {
+        let key = MasterKey::from_random([7; MASTER_SECRET_LEN]);
+        let bytes = Config::new([3; 32]).encode(&key, &[9; 24]);
+        assert_eq!(bytes.len(), STORED_LEN);
+        assert!(Config::check_sealed(&bytes).is_ok());
+        for len in [0, 4, 8, STORED_LEN / 2, STORED_LEN - 1] {
+            assert!(Config::check_sealed(&bytes[..len]).is_err(), "{len} bytes");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Config::check_sealed(&longer).is_err());
+        let mut foreign = bytes;
+        foreign[0] ^= 1;
+        assert!(Config::check_sealed(&foreign).is_err());
     }
 }

@@ -68,9 +68,20 @@ fn options(args: &PruneArgs, dry_run: bool) -> Result<PruneOptions> {
     Ok(PruneOptions { max_unused, max_repack_bytes, dry_run })
 }
 
+/// Adds what to do to a refusal for an incomplete index: packs no index file names may hold what
+/// the snapshots use, and `repair index` adopts them. Other errors pass unchanged.
+pub fn hint_incomplete_index(e: cairn_engine::Error, then: &str) -> anyhow::Error {
+    if e.kind() == cairn_engine::ErrorKind::IndexIncomplete {
+        let hint = format!("{e}; run 'cairn repair index' (it indexes every pack in data/), then {then}");
+        anyhow::Error::new(e).context(hint)
+    } else {
+        e.into()
+    }
+}
+
 /// Runs prune and prints its summary (unless JSON or quiet); used by `forget --prune` too.
 pub fn execute(global: &GlobalArgs, repo: &Repository, args: &PruneArgs, dry_run: bool) -> Result<PruneReport> {
-    let report = prune(repo, &options(args, dry_run)?)?;
+    let report = prune(repo, &options(args, dry_run)?).map_err(|e| hint_incomplete_index(e, "prune again"))?;
     if !global.json && !global.quiet {
         let p = &report.plan;
         output::line(&format!("{} snapshots, {} used blobs", p.snapshots, p.used_blobs))?;
@@ -92,6 +103,13 @@ pub fn execute(global: &GlobalArgs, repo: &Repository, args: &PruneArgs, dry_run
             output::line(&format!(
                 "waiting from earlier prunes: {} packs ({} back in use)",
                 p.packs_condemned_earlier, p.packs_resurrected
+            ))?;
+        }
+        if p.packs_unindexed > 0 {
+            output::line(&format!(
+                "named by no index: {} packs ({}), deleted when no backup is running",
+                p.packs_unindexed,
+                output::size(p.bytes_unindexed)
             ))?;
         }
         output::line(&format!("expected size after: {}", output::size(p.bytes_after)))?;

@@ -69,7 +69,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
                 forget: a.forget,
                 read_data: a.read_data,
             };
-            let report = repair_snapshots(&repo, &opts)?;
+            let report = repair_snapshots(&repo, &opts)
+                .map_err(|e| super::prune::hint_incomplete_index(e, "repair snapshots again"))?;
             if global.json {
                 output::json(&report)?;
             } else {
@@ -127,6 +128,13 @@ fn print_snapshots(r: &RepairSnapshotsReport, quiet: bool) -> Result<()> {
             "cannot be repaired; remove it with --forget"
         };
         eprintln!("warning: snapshot {}: {} ({what})", u.id.short(), u.reason);
+    }
+    for id in &r.restored_from_cache {
+        let verb = if r.dry_run { "would be written again" } else { "written again" };
+        eprintln!(
+            "warning: snapshot {}: the repository's file is damaged; {verb} from the local cache's intact copy",
+            id.short()
+        );
     }
     if quiet {
         return Ok(());

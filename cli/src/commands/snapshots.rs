@@ -21,6 +21,13 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     for d in &listing.damaged {
         eprintln!("warning: {d}");
     }
+    for id in &listing.damaged_in_repository {
+        eprintln!(
+            "warning: snapshot {}: its file in the repository is damaged (it no longer matches its name); listed \
+             from the local cache's intact copy; run 'cairn repair snapshots' to write the file again from that copy",
+            id.short()
+        );
+    }
     if global.json {
         output::json(&listing.snapshots)?;
     } else {
@@ -43,5 +50,5 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
             output::line(&format!("{} snapshots", rows.len()))?;
         }
     }
-    Ok(if listing.damaged.is_empty() { exit::OK } else { exit::FATAL })
+    Ok(if listing.damaged.is_empty() && listing.damaged_in_repository.is_empty() { exit::OK } else { exit::FATAL })
 }

@@ -257,6 +257,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         c.apply_read_outcomes(&mut view);
     }
     c.check_snapshots(repo, &view)?;
+    c.point_missing_blobs_to_unindexed_packs();
     let mut index_at_end = repo.list_index_ids()?;
     let mut at_start = index_at_start;
     at_start.sort();
@@ -282,7 +283,22 @@ pub fn check_without_key(location: &Location, opts: &CheckOptions, progress: &dy
     let backend = Backend::open(location, false)?;
     let opts = CheckOptions { level: CheckLevel::Hashes, remember: false, ..opts.clone() };
     let mut c = Checker::new(&backend, None, &opts);
+    c.check_config_sealed()?;
     c.check_keys()?;
+    let damaged_keys = c.findings.iter().filter(|f| f.code == "key_damaged").count() as u64;
+    if c.stats.keys <= damaged_keys {
+        c.add(
+            Severity::Damage,
+            "no_usable_key",
+            "repository",
+            None,
+            format!(
+                "no key file decodes ({} present, {damaged_keys} damaged): no password can open the repository",
+                c.stats.keys
+            ),
+            false,
+        );
+    }
     for ft in [FileType::Index, FileType::Snapshot] {
         let names: Vec<String> = backend.list(ft)?.into_iter().map(|o| o.name).collect();
         let hashed: Vec<(String, Result<bool>)> = names
@@ -475,6 +491,30 @@ impl<'a> Checker<'a> {
         }
         report.stats = self.stats;
         report
+    }
+
+    /// Without the key, the config can only be checked for its header and length; a config that
+    /// fails that (or is missing) cannot be opened by any password.
+    fn check_config_sealed(&mut self) -> Result<()> {
+        let problem = match self.backend.read(FileType::Config, "") {
+            Ok(bytes) => {
+                self.stats.files_hashed += 1;
+                cairn_format::config::Config::check_sealed(&bytes).err().map(|e| format!("does not decode: {e}"))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Some("is missing".to_owned()),
+            Err(e) => return Err(e),
+        };
+        if let Some(p) = problem {
+            self.add(
+                Severity::Damage,
+                "config_damaged",
+                "config",
+                None,
+                format!("{p}; no password can open the repository"),
+                false,
+            );
+        }
+        Ok(())
     }
 
     /// Every key file must match its name and decode (the one in use also unlocked the repository).
@@ -714,13 +754,28 @@ impl<'a> Checker<'a> {
                 "repository",
                 None,
                 format!(
-                    "{} packs ({bytes} bytes) are named by no index: leftovers of an interrupted backup, or the work of a \
-                     backup running now; prune removes leftovers, 'cairn repair index' adopts them",
+                    "{} packs ({bytes} bytes) are named by no index: leftovers of an interrupted backup, the work of a \
+                     backup running now, or packs of a lost index file; 'cairn repair index' adopts them (prune deletes \
+                     them only when the index locates every blob the snapshots use)",
                     unindexed.len()
                 ),
                 false,
             );
             self.findings[i].related = unindexed.iter().map(|p| p.0.to_hex()).collect();
+        }
+    }
+
+    /// When snapshots use blobs no index names and packs no index names are stored, those packs
+    /// may hold them: the notice about the packs says so, and what to run before anything deletes.
+    fn point_missing_blobs_to_unindexed_packs(&mut self) {
+        if !self.findings.iter().any(|f| f.code == "blob_missing") {
+            return;
+        }
+        if let Some(notice) = self.findings.iter_mut().find(|f| f.code == "packs_unindexed") {
+            notice.message.push_str(
+                "; snapshots use blobs that no index names, and these packs may hold them: run 'cairn repair index' \
+                 before prune or 'cairn repair snapshots'",
+            );
         }
     }
 
@@ -893,12 +948,21 @@ impl<'a> Checker<'a> {
                 Ok(s) => snapshots.push((id, s)),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    let cached = repo
+                        .cache()
+                        .snapshot_bytes(id.as_bytes())?
+                        .is_some_and(|b| &object_name(&b) == id.as_bytes() && Snapshot::decode(&b, key).is_ok());
+                    let what = if cached {
+                        "the local cache holds an intact copy: 'cairn repair snapshots' writes the file again from it"
+                    } else {
+                        "it cannot be restored (remove it with 'cairn repair snapshots --forget')"
+                    };
                     self.add(
                         Severity::Damage,
                         "snapshot_damaged",
                         "snapshot",
                         Some(id.to_hex()),
-                        format!("{e}; it cannot be restored (remove it with 'cairn repair snapshots --forget')"),
+                        format!("{e}; {what}"),
                         false,
                     );
                 }

@@ -1,12 +1,14 @@
 //! `prune`: reclaim the space of blobs no snapshot uses.
 //!
 //! 1. Mark: walk every snapshot's trees and record each used blob in the cache database (memory
-//!    does not grow with the repository).
+//!    does not grow with the repository). Every tree must load and every used blob must be in a
+//!    pack some index file names; otherwise prune refuses before it deletes anything.
 //! 2. Plan: per pack, how much is still used. Packs with nothing used are condemned; partly used
 //!    packs are repacked, most wasteful first, until at most `--max-unused` of the repository is
 //!    left unused, and small packs are combined (used blobs are copied, still sealed, into new
 //!    packs); the rest are kept.
-//! 3. Execute, in the order `spec/ordering.md` states: new packs (durable) and their index; then a
+//! 3. Execute, in the order `spec/ordering.md` states: packs no index names (leftovers), only
+//!    while no other process holds a lock; new packs (durable) and their index; then a
 //!    new index that lists the kept packs and *condemns* the rest and supersedes every older index
 //!    file; then the older index files are deleted; last, condemned packs are deleted — now, or by
 //!    a later prune while a backup that loaded the old index may still be running.
@@ -87,6 +89,10 @@ pub struct PrunePlan {
     pub packs_condemned_earlier: u64,
     /// Condemned packs that a snapshot uses again and that return to the index.
     pub packs_resurrected: u64,
+    /// Packs in `data/` that no index file names (leftovers of interrupted backups, or the work of
+    /// a backup running now); deleted only when no other process holds a lock.
+    pub packs_unindexed: u64,
+    pub bytes_unindexed: u64,
     /// Repository size (indexed packs) expected after this prune and the deletions it can make.
     pub bytes_after: u64,
     pub dry_run: bool,
@@ -115,20 +121,48 @@ enum Action {
     Delete,
 }
 
-/// Runs a prune.
+/// Everything a prune decided before it changes anything. It is built whole first — every
+/// snapshot's trees loaded, every blob they use located in an indexed or a condemned pack — and
+/// only then executed; when it cannot be built, nothing is deleted (spec/ordering.md, "Removing
+/// data"). `plan` is what `--dry-run` and `--json` show.
+struct PruneWork {
+    plan: PrunePlan,
+    /// The snapshots marked, so that the ones written meanwhile can be told apart.
+    snapshots: HashSet<SnapshotId>,
+    /// The index files the new index supersedes.
+    index_at_start: Vec<IndexId>,
+    /// Condemned packs of earlier prunes still in `data/`, with the time they were condemned.
+    condemned: HashMap<PackId, (i64, IndexedPack)>,
+    condemned_trees: HashMap<BlobId, BlobLocation>,
+    marked_trees: HashSet<TreeId>,
+    usage: Vec<PackUsage>,
+    actions: HashMap<PackId, Action>,
+    /// Condemned packs a snapshot uses again.
+    resurrect: HashSet<PackId>,
+}
+
+/// Runs a prune: builds its complete plan, then (unless a dry run) executes it.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let started = Instant::now();
-    let _lock = if opts.dry_run { None } else { Some(lock::acquire(repo, LockKind::Exclusive)?) };
+    let lock = if opts.dry_run { None } else { Some(lock::acquire(repo, LockKind::Exclusive)?) };
+    let work = plan(repo, opts)?;
+    let mut report = PruneReport { plan: work.plan.clone(), ..PruneReport::default() };
+    if let Some(own) = &lock {
+        execute(repo, work, own.name(), &mut report)?;
+    }
+    report.duration_ns = started.elapsed().as_nanos() as u64;
+    Ok(report)
+}
+
+/// Builds the complete plan of a prune. Reads the repository and writes only the local cache's
+/// marks: whatever it finds missing, nothing has been deleted yet.
+fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PruneWork> {
     // An index file that cannot be read hides which packs are in use: never prune past it.
     repo.sync_index_complete("prune")?;
-    // Room first: a backup that failed on a full disk leaves packs no index names and partly
-    // written files, and without removing them this prune could not write its own index.
-    let leftovers = match &_lock {
-        Some(own) => delete_leftovers(repo, own.name())?,
-        None => Leftovers::default(),
-    };
     let index_at_start: Vec<IndexId> = repo.cache().known_index_ids()?;
 
+    #[cfg(test)]
+    tests::run_after_index_read();
     let (snapshots, damaged) = repo.load_snapshots()?;
     if let Some(first) = damaged.first() {
         return Err(Error::new(
@@ -139,18 +173,27 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             ),
         ));
     }
+    // A backup writes its snapshot only after the index files naming its blobs (spec/ordering.md):
+    // reading the index again after listing the snapshots finds the blobs of every snapshot
+    // listed, including one a backup finished meanwhile. Its index files are not in
+    // `index_at_start`, so their packs are protected below.
+    repo.sync_index_complete("prune")?;
     // Condemned packs of earlier prunes, unless some index lists them as live again.
     let indexed: HashSet<PackId> = repo.indexed_packs()?.into_iter().map(|(p, _)| p).collect();
     let mut condemned: HashMap<PackId, (i64, IndexedPack)> = HashMap::new();
+    let mut named: HashSet<PackId> = indexed.clone();
     for c in repo.cache().condemned()? {
+        named.insert(c.pack);
         if !indexed.contains(&c.pack) {
             let entry =
                 condemned.entry(c.pack).or_insert((c.since_ns, IndexedPack { id: c.pack, len: c.len, blobs: c.blobs }));
             entry.0 = entry.0.min(c.since_ns);
         }
     }
-    let existing: HashSet<PackId> = list_packs(repo)?.into_iter().map(|(id, _)| id).collect();
+    let stored = list_packs(repo)?;
+    let existing: HashSet<PackId> = stored.iter().map(|(id, _)| *id).collect();
     condemned.retain(|id, _| existing.contains(id));
+    let unindexed: Vec<&(PackId, u64)> = stored.iter().filter(|(id, _)| !named.contains(id)).collect();
     // A snapshot written by a backup that ran beside an earlier prune may reach trees that only a
     // condemned pack holds: marking must be able to read them there.
     let mut condemned_trees: HashMap<BlobId, BlobLocation> = HashMap::new();
@@ -161,15 +204,20 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     repo.cache().begin_mark()?;
     let mut marked_trees = HashSet::new();
     let mut marker = Marker::new(repo);
-    for (_, s) in &snapshots {
-        mark_snapshot(&mut marker, s, &mut marked_trees, &condemned_trees)?;
+    for (id, s) in &snapshots {
+        mark_snapshot(&mut marker, s, &mut marked_trees, &condemned_trees).map_err(|e| match e {
+            MarkError::NotLocated(tree) => {
+                incomplete(format!("tree {} of snapshot {}", tree.short(), id.short()), unindexed.len())
+            }
+            MarkError::Other(e) => e,
+        })?;
     }
     marker.flush()?;
     let (usage, missing) = repo.cache().usage_scan(MISSING_SHOWN)?;
     // Duplicates count once: only the keeper copy of a blob is counted as used.
     let used_blobs = usage.iter().map(|u| u.used_blobs).sum();
     let resurrect = find_resurrections(repo, &condemned)?;
-    check_complete(repo, &condemned, &missing)?;
+    check_complete(repo, &condemned, &missing, unindexed.len())?;
 
     // Index files that appeared after `index_at_start` (a backup finished meanwhile) are not
     // superseded by the new index and stay: their packs must stay too, whatever the marks say
@@ -180,24 +228,71 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     plan.used_blobs = used_blobs;
     plan.packs_condemned_earlier = (condemned.len() - resurrect.len()) as u64;
     plan.packs_resurrected = resurrect.len() as u64;
+    plan.packs_unindexed = unindexed.len() as u64;
+    plan.bytes_unindexed = unindexed.iter().map(|(_, len)| len).sum();
     plan.dry_run = opts.dry_run;
-    let mut report = PruneReport {
-        plan: plan.clone(),
-        unindexed_packs_deleted: leftovers.packs,
-        bytes_deleted: leftovers.bytes,
-        ..PruneReport::default()
-    };
-    if opts.dry_run {
-        report.duration_ns = started.elapsed().as_nanos() as u64;
-        return Ok(report);
+    Ok(PruneWork {
+        plan,
+        snapshots: snapshots.iter().map(|(id, _)| *id).collect(),
+        index_at_start,
+        condemned,
+        condemned_trees,
+        marked_trees,
+        usage,
+        actions,
+        resurrect,
+    })
+}
+
+/// The refusal of a prune whose plan could not locate `what`. When packs no index names are in
+/// `data/` they may hold it: rebuilding the index adopts them. Otherwise the data is lost.
+fn incomplete(what: String, unindexed_packs: usize) -> Error {
+    if unindexed_packs > 0 {
+        Error::new(
+            ErrorKind::IndexIncomplete,
+            format!(
+                "cannot prune: {what} is in no index file, and {unindexed_packs} pack(s) in data/ that no index file \
+                 names may hold it; nothing was deleted"
+            ),
+        )
+    } else {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "cannot prune: {what} is used by a snapshot but in no pack; nothing was deleted; run 'cairn check' \
+                 and 'cairn repair' first"
+            ),
+        )
     }
+}
+
+/// Executes a complete plan, in the order `spec/ordering.md` states. `own_lock` is this prune's
+/// exclusive lock.
+fn execute(repo: &Repository, work: PruneWork, own_lock: &str, report: &mut PruneReport) -> Result<()> {
+    let PruneWork {
+        plan: _,
+        snapshots: known,
+        index_at_start,
+        condemned,
+        mut condemned_trees,
+        mut marked_trees,
+        usage,
+        actions,
+        resurrect,
+    } = work;
+    // Room first: a backup that failed on a full disk leaves packs no index names and partly
+    // written files, and without removing them this prune could not write its own index. Only
+    // now, with the plan complete: it located every blob a snapshot uses in a pack some index
+    // names, so a pack none names holds nothing a snapshot needs.
+    let leftovers = delete_leftovers(repo, own_lock)?;
+    report.unindexed_packs_deleted = leftovers.packs;
+    report.bytes_deleted = leftovers.bytes;
     // Nothing to repack, condemn, delete or bring back: the index stays as it is, so a prune that
     // only made room (after a backup failed on a full disk) needs no room for a new one.
     if condemned.is_empty() && actions.values().all(|a| *a == Action::Keep) {
         repo.backend().clean_temporary(TEMP_MAX_AGE)?;
         lock::remove_stale(repo)?;
-        report.duration_ns = started.elapsed().as_nanos() as u64;
-        return Ok(report);
+        return Ok(());
     }
 
     // 1. Repack: used blobs of the chosen packs go to new packs, indexed by the saver.
@@ -244,10 +339,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // 3. Deletion. Order matters: packs listed, then locks, then index and snapshots again.
     let packs_now = list_packs(repo)?;
-    let other_locks: Vec<lock::LockEntry> = lock::list_locks(repo)?
-        .into_iter()
-        .filter(|l| l.is_live(index_written_ns) && Some(l.name.as_str()) != _lock.as_ref().map(|g| g.name()))
-        .collect();
+    let other_locks: Vec<lock::LockEntry> =
+        lock::list_locks(repo)?.into_iter().filter(|l| l.is_live(index_written_ns) && l.name != own_lock).collect();
     repo.sync_index_complete("prune")?;
     let mut doomed: HashMap<PackId, (i64, u64)> = HashMap::new();
     for u in &usage {
@@ -260,9 +353,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             doomed.insert(*id, (*since, pack.len));
         }
     }
-    // Snapshots written while we worked: whatever they use must stay.
-    let known: HashSet<SnapshotId> = snapshots.iter().map(|(id, _)| *id).collect();
+    // Snapshots written while we worked: whatever they use must stay. The index is read again
+    // after they are listed, as in the plan, so that it names their blobs.
     let (now_snapshots, _) = repo.load_snapshots()?;
+    repo.sync_index_complete("prune")?;
     let mut late_use_failed = false;
     let mut marker = Marker::new(repo);
     for (id, s) in &now_snapshots {
@@ -329,11 +423,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     repo.backend().clean_temporary(TEMP_MAX_AGE)?;
     lock::remove_stale(repo)?;
-    report.duration_ns = started.elapsed().as_nanos() as u64;
-    Ok(report)
+    Ok(())
 }
 
-/// Marks every tree and data blob a snapshot references.
 /// Records where the tree blobs of a condemned pack are.
 fn add_tree_locations(map: &mut HashMap<BlobId, BlobLocation>, pack: PackId, blobs: &[BlobEntry]) {
     for b in blobs.iter().filter(|b| b.kind == BlobKind::Tree) {
@@ -388,22 +480,41 @@ impl<'r> Marker<'r> {
     }
 }
 
+/// Why a snapshot could not be marked.
+enum MarkError {
+    /// A tree is in no index file, live or condemned.
+    NotLocated(TreeId),
+    Other(Error),
+}
+
+impl From<Error> for MarkError {
+    fn from(e: Error) -> Self {
+        MarkError::Other(e)
+    }
+}
+
+/// Marks every tree and data blob a snapshot references.
 fn mark_snapshot(
     marker: &mut Marker<'_>,
     snapshot: &Snapshot,
     marked_trees: &mut HashSet<TreeId>,
     condemned_trees: &HashMap<BlobId, BlobLocation>,
-) -> Result<()> {
+) -> std::result::Result<(), MarkError> {
     let repo = marker.repo;
     let mut stack = vec![snapshot.tree];
     while let Some(tree_id) = stack.pop() {
-        if !marked_trees.insert(tree_id) {
+        if marked_trees.contains(&tree_id) {
             continue;
+        }
+        let blob: BlobId = tree_id.into();
+        if repo.locate_for_reading(&blob)?.is_none() && !condemned_trees.contains_key(&blob) {
+            return Err(MarkError::NotLocated(tree_id));
         }
         let tree = load_tree_anywhere(repo, tree_id, condemned_trees).map_err(|e| {
             Error::new(e.kind(), format!("cannot prune: {e}; run 'cairn check' and 'cairn repair' first"))
         })?;
-        marker.add(tree_id.into())?;
+        marked_trees.insert(tree_id);
+        marker.add(blob)?;
         for node in tree.nodes() {
             match &node.kind {
                 NodeKind::File { content } => {
@@ -486,12 +597,14 @@ fn find_resurrections(repo: &Repository, condemned: &HashMap<PackId, (i64, Index
 /// that many are found (all could be in condemned packs), the database is asked once more.
 const MISSING_SHOWN: usize = 10_000;
 
-/// Refuses to prune when a used blob is in no pack at all: deleting more would only hide damage.
+/// Refuses to prune when a used blob is in no pack any index names: deleting more would only hide
+/// damage, or delete the unindexed pack that holds it.
 /// `missing` lists used blobs that no live pack holds (condemned packs may still hold them).
 fn check_complete(
     repo: &Repository,
     condemned: &HashMap<PackId, (i64, IndexedPack)>,
     missing: &[BlobId],
+    unindexed_packs: usize,
 ) -> Result<()> {
     let in_condemned: HashSet<BlobId> = condemned.values().flat_map(|(_, p)| p.blobs.iter().map(|b| b.id)).collect();
     let first = match missing.iter().find(|id| !in_condemned.contains(id)) {
@@ -500,13 +613,7 @@ fn check_complete(
         None => None,
     };
     if let Some(id) = first {
-        return Err(Error::new(
-            ErrorKind::Corrupt,
-            format!(
-                "cannot prune: blob {} is used by a snapshot but in no pack; run 'cairn check' and 'cairn repair' first",
-                id.short()
-            ),
-        ));
+        return Err(incomplete(format!("blob {}", id.short()), unindexed_packs));
     }
     Ok(())
 }
@@ -701,5 +808,108 @@ impl<'r> IndexWriter<'r> {
         self.current.supersedes = supersedes;
         self.repo.save_index(&self.current)?;
         Ok(self.written + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    use cairn_format::key::KdfParams;
+
+    use super::*;
+    use crate::backend::Location;
+    use crate::commands::backup::{BackupOptions, BackupSource, ParentChoice, backup};
+    use crate::progress::NoProgress;
+    use crate::repository::{InitOptions, OpenOptions};
+
+    thread_local! {
+        /// Runs once between prune's first index read and its snapshot listing: the window in
+        /// which a backup running beside it can finish.
+        static AFTER_INDEX_READ: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn run_after_index_read() {
+        if let Some(hook) = AFTER_INDEX_READ.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+    }
+
+    const PASSWORD: &[u8] = b"race";
+
+    fn back_up(repo: &Repository, src: &Path) -> SnapshotId {
+        let opts = BackupOptions {
+            source: BackupSource::Files(vec![src.to_path_buf()]),
+            excludes: Vec::new(),
+            exclude_files: Vec::new(),
+            exclude_if_present: Vec::new(),
+            one_file_system: false,
+            tags: Vec::new(),
+            host: None,
+            time_ns: None,
+            dry_run: false,
+            parent: ParentChoice::Auto,
+            force: false,
+            read_ahead: None,
+        };
+        backup(repo, opts, &NoProgress).expect("backup").snapshot_id.expect("a snapshot")
+    }
+
+    /// Reads every tree and data blob of every snapshot through a fresh handle (empty cache).
+    fn assert_every_snapshot_readable(location: &Location) {
+        let repo = Repository::open(location, PASSWORD, &OpenOptions::default()).expect("open");
+        assert!(repo.sync_index().expect("index").is_empty());
+        let (snapshots, damaged) = repo.load_snapshots().expect("snapshots");
+        assert!(damaged.is_empty());
+        for (id, s) in snapshots {
+            let mut stack = vec![s.tree];
+            while let Some(tree) = stack.pop() {
+                let tree = repo.load_tree(tree).unwrap_or_else(|e| panic!("snapshot {}: {e}", id.short()));
+                for node in tree.nodes() {
+                    match &node.kind {
+                        NodeKind::File { content } => {
+                            for blob in content {
+                                repo.load_blob(BlobKind::Data, blob)
+                                    .unwrap_or_else(|e| panic!("snapshot {}: {e}", id.short()));
+                            }
+                        }
+                        NodeKind::Dir { subtree } => stack.push(*subtree),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A backup that wrote its packs, index and snapshot after prune had read the index made prune
+    /// fail with "tree blob ... is missing from the index" on a healthy repository (and send the
+    /// user to check and repair).
+    #[test]
+    fn prune_failed_on_a_snapshot_written_after_it_read_the_index() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let location = Location::Local(dir.path().join("repo"));
+        let init = InitOptions { kdf: KdfParams::INSECURE_FOR_TESTS, ..InitOptions::default() };
+        let open = OpenOptions { cache_dir: Some(dir.path().join("cache")) };
+        let repo = Repository::init(&location, PASSWORD, &init, &open).expect("init");
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        std::fs::create_dir_all(&first).expect("mkdir");
+        std::fs::create_dir_all(&second).expect("mkdir");
+        std::fs::write(first.join("a"), vec![1u8; 300_000]).expect("write");
+        std::fs::write(second.join("b"), (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>())
+            .expect("write");
+        back_up(&repo, &first);
+
+        let (hook_location, hook_src) = (location.clone(), second.clone());
+        AFTER_INDEX_READ.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                // Another process: its own handle and cache.
+                let other = Repository::open(&hook_location, PASSWORD, &OpenOptions::default()).expect("open");
+                back_up(&other, &hook_src);
+            }))
+        });
+        let report = prune(&repo, &PruneOptions::default()).expect("prune beside a backup that just finished");
+        assert_eq!(report.plan.snapshots, 2, "the new snapshot is part of the plan");
+        assert_every_snapshot_readable(&location);
     }
 }

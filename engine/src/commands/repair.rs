@@ -7,7 +7,10 @@
 //! build the same report and write nothing.
 //!
 //! Repair never deletes a pack, and never rewrites a snapshot in place: a repaired snapshot is a new
-//! snapshot tagged `repaired` whose `original` names the one it replaces.
+//! snapshot tagged `repaired` whose `original` names the one it replaces. A snapshot file damaged in
+//! the repository whose intact copy the local cache holds is written again from that copy (same
+//! bytes, same name) rather than dropped. `repair snapshots` treats nothing as lost while `data/`
+//! holds packs that no index file names: it refuses, and `repair index` adopts them first.
 
 use std::collections::{HashMap, HashSet};
 
@@ -310,6 +313,9 @@ pub struct RepairSnapshotsReport {
     pub repaired: Vec<SnapshotRepair>,
     pub already_repaired: Vec<AlreadyRepaired>,
     pub unreadable: Vec<UnreadableSnapshot>,
+    /// Snapshot files damaged in the repository and written again from the local cache's copy
+    /// (which matches the file's name, so it is the original, byte for byte).
+    pub restored_from_cache: Vec<SnapshotId>,
     /// New tree blobs written.
     pub trees_written: u64,
 }
@@ -340,16 +346,27 @@ pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Res
         })
         .collect();
     let mut snapshots = Vec::new();
+    let mut from_cache: Vec<(SnapshotId, Vec<u8>)> = Vec::new();
     for (id, s) in loaded {
         match s {
             Ok(s) => snapshots.push((id, s)),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
-                report.unreadable.push(UnreadableSnapshot { id, reason: e.to_string(), forgotten: false })
-            }
+            Err(e) if e.kind() == ErrorKind::Corrupt => match cached_snapshot(repo, id)? {
+                Some((bytes, s)) => {
+                    snapshots.push((id, s));
+                    from_cache.push((id, bytes));
+                }
+                None => report.unreadable.push(UnreadableSnapshot { id, reason: e.to_string(), forgotten: false }),
+            },
             Err(e) => return Err(e),
         }
     }
+    report.restored_from_cache = from_cache.iter().map(|(id, _)| *id).collect();
+    // Packs no index file names may hold what looks lost: rewriting snapshots without it would
+    // drop data that is still there. The pass below then only looks (writes nothing), and any
+    // repair it finds needed is refused until `repair index` has adopted those packs.
+    let unindexed_packs = count_unindexed_packs(repo, &stored)?;
+    let look_only = opts.dry_run || unindexed_packs > 0;
     snapshots.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
     let selected: Vec<SnapshotId> = if opts.snapshots.is_empty() {
         snapshots.iter().map(|s| s.0).collect()
@@ -365,7 +382,7 @@ pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Res
 
     let mut new_snapshots: Vec<(Snapshot, SnapshotRepair)> = Vec::new();
     let saved = std::thread::scope(|scope| -> Result<crate::pack_saver::SaverStats> {
-        let saver = PackSaver::start(scope, repo, opts.dry_run);
+        let saver = PackSaver::start(scope, repo, look_only);
         let mut rw = Rewriter {
             repo,
             stored: &stored,
@@ -398,9 +415,23 @@ pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Res
         saver.finish()
     })?;
     report.trees_written = saved.tree_blobs;
+    if unindexed_packs > 0 && !new_snapshots.is_empty() {
+        return Err(Error::new(
+            ErrorKind::IndexIncomplete,
+            format!(
+                "cannot repair snapshots: {} snapshot(s) use blobs in no index file, and {unindexed_packs} pack(s) in \
+                 data/ that no index file names may hold them; nothing was changed",
+                new_snapshots.len()
+            ),
+        ));
+    }
     if opts.dry_run {
         report.repaired = new_snapshots.into_iter().map(|(_, r)| r).collect();
         return Ok(report);
+    }
+    // A damaged file is replaced by its verified copy before anything is deleted.
+    for (id, bytes) in from_cache {
+        repo.backend().write(FileType::Snapshot, &id.to_hex(), bytes)?;
     }
     // The new trees and their index are durable; now the snapshots, then what they replace.
     for (snapshot, mut entry) in new_snapshots {
@@ -422,6 +453,23 @@ pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Res
         }
     }
     Ok(report)
+}
+
+/// The local cache's copy of a snapshot, when it matches the snapshot's name (so it is the
+/// original file) and decrypts and authenticates with the key.
+fn cached_snapshot(repo: &Repository, id: SnapshotId) -> Result<Option<(Vec<u8>, Snapshot)>> {
+    let Some(bytes) = repo.cache().snapshot_bytes(id.as_bytes())? else { return Ok(None) };
+    if &cairn_format::crypto::object_name(&bytes) != id.as_bytes() {
+        return Ok(None);
+    }
+    Ok(Snapshot::decode(&bytes, repo.key()).ok().map(|s| (bytes, s)))
+}
+
+/// Packs in `data/` (`stored`) that no index file names, live or condemned.
+fn count_unindexed_packs(repo: &Repository, stored: &HashMap<PackId, u64>) -> Result<usize> {
+    let mut named: HashSet<PackId> = repo.indexed_packs()?.into_iter().map(|(p, _)| p).collect();
+    named.extend(repo.cache().condemned()?.into_iter().map(|c| c.pack));
+    Ok(stored.keys().filter(|p| !named.contains(p)).count())
 }
 
 enum Rewrite {

@@ -8,6 +8,7 @@ use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::{Node, NodeKind};
 use serde::Serialize;
 
+use crate::backend::FileType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::repository::Repository;
 
@@ -65,11 +66,16 @@ pub struct SnapshotList {
     pub snapshots: Vec<SnapshotInfo>,
     /// Snapshot files that could not be read.
     pub damaged: Vec<Error>,
+    /// Snapshots listed from the local cache's intact copy whose file in the repository is damaged
+    /// (its bytes no longer match its name). The repository is the truth and the cache only an
+    /// accelerator: `repair snapshots` writes such a file again from the cached copy.
+    pub damaged_in_repository: Vec<SnapshotId>,
 }
 
 /// Lists snapshots, oldest first.
 pub fn list(repo: &Repository, opts: &ListOptions) -> Result<SnapshotList> {
     let (all, damaged) = repo.load_snapshots()?;
+    let damaged_in_repository = damaged_repository_copies(repo, all.iter().map(|(id, _)| *id))?;
     let mut rows: Vec<SnapshotInfo> = all
         .into_iter()
         .filter(|(_, s)| opts.filter.matches(s))
@@ -89,7 +95,30 @@ pub fn list(repo: &Repository, opts: &ListOptions) -> Result<SnapshotList> {
         }
         rows.sort_by_key(|r| r.snapshot.time_ns);
     }
-    Ok(SnapshotList { snapshots: rows, damaged })
+    Ok(SnapshotList { snapshots: rows, damaged, damaged_in_repository })
+}
+
+/// The snapshots among `ids` whose file in the repository does not match its name. Snapshots are
+/// usually loaded from the local cache, which would hide such damage; this reads every file again
+/// (snapshot files are small) and hashes it, without the key.
+pub fn damaged_repository_copies(repo: &Repository, ids: impl Iterator<Item = SnapshotId>) -> Result<Vec<SnapshotId>> {
+    use rayon::prelude::*;
+    let ids: Vec<SnapshotId> = ids.collect();
+    let checked: Vec<Result<Option<SnapshotId>>> = ids
+        .par_iter()
+        .map(|id| match repo.read_verified(FileType::Snapshot, id.as_bytes()) {
+            Ok(_) => Ok(None),
+            // Forgotten since it was listed.
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == ErrorKind::Corrupt => Ok(Some(*id)),
+            Err(e) => Err(e),
+        })
+        .collect();
+    let mut out = Vec::new();
+    for c in checked {
+        out.extend(c?);
+    }
+    Ok(out)
 }
 
 /// Finds one snapshot by `latest`, a full id or a unique prefix, among those passing `filter`.
