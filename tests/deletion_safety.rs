@@ -103,6 +103,18 @@ fn snapshots_hid_a_damaged_snapshot_file_behind_the_cache() {
 }
 
 #[test]
+fn restore_used_a_damaged_snapshot_file_through_the_cache_without_a_word() {
+    let f = Fixture::new();
+    assert!(run(&f.repo, &["snapshots"]).status.success());
+    flip_bit(&snapshot_path(&f, &f.a.id), 40);
+    let target = f.repo.scratch("restored-from-cached-copy");
+    let o = run(&f.repo, &["restore", &f.a.id, "--target", target.to_str().expect("utf-8 path")]);
+    let err = stderr(&o);
+    assert!(err.contains(f.a.short()) && err.contains("damaged"), "restore must warn:\n{err}");
+    assert!(err.contains("cairn repair snapshots"), "the warning must say what to do:\n{err}");
+}
+
+#[test]
 fn repair_snapshots_forget_deleted_a_snapshot_the_cache_held_intact() {
     let f = Fixture::new();
     assert!(run(&f.repo, &["snapshots"]).status.success());

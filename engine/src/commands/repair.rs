@@ -325,6 +325,32 @@ pub struct RepairSnapshotsReport {
 /// wrong content), folders whose listing cannot be loaded become empty folders.
 pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Result<RepairSnapshotsReport> {
     let _lock = if opts.dry_run { None } else { Some(crate::lock::acquire(repo, LockKind::Exclusive)?) };
+    match repair_snapshots_locked(repo, opts, &HashSet::new())? {
+        Pass::Done(report) => Ok(report),
+        // The look-only pass found what is missing, and reading the headers of the packs no index
+        // names proved that none of them holds it (a crashed writer's leftovers, say): repairing
+        // cannot drop data that is still there, so the repair runs for real.
+        Pass::UnindexedIrrelevant(irrelevant) => match repair_snapshots_locked(repo, opts, &irrelevant)? {
+            Pass::Done(report) => Ok(report),
+            Pass::UnindexedIrrelevant(_) => Err(Error::new(ErrorKind::Bug, "repair snapshots did not settle")),
+        },
+    }
+}
+
+/// The outcome of one pass of `repair snapshots`.
+enum Pass {
+    Done(RepairSnapshotsReport),
+    /// Packs no index names were stored, none of which holds a blob the snapshots miss.
+    UnindexedIrrelevant(HashSet<PackId>),
+}
+
+/// One pass of `repair snapshots` under the caller's lock. Packs in `irrelevant` are known to hold
+/// none of the blobs the snapshots miss, so they do not make the pass look only.
+fn repair_snapshots_locked(
+    repo: &Repository,
+    opts: &RepairSnapshotsOptions,
+    irrelevant: &HashSet<PackId>,
+) -> Result<Pass> {
     let mut report = RepairSnapshotsReport { dry_run: opts.dry_run, ..RepairSnapshotsReport::default() };
     repo.sync_index_complete("repair snapshots")?;
     let stored: HashMap<PackId, u64> = repo
@@ -365,7 +391,8 @@ pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Res
     // Packs no index file names may hold what looks lost: rewriting snapshots without it would
     // drop data that is still there. The pass below then only looks (writes nothing), and any
     // repair it finds needed is refused until `repair index` has adopted those packs.
-    let unindexed_packs = count_unindexed_packs(repo, &stored)?;
+    let unindexed = unindexed_packs(repo, &stored)?;
+    let unindexed_packs = unindexed.iter().filter(|(p, _)| !irrelevant.contains(p)).count();
     let look_only = opts.dry_run || unindexed_packs > 0;
     snapshots.sort_by(|a, b| a.1.time_ns.cmp(&b.1.time_ns).then(a.0.cmp(&b.0)));
     let selected: Vec<SnapshotId> = if opts.snapshots.is_empty() {
@@ -381,6 +408,7 @@ pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Res
         snapshots.iter().filter_map(|(id, s)| s.original.map(|o| (o, *id))).collect();
 
     let mut new_snapshots: Vec<(Snapshot, SnapshotRepair)> = Vec::new();
+    let mut missing: HashSet<BlobId> = HashSet::new();
     let saved = std::thread::scope(|scope| -> Result<crate::pack_saver::SaverStats> {
         let saver = PackSaver::start(scope, repo, look_only);
         let mut rw = Rewriter {
@@ -391,6 +419,7 @@ pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Res
             memo: HashMap::new(),
             saver: &saver,
             saved: HashSet::new(),
+            missing: HashSet::new(),
         };
         for (id, snapshot) in snapshots.iter().filter(|(id, _)| selected.contains(id)) {
             report.checked += 1;
@@ -412,10 +441,14 @@ pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Res
             let entry = SnapshotRepair { original: *id, repaired: None, removed_files, emptied_dirs, forgotten: false };
             new_snapshots.push((repaired, entry));
         }
+        missing = std::mem::take(&mut rw.missing);
         saver.finish()
     })?;
     report.trees_written = saved.tree_blobs;
     if unindexed_packs > 0 && !new_snapshots.is_empty() {
+        if let Some(irrelevant) = unindexed_without(repo, &unindexed, &missing)? {
+            return Ok(Pass::UnindexedIrrelevant(irrelevant));
+        }
         return Err(Error::new(
             ErrorKind::IndexIncomplete,
             format!(
@@ -427,7 +460,7 @@ pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Res
     }
     if opts.dry_run {
         report.repaired = new_snapshots.into_iter().map(|(_, r)| r).collect();
-        return Ok(report);
+        return Ok(Pass::Done(report));
     }
     // A damaged file is replaced by its verified copy before anything is deleted.
     for (id, bytes) in from_cache {
@@ -452,7 +485,7 @@ pub fn repair_snapshots(repo: &Repository, opts: &RepairSnapshotsOptions) -> Res
             u.forgotten = true;
         }
     }
-    Ok(report)
+    Ok(Pass::Done(report))
 }
 
 /// The local cache's copy of a snapshot, when it matches the snapshot's name (so it is the
@@ -466,10 +499,28 @@ fn cached_snapshot(repo: &Repository, id: SnapshotId) -> Result<Option<(Vec<u8>,
 }
 
 /// Packs in `data/` (`stored`) that no index file names, live or condemned.
-fn count_unindexed_packs(repo: &Repository, stored: &HashMap<PackId, u64>) -> Result<usize> {
+fn unindexed_packs(repo: &Repository, stored: &HashMap<PackId, u64>) -> Result<Vec<(PackId, u64)>> {
     let mut named: HashSet<PackId> = repo.indexed_packs()?.into_iter().map(|(p, _)| p).collect();
     named.extend(repo.cache().condemned()?.into_iter().map(|c| c.pack));
-    Ok(stored.keys().filter(|p| !named.contains(p)).count())
+    Ok(stored.iter().filter(|(p, _)| !named.contains(p)).map(|(p, len)| (*p, *len)).collect())
+}
+
+/// The packs of `unindexed` when reading their headers proves that none holds a blob of
+/// `missing`; `None` when one does, or when a pack's header cannot be read (it might).
+fn unindexed_without(
+    repo: &Repository,
+    unindexed: &[(PackId, u64)],
+    missing: &HashSet<BlobId>,
+) -> Result<Option<HashSet<PackId>>> {
+    let scans: Vec<Result<PackScan>> = unindexed.par_iter().map(|&(id, len)| scan_pack(repo, id, len, None)).collect();
+    for scan in scans {
+        match scan? {
+            PackScan::Indexed(p) if p.blobs.iter().all(|b| !missing.contains(&b.id)) => {}
+            PackScan::Vanished => {}
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(unindexed.iter().map(|(p, _)| *p).collect()))
 }
 
 enum Rewrite {
@@ -486,6 +537,8 @@ struct Rewriter<'a, 's> {
     memo: HashMap<TreeId, Option<std::rc::Rc<Rewrite>>>,
     saver: &'a PackSaver<'s>,
     saved: HashSet<TreeId>,
+    /// Blobs the snapshots reference of which no indexed copy is stored.
+    missing: HashSet<BlobId>,
 }
 
 impl Rewriter<'_, '_> {
@@ -505,6 +558,9 @@ impl Rewriter<'_, '_> {
             return Ok(ok);
         }
         let copies = self.present_copies(id, BlobKind::Data)?;
+        if copies.is_empty() {
+            self.missing.insert(*id);
+        }
         let ok = if self.read_data {
             let mut any = false;
             for loc in &copies {
@@ -525,8 +581,12 @@ impl Rewriter<'_, '_> {
         Ok(ok)
     }
 
-    fn load_tree(&self, id: TreeId) -> Result<Option<Tree>> {
-        for loc in self.present_copies(&id.into(), BlobKind::Tree)? {
+    fn load_tree(&mut self, id: TreeId) -> Result<Option<Tree>> {
+        let copies = self.present_copies(&id.into(), BlobKind::Tree)?;
+        if copies.is_empty() {
+            self.missing.insert(id.into());
+        }
+        for loc in copies {
             let sealed = match self.repo.backend().read_range(
                 FileType::Pack,
                 &loc.pack.to_hex(),

@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::backend::FileType;
 use crate::cache::BlobLocation;
 use crate::commands::MAX_TREE_DEPTH;
-use crate::commands::snapshots::{SnapshotFilter, find_node, find_snapshot};
+use crate::commands::snapshots::{SnapshotFilter, find_node, find_snapshot, warn_if_repository_copy_damaged};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::PatternSet;
 use crate::progress::Progress;
@@ -110,6 +110,7 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
     for e in repo.sync_index()? {
         progress.warn(&format!("{e} (skipped; 'cairn repair index' rebuilds the index)"));
     }
+    warn_if_repository_copy_damaged(repo, id, progress)?;
     let (node, base) = find_node(repo, &snapshot, &opts.subpath)?;
     let mut r = Restorer {
         repo,

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::backend::FileType;
 use crate::error::{Error, ErrorKind, Result};
+use crate::progress::Progress;
 use crate::repository::Repository;
 
 /// Narrows which snapshots are considered.
@@ -119,6 +120,20 @@ pub fn damaged_repository_copies(repo: &Repository, ids: impl Iterator<Item = Sn
         out.extend(c?);
     }
     Ok(out)
+}
+
+/// Warns through `progress` when the repository's file of snapshot `id` is damaged although the
+/// snapshot loaded (from the local cache's intact copy): the data is still restorable, but the
+/// repository itself no longer holds that snapshot intact until `repair snapshots` rewrites it.
+pub fn warn_if_repository_copy_damaged(repo: &Repository, id: SnapshotId, progress: &dyn Progress) -> Result<()> {
+    if !damaged_repository_copies(repo, std::iter::once(id))?.is_empty() {
+        progress.warn(&format!(
+            "snapshot {}: its file in the repository is damaged; using the local cache's intact copy \
+             ('cairn repair snapshots' writes the file again from that copy)",
+            id.short()
+        ));
+    }
+    Ok(())
 }
 
 /// Finds one snapshot by `latest`, a full id or a unique prefix, among those passing `filter`.
