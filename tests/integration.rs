@@ -12,6 +12,7 @@ mod durability;
 mod errors;
 mod hostile;
 mod interrupt;
+mod operations;
 mod passwords;
 mod restic_parity;
 mod restore_safety;

@@ -86,6 +86,8 @@ enum Command {
     Repair(commands::repair::Args),
     /// Manage key files and passwords
     Key(commands::key::Args),
+    /// Check how fresh each backup group is (a monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+    Status(commands::status::Args),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +105,7 @@ fn main() -> ExitCode {
         Command::Key(a) => commands::key::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
+        Command::Status(a) => commands::status::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

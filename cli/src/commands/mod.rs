@@ -12,6 +12,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod status;
 
 use std::path::PathBuf;
 

@@ -12,6 +12,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod status;
 
 /// Deepest folder nesting that walks over a snapshot's trees follow. A Linux path holds at most
 /// 4096 bytes, so no folder that can be backed up or restored is this deep; a hostile tree chain

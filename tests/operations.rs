@@ -1,0 +1,143 @@
+//! Operations: `status` as a monitoring plugin (exit codes 0/1/2/3, first line, `--json`), the
+//! Prometheus metrics files, and the shell completions and man pages.
+
+use std::process::Output;
+
+use crate::support::TestRepo;
+
+/// The clock every status check in this module reads.
+const NOW: &str = "2026-11-22T12:00:00Z";
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A backup of `src` as host `host` at `time`.
+fn backup_at(repo: &TestRepo, src: &std::path::Path, host: &str, time: &str) {
+    repo.cairn().args(["backup", "--host", host, "--time", time]).arg(src).assert().success();
+}
+
+/// A repository with host `fresh` backed up 2 hours before [`NOW`] (and once a day earlier) and
+/// host `stale` backed up 30 hours before it.
+fn two_groups() -> (TestRepo, std::path::PathBuf) {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    std::fs::write(src.join("a.txt"), b"first").expect("write source");
+    backup_at(&repo, &src, "fresh", "2026-11-21T10:00:00Z");
+    backup_at(&repo, &src, "stale", "2026-11-21T06:00:00Z");
+    std::fs::write(src.join("b.txt"), vec![7u8; 5000]).expect("write source");
+    backup_at(&repo, &src, "fresh", "2026-11-22T10:00:00Z");
+    (repo, src)
+}
+
+fn status(repo: &TestRepo, args: &[&str]) -> (i32, String) {
+    let out = repo.cairn().args(["status", "--time", NOW]).args(args).output().expect("runs");
+    (out.status.code().expect("exit code"), stdout(&out))
+}
+
+#[test]
+fn status_exit_codes_follow_the_plugin_convention() {
+    let (repo, _src) = two_groups();
+
+    let (code, out) = status(&repo, &["--warn", "24h", "--crit", "48h"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(code, 1, "{out}");
+    assert!(lines[0].starts_with("CAIRN WARNING - 1 of 2 groups stale, newest 2h ago, oldest 1d 6h ago | "), "{out}");
+    assert!(lines[0].contains("groups=2 snapshots=3 damaged=0 oldest_age=108000s;86400;172800;0"), "{out}");
+    assert!(lines[1].starts_with("WARNING: host [stale] paths ["), "{out}");
+    assert!(lines[1].contains("is 1d 6h old, more than 1d"), "{out}");
+    assert!(lines[2].starts_with("OK: host [fresh] paths ["), "{out}");
+    assert_eq!(lines.len(), 3, "{out}");
+
+    let (code, out) = status(&repo, &["--max-age", "25h"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.starts_with("CAIRN CRITICAL - 1 of 2 groups stale"), "{out}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("CRITICAL: host [stale]")), "{out}");
+
+    // The default limit is 25 hours.
+    let (code, out) = status(&repo, &[]);
+    assert_eq!(code, 2, "{out}");
+
+    let (code, out) = status(&repo, &["--host", "fresh", "--max-age", "25h"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("CAIRN OK - 1 group, newest 2h ago, oldest 2h ago | groups=1 snapshots=2"), "{out}");
+
+    // With -q only the groups needing attention follow the first line.
+    let out = repo.cairn().args(["status", "-q", "--time", NOW, "--host", "fresh"]).output().expect("runs");
+    assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+
+    // Measured from a later clock, the fresh group goes stale too.
+    let out = repo.cairn().args(["status", "--time", "2026-11-25T12:00:00Z", "--warn", "1d"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).starts_with("CAIRN WARNING - 2 of 2 groups stale"), "{}", stdout(&out));
+}
+
+#[test]
+fn status_of_an_empty_selection_is_unknown() {
+    let (repo, _src) = two_groups();
+    let (code, out) = status(&repo, &["--host", "nosuch"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.starts_with("CAIRN UNKNOWN - no snapshots match | groups=0 snapshots=0"), "{out}");
+
+    let empty = TestRepo::new();
+    let (code, out) = status(&empty, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.starts_with("CAIRN UNKNOWN - no snapshots match"), "{out}");
+}
+
+#[test]
+fn status_of_an_unreadable_repository_is_unknown() {
+    let missing = TestRepo::uninitialised();
+    let (code, out) = status(&missing, &[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.starts_with("CAIRN UNKNOWN - "), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    let (repo, _src) = two_groups();
+    let out =
+        repo.cairn().env("CAIRN_PASSWORD", "hunter2-not-it").args(["status", "--time", NOW]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("CAIRN UNKNOWN - "), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("hunter2"), "the password must not be echoed: {}", stdout(&out));
+
+    // A bad threshold is UNKNOWN as well, not a success.
+    let (code, out) = status(&repo, &["--warn", "5y"]);
+    assert_eq!(code, 3, "{out}");
+}
+
+#[test]
+fn status_json_has_the_documented_shape() {
+    let (repo, _src) = two_groups();
+    let out = repo
+        .cairn()
+        .args(["status", "--json", "--time", NOW, "--warn", "24h", "--crit", "48h"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["state"], "WARNING");
+    assert_eq!(v["now"], NOW);
+    assert_eq!(v["warn_s"], 86_400);
+    assert_eq!(v["crit_s"], 172_800);
+    assert_eq!(v["snapshots"], 3);
+    assert_eq!(v["damaged"], 0);
+    let groups = v["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 2);
+    let fresh = &groups[0];
+    assert_eq!(fresh["state"], "OK");
+    assert_eq!(fresh["group"]["host"], "fresh");
+    assert!(fresh["group"]["paths"].as_array().is_some_and(|p| p.len() == 1));
+    assert_eq!(fresh["snapshots"], 2);
+    assert_eq!(fresh["time"], "2026-11-22T10:00:00Z");
+    assert_eq!(fresh["age_s"], 7200);
+    assert!(fresh["bytes_added"].as_u64().is_some_and(|b| b >= 5000), "{fresh}");
+    assert!(fresh["bytes_added_stored"].is_u64());
+    assert_eq!(fresh["warnings"], 0);
+    let id = fresh["id"].as_str().expect("id");
+    assert_eq!(id.len(), 64);
+    assert!(id.starts_with(fresh["short_id"].as_str().expect("short id")));
+    let stale = &groups[1];
+    assert_eq!(stale["state"], "WARNING");
+    assert_eq!(stale["group"]["host"], "stale");
+    assert_eq!(stale["age_s"], 30 * 3600);
+}
