@@ -13,6 +13,8 @@ command -v restic >/dev/null || need+=(restic)
 command -v script >/dev/null || need+=(bsdutils)
 # strace: the order of fsync and rename that makes objects durable is checked on a real backup.
 command -v strace >/dev/null || need+=(strace)
+# promtool (prometheus): the metrics files are checked as Prometheus reads them.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

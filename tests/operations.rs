@@ -141,3 +141,94 @@ fn status_json_has_the_documented_shape() {
     assert_eq!(stale["group"]["host"], "stale");
     assert_eq!(stale["age_s"], 30 * 3600);
 }
+
+/// Runs `promtool check metrics` on `text`; fails loudly when promtool is not installed
+/// (Debian package `prometheus`; scripts/test.sh installs it).
+fn assert_valid_exposition(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: install the Debian package 'prometheus' (scripts/test.sh does)");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool rejects the metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The sample of `name` with exactly `labels` (`{host="db1",job="nightly"}`) in `text`.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn backup_metrics_file_passes_promtool_and_keeps_the_last_success_after_a_failure() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    std::fs::write(src.join("a.txt"), vec![1u8; 10_000]).expect("write source");
+    let dir = repo.scratch("textfile");
+    let prom = dir.join("cairn.prom");
+    let labels = r#"{host="db\"1",job="nightly"}"#;
+
+    repo.cairn()
+        .args(["backup", "-q", "--host", "db\"1", "--metrics-job", "nightly", "--metrics-file"])
+        .arg(&prom)
+        .arg(&src)
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&prom).expect("metrics file written");
+    assert_valid_exposition(&text);
+    assert_eq!(sample(&text, &format!("cairn_backup_success{labels}")), Some(1.0), "{text}");
+    let success = sample(&text, &format!("cairn_backup_last_success_timestamp_seconds{labels}")).expect("{text}");
+    assert!(success > 1.7e9, "{text}");
+    assert_eq!(sample(&text, &format!("cairn_backup_read_bytes{labels}")), Some(10_000.0), "{text}");
+    assert!(sample(&text, &format!("cairn_backup_added_bytes{labels}")).is_some_and(|b| b >= 10_000.0), "{text}");
+    assert_eq!(sample(&text, r#"cairn_backup_files{host="db\"1",job="nightly",state="new"}"#), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &format!("cairn_backup_errors{labels}")), Some(0.0), "{text}");
+    assert_eq!(sample(&text, &format!("cairn_snapshots{labels}")), Some(1.0), "{text}");
+    assert!(sample(&text, &format!("cairn_backup_duration_seconds{labels}")).is_some(), "{text}");
+
+    // A failing source: no snapshot, the file says so and still holds the last success.
+    repo.cairn()
+        .args(["backup", "-q", "--host", "db\"1", "--metrics-job", "nightly", "--metrics-file"])
+        .arg(&prom)
+        .args(["--stdin-from-command", "--", "false"])
+        .assert()
+        .failure();
+    let text = std::fs::read_to_string(&prom).expect("metrics file written");
+    assert_valid_exposition(&text);
+    assert_eq!(sample(&text, &format!("cairn_backup_success{labels}")), Some(0.0), "{text}");
+    assert_eq!(sample(&text, &format!("cairn_backup_last_success_timestamp_seconds{labels}")), Some(success), "{text}");
+    assert_eq!(sample(&text, &format!("cairn_snapshots{labels}")), Some(1.0), "{text}");
+    let names: Vec<_> = std::fs::read_dir(&dir).expect("list").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("cairn.prom")], "no temporary file is left behind");
+}
+
+#[test]
+fn status_prometheus_passes_promtool() {
+    let (repo, _src) = two_groups();
+    let out = repo
+        .cairn()
+        .args(["status", "--prometheus", "--metrics-job", "offsite", "--time", NOW, "--max-age", "25h"])
+        .output()
+        .expect("runs");
+    // A stale group is in the metrics, not in the exit code: the metrics were produced.
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    assert_valid_exposition(&text);
+    assert_eq!(sample(&text, r#"cairn_status_snapshots{job="offsite"}"#), Some(3.0), "{text}");
+    assert_eq!(sample(&text, r#"cairn_status_state{job="offsite"}"#), Some(2.0), "{text}");
+    let stale = text.lines().find(|l| l.starts_with(r#"cairn_group_state{host="stale",job="offsite",paths=""#));
+    assert!(stale.is_some_and(|l| l.ends_with(" 2")), "{text}");
+    let fresh = text
+        .lines()
+        .find(|l| l.starts_with(r#"cairn_group_latest_snapshot_timestamp_seconds{host="fresh",job="offsite","#));
+    assert!(fresh.is_some_and(|l| l.ends_with(" 1795341600")), "{text}");
+}

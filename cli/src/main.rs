@@ -2,6 +2,7 @@
 //! returns and maps errors to documented exit codes. No repository logic lives here.
 
 mod commands;
+mod metrics;
 mod output;
 mod password;
 mod progress;

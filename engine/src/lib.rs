@@ -11,6 +11,7 @@ pub mod commands;
 pub mod error;
 pub mod filter;
 pub mod lock;
+pub mod metrics;
 pub mod pack_saver;
 pub mod progress;
 pub mod read_ahead;

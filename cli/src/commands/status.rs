@@ -29,6 +29,12 @@ pub struct Args {
     pub group_by: String,
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Print Prometheus text exposition of every group instead (exit 0 unless UNKNOWN)
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Add the label job="NAME" to the --prometheus metrics
+    #[arg(long, value_name = "NAME", requires = "prometheus")]
+    pub metrics_job: Option<String>,
     /// Measure ages from this time instead of now: `2026-11-22 04:00:00` (local) or RFC 3339
     #[arg(long, value_name = "TIME")]
     pub time: Option<String>,
@@ -36,11 +42,18 @@ pub struct Args {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     match evaluate(global, &args) {
+        Ok(report) if args.prometheus => {
+            let text = cairn_engine::metrics::repository_metrics(&report, args.metrics_job.as_deref()).render();
+            std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+            Ok(if report.state == State::Unknown { State::Unknown.code() } else { 0 })
+        }
         Ok(report) => print(global, &report),
         Err(e) => {
             // A monitoring system reads standard output and the exit code: an error is UNKNOWN.
             let message = format!("{e:#}").replace('\n', " ");
-            if global.json {
+            if args.prometheus {
+                eprintln!("cairn: {message}");
+            } else if global.json {
                 output::json(&serde_json::json!({ "state": State::Unknown, "error": message }))?;
             } else {
                 output::line(&format!("CAIRN UNKNOWN - {message}"))?;

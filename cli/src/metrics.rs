@@ -1,0 +1,43 @@
+//! `--metrics-file`: writing a run's Prometheus metrics where node_exporter's textfile collector
+//! reads them.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use cairn_engine::Repository;
+use cairn_engine::commands::backup::{BackupReport, now_ns};
+use cairn_engine::metrics::{backup_metrics, base_labels, previous_success, write_atomic};
+
+/// Where and under which labels a backup's metrics go.
+pub struct BackupMetrics {
+    pub path: PathBuf,
+    pub host: String,
+    pub job: Option<String>,
+}
+
+impl BackupMetrics {
+    /// Writes the metrics of a backup that ended with `outcome`. A dry run writes nothing. When
+    /// the backup failed, the file says so and keeps the previous success time, and a failure to
+    /// write the file is only a warning (the backup's own error is what the caller reports).
+    pub fn write(&self, repo: &Repository, outcome: &cairn_engine::Result<BackupReport>) -> Result<()> {
+        if outcome.as_ref().is_ok_and(|r| r.dry_run) {
+            return Ok(());
+        }
+        let labels = base_labels(&self.host, self.job.as_deref());
+        let report = outcome.as_ref().ok();
+        let previous = if report.is_none() { previous_success(&self.path, &labels) } else { None };
+        // Counting this host's snapshots reads every snapshot file; a failure only leaves it out.
+        let snapshots =
+            repo.load_snapshots().ok().map(|(all, _)| all.iter().filter(|(_, s)| s.host == self.host).count());
+        let text = backup_metrics(&labels, report, now_ns(), previous, snapshots).render();
+        let written = write_atomic(&self.path, &text);
+        match (written, report) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), Some(_)) => Err(e).context("the snapshot was saved, but its metrics were not"),
+            (Err(e), None) => {
+                eprintln!("warning: {e}");
+                Ok(())
+            }
+        }
+    }
+}
