@@ -15,6 +15,8 @@ command -v script >/dev/null || need+=(bsdutils)
 command -v strace >/dev/null || need+=(strace)
 # promtool (prometheus): the metrics files are checked as Prometheus reads them.
 command -v promtool >/dev/null || need+=(prometheus)
+# man (man-db): the generated man pages are rendered.
+command -v man >/dev/null || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -232,3 +232,61 @@ fn status_prometheus_passes_promtool() {
         .find(|l| l.starts_with(r#"cairn_group_latest_snapshot_timestamp_seconds{host="fresh",job="offsite","#));
     assert!(fresh.is_some_and(|l| l.ends_with(" 1795341600")), "{text}");
 }
+
+#[test]
+fn bash_completions_load() {
+    let bin = crate::support::cairn_bin();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source <('{}' generate --completions bash) && complete -p cairn", bin.display()))
+        .output()
+        .expect("bash runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("-F _cairn cairn"), "{}", stdout(&out));
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = std::process::Command::new(&bin).args(["generate", "--completions", shell]).output().expect("runs");
+        assert!(out.status.success(), "{shell}");
+        assert!(stdout(&out).contains("status") && stdout(&out).contains("max-age"), "{shell}");
+    }
+    let out = std::process::Command::new(&bin).args(["generate", "--completions", "tcsh"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+}
+
+#[test]
+fn man_pages_render() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let bin = crate::support::cairn_bin();
+    let out = std::process::Command::new(&bin).arg("generate").arg("--man").arg(dir.path()).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for page in ["cairn.1", "cairn-backup.1", "cairn-status.1", "cairn-key-add.1"] {
+        let out = std::process::Command::new("man")
+            .arg("-l")
+            .arg(dir.path().join(page))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100")
+            .output()
+            .expect("man is missing: install the Debian package 'man-db' (scripts/test.sh does)");
+        assert!(out.status.success(), "{page}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = stdout(&out);
+        let name = page.trim_end_matches(".1");
+        assert!(text.contains("NAME") && text.contains(name), "{page}:\n{text}");
+    }
+    let out = std::process::Command::new("man")
+        .arg("-l")
+        .arg(dir.path().join("cairn-status.1"))
+        .env("MANPAGER", "cat")
+        .output()
+        .expect("man runs");
+    assert!(stdout(&out).contains("--max-age"), "{}", stdout(&out));
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let bin = crate::support::cairn_bin();
+    let out = std::process::Command::new(&bin).arg("version").output().expect("runs");
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with(&format!("cairn {} on ", env!("CARGO_PKG_VERSION"))), "{}", stdout(&out));
+    let out = std::process::Command::new(&bin).args(["version", "--json"]).output().expect("runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+}

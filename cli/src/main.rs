@@ -89,6 +89,10 @@ enum Command {
     Key(commands::key::Args),
     /// Check how fresh each backup group is (a monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
     Status(commands::status::Args),
+    /// Generate shell completions or man pages
+    Generate(commands::generate::Args),
+    /// Print version information
+    Version(commands::version::Args),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +111,8 @@ fn main() -> ExitCode {
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
         Command::Status(a) => commands::status::run(&cli.global, a),
+        Command::Generate(a) => commands::generate::run(&cli.global, a),
+        Command::Version(a) => commands::version::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

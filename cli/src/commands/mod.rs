@@ -5,6 +5,7 @@ pub mod cat;
 pub mod check;
 pub mod dump;
 pub mod forget;
+pub mod generate;
 pub mod init;
 pub mod key;
 pub mod ls;
@@ -13,6 +14,7 @@ pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod status;
+pub mod version;
 
 use std::path::PathBuf;
 
