@@ -290,3 +290,50 @@ fn version_prints_the_package_version() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn check_metrics_file_records_damage_and_keeps_the_last_success() {
+    let (repo, _src) = two_groups();
+    let prom = repo.scratch("textfile").join("check.prom");
+    let labels = r#"{job="weekly"}"#;
+    let check = |expect: i32| {
+        let out = repo
+            .cairn()
+            .args(["check", "-q", "--read-hashes", "--metrics-job", "weekly", "--metrics-file"])
+            .arg(&prom)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(expect), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = std::fs::read_to_string(&prom).expect("metrics file written");
+        assert_valid_exposition(&text);
+        text
+    };
+    // The host label is this machine's name; find the sample by its other labels.
+    let value = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{host=")) && l.contains(&format!(",{}", &labels[1..])))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let text = check(0);
+    assert_eq!(value(&text, "cairn_check_success"), Some(1.0), "{text}");
+    assert_eq!(value(&text, "cairn_check_damage"), Some(0.0), "{text}");
+    let success = value(&text, "cairn_check_last_success_timestamp_seconds").expect("last success");
+
+    let pack = walk_files(&repo.repo_path().join("data")).into_iter().next().expect("a pack file");
+    crate::damage::flip_bit(&pack, 40);
+    let text = check(4);
+    assert_eq!(value(&text, "cairn_check_success"), Some(0.0), "{text}");
+    assert!(value(&text, "cairn_check_damage").is_some_and(|n| n >= 1.0), "{text}");
+    assert_eq!(value(&text, "cairn_check_last_success_timestamp_seconds"), Some(success), "{text}");
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    crate::support::fstree::walk(dir, &mut |p, m| {
+        if m.is_file() {
+            out.push(p.to_path_buf());
+        }
+    });
+    out.sort();
+    out
+}

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use cairn_engine::Repository;
 use cairn_engine::commands::backup::{BackupReport, now_ns};
-use cairn_engine::metrics::{backup_metrics, base_labels, previous_success, write_atomic};
+use cairn_engine::metrics::{
+    backup_metrics, base_labels, maintenance_metrics, previous_command_success, previous_success, write_atomic,
+};
 
 /// Where and under which labels a backup's metrics go.
 pub struct BackupMetrics {
@@ -38,6 +40,32 @@ impl BackupMetrics {
                 eprintln!("warning: {e}");
                 Ok(())
             }
+        }
+    }
+}
+
+/// `--metrics-file` and `--metrics-job` for maintenance commands (check).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Write Prometheus metrics of this run to FILE (atomically; for node_exporter's textfile collector)
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Add the label job="NAME" to the metrics
+    #[arg(long, value_name = "NAME", requires = "metrics_file")]
+    pub metrics_job: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Writes the outcome of `command`, labelled with this machine's host name. A failure to write
+    /// is a warning: the command's own result is what the exit code reports.
+    pub fn write(&self, command: &str, succeeded: bool, started: std::time::Instant, damage: Option<usize>) {
+        let Some(path) = &self.metrics_file else { return };
+        let labels = base_labels(&cairn_engine::repository::hostname(), self.metrics_job.as_deref());
+        let previous = if succeeded { None } else { previous_command_success(path, command, &labels) };
+        let duration = started.elapsed().as_secs_f64();
+        let text = maintenance_metrics(command, &labels, succeeded, now_ns(), duration, previous, damage).render();
+        if let Err(e) = write_atomic(path, &text) {
+            eprintln!("warning: {e}");
         }
     }
 }

@@ -26,17 +26,21 @@ struct Family {
 /// A set of gauge families, rendered in the order they were first added.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    order: Vec<&'static str>,
-    families: BTreeMap<&'static str, Family>,
+    order: Vec<String>,
+    families: BTreeMap<String, Family>,
 }
 
 impl Metrics {
     /// Adds a sample of the gauge `name`.
-    pub fn gauge(&mut self, name: &'static str, help: &'static str, labels: &Labels, value: f64) {
+    pub fn gauge(&mut self, name: &str, help: &'static str, labels: &Labels, value: f64) {
         if !self.families.contains_key(name) {
-            self.order.push(name);
+            self.order.push(name.to_owned());
         }
-        self.families.entry(name).or_insert(Family { help, samples: Vec::new() }).samples.push((labels.clone(), value));
+        self.families
+            .entry(name.to_owned())
+            .or_insert(Family { help, samples: Vec::new() })
+            .samples
+            .push((labels.clone(), value));
     }
 
     /// The text exposition.
@@ -167,6 +171,44 @@ pub fn backup_metrics(
     m
 }
 
+/// The outcome of a maintenance command (`check`): success (1, or 0 when it failed or found
+/// damage), when it last ran and last succeeded (`previous_success_s` is carried over from the
+/// previous file when this run did not succeed), how long it took, and the damage found.
+pub fn maintenance_metrics(
+    command: &str,
+    labels: &Labels,
+    succeeded: bool,
+    finished_ns: i64,
+    duration_s: f64,
+    previous_success_s: Option<f64>,
+    damage: Option<usize>,
+) -> Metrics {
+    let mut m = Metrics::default();
+    m.gauge(
+        &format!("cairn_{command}_success"),
+        "1 if the last run succeeded (for check: found no damage), 0 if not.",
+        labels,
+        if succeeded { 1.0 } else { 0.0 },
+    );
+    m.gauge(&format!("cairn_{command}_last_run_timestamp_seconds"), "Unix time the last run ended.", labels, {
+        seconds(finished_ns)
+    });
+    let last_success = if succeeded { Some(seconds(finished_ns)) } else { previous_success_s };
+    if let Some(t) = last_success {
+        m.gauge(
+            &format!("cairn_{command}_last_success_timestamp_seconds"),
+            "Unix time the last successful run ended.",
+            labels,
+            t,
+        );
+    }
+    m.gauge(&format!("cairn_{command}_duration_seconds"), "How long the last run took.", labels, duration_s);
+    if let Some(n) = damage {
+        m.gauge(&format!("cairn_{command}_damage"), "Problems the last run found.", labels, n as f64);
+    }
+    m
+}
+
 /// The repository as `status` saw it, per backup group (labelled by `host` and `paths`, the
 /// group's paths joined by `,`, and `tags` when grouped by them), plus totals.
 pub fn repository_metrics(report: &StatusReport, job: Option<&str>) -> Metrics {
@@ -232,9 +274,14 @@ pub fn previous_value(path: &Path, name: &str, labels: &Labels) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
 }
 
-/// The last success time recorded in the metrics file at `path` for these labels.
+/// The last success time of a backup recorded in the metrics file at `path` for these labels.
 pub fn previous_success(path: &Path, labels: &Labels) -> Option<f64> {
     previous_value(path, LAST_SUCCESS, labels)
+}
+
+/// The last success time of `command` recorded in the metrics file at `path` for these labels.
+pub fn previous_command_success(path: &Path, command: &str, labels: &Labels) -> Option<f64> {
+    previous_value(path, &format!("cairn_{command}_last_success_timestamp_seconds"), labels)
 }
 
 /// Writes `text` to `path` atomically: into a temporary file in the same folder, flushed, then
