@@ -337,3 +337,20 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn prune_metrics_file_passes_promtool() {
+    let (repo, _src) = two_groups();
+    let prom = repo.scratch("textfile").join("prune.prom");
+    repo.cairn().args(["prune", "-q", "--metrics-file"]).arg(&prom).assert().success();
+    let text = std::fs::read_to_string(&prom).expect("metrics file written");
+    assert_valid_exposition(&text);
+    let success = text.lines().find(|l| l.starts_with("cairn_prune_success{host="));
+    assert!(success.is_some_and(|l| l.ends_with(" 1")), "{text}");
+    assert!(text.contains("\ncairn_prune_last_success_timestamp_seconds{host="), "{text}");
+
+    // A dry run changes nothing, and writes no metrics either.
+    std::fs::remove_file(&prom).expect("remove");
+    repo.cairn().args(["prune", "-q", "--dry-run", "--metrics-file"]).arg(&prom).assert().success();
+    assert!(!prom.exists());
+}

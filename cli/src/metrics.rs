@@ -44,7 +44,7 @@ impl BackupMetrics {
     }
 }
 
-/// `--metrics-file` and `--metrics-job` for maintenance commands (check).
+/// `--metrics-file` and `--metrics-job` for maintenance commands (check, prune).
 #[derive(Debug, Clone, clap::Args)]
 pub struct MetricsArgs {
     /// Write Prometheus metrics of this run to FILE (atomically; for node_exporter's textfile collector)

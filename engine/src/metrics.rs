@@ -108,9 +108,12 @@ pub fn backup_metrics(
     snapshots: Option<usize>,
 ) -> Metrics {
     let mut m = Metrics::default();
-    m.gauge("cairn_backup_success", "1 if the last backup wrote a snapshot, 0 if it failed.", labels, {
-        if outcome.is_some() { 1.0 } else { 0.0 }
-    });
+    m.gauge(
+        "cairn_backup_success",
+        "1 if the last backup wrote a snapshot, 0 if it failed.",
+        labels,
+        if outcome.is_some() { 1.0 } else { 0.0 },
+    );
     m.gauge(
         "cairn_backup_last_run_timestamp_seconds",
         "Unix time the last backup run ended.",
@@ -129,9 +132,12 @@ pub fn backup_metrics(
             labels,
             s.duration_ns as f64 / 1e9,
         );
-        m.gauge("cairn_backup_read_bytes", "Bytes the last successful backup read from its source.", labels, {
-            s.bytes_read as f64
-        });
+        m.gauge(
+            "cairn_backup_read_bytes",
+            "Bytes the last successful backup read from its source.",
+            labels,
+            s.bytes_read as f64,
+        );
         m.gauge(
             "cairn_backup_added_bytes",
             "Plaintext bytes the last successful backup added to the repository.",
@@ -171,7 +177,7 @@ pub fn backup_metrics(
     m
 }
 
-/// The outcome of a maintenance command (`check`): success (1, or 0 when it failed or found
+/// The outcome of a maintenance command (`check`, `prune`): success (1, or 0 when it failed or found
 /// damage), when it last ran and last succeeded (`previous_success_s` is carried over from the
 /// previous file when this run did not succeed), how long it took, and the damage found.
 pub fn maintenance_metrics(
@@ -190,9 +196,12 @@ pub fn maintenance_metrics(
         labels,
         if succeeded { 1.0 } else { 0.0 },
     );
-    m.gauge(&format!("cairn_{command}_last_run_timestamp_seconds"), "Unix time the last run ended.", labels, {
-        seconds(finished_ns)
-    });
+    m.gauge(
+        &format!("cairn_{command}_last_run_timestamp_seconds"),
+        "Unix time the last run ended.",
+        labels,
+        seconds(finished_ns),
+    );
     let last_success = if succeeded { Some(seconds(finished_ns)) } else { previous_success_s };
     if let Some(t) = last_success {
         m.gauge(
@@ -223,9 +232,7 @@ pub fn repository_metrics(report: &StatusReport, job: Option<&str>) -> Metrics {
         &total,
         report.snapshots as f64,
     );
-    m.gauge("cairn_status_damaged_snapshots", "Snapshot files that could not be read.", &total, {
-        report.damaged as f64
-    });
+    m.gauge("cairn_status_damaged_snapshots", "Snapshot files that could not be read.", &total, report.damaged as f64);
     m.gauge(
         "cairn_status_state",
         "Overall state: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
