@@ -18,6 +18,10 @@ command -v setfattr >/dev/null || need+=(attr)
 command -v setfacl >/dev/null || need+=(acl)
 # fuse3 (fusermount3): the mount tests serve a real FUSE file system.
 command -v fusermount3 >/dev/null || need+=(fuse3)
+# promtool (prometheus): the metrics files are checked as Prometheus reads them.
+command -v promtool >/dev/null || need+=(prometheus)
+# man (man-db): the generated man pages are rendered.
+command -v man >/dev/null || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -18,6 +18,7 @@ mod errors;
 mod hostile;
 mod interrupt;
 mod mount;
+mod operations;
 mod passwords;
 mod restic_parity;
 mod restore_safety;

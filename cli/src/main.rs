@@ -2,6 +2,7 @@
 //! returns and maps errors to documented exit codes. No repository logic lives here.
 
 mod commands;
+mod metrics;
 mod output;
 mod password;
 mod progress;
@@ -100,6 +101,12 @@ enum Command {
     Mount(commands::mount::Args),
     /// Remove stale locks (with --remove-all, every lock)
     Unlock(commands::unlock::Args),
+    /// Check how fresh each backup group is (a monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
+    Status(commands::status::Args),
+    /// Generate shell completions or man pages
+    Generate(commands::generate::Args),
+    /// Print version information
+    Version(commands::version::Args),
 }
 
 fn main() -> ExitCode {
@@ -124,6 +131,9 @@ fn main() -> ExitCode {
         Command::Rewrite(a) => commands::rewrite::run(&cli.global, a),
         Command::Mount(a) => commands::mount::run(&cli.global, a),
         Command::Unlock(a) => commands::unlock::run(&cli.global, a),
+        Command::Status(a) => commands::status::run(&cli.global, a),
+        Command::Generate(a) => commands::generate::run(&cli.global, a),
+        Command::Version(a) => commands::version::run(&cli.global, a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -12,6 +12,7 @@ pub mod error;
 mod fault;
 pub mod filter;
 pub mod lock;
+pub mod metrics;
 pub mod pack_saver;
 pub mod progress;
 pub mod read_ahead;

@@ -54,6 +54,12 @@ pub struct Args {
     /// Read every file again, trusting neither parent nor cache
     #[arg(long)]
     pub force: bool,
+    /// Write Prometheus metrics of this run to FILE (atomically; for node_exporter's textfile collector)
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Add the label job="NAME" to the metrics
+    #[arg(long, value_name = "NAME", requires = "metrics_file")]
+    pub metrics_job: Option<String>,
     /// The command for --stdin-from-command
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -100,6 +106,11 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         BackupSource::Files(args.paths)
     };
     let time_ns = args.time.as_deref().map(parse_time).transpose()?;
+    let metrics = args.metrics_file.map(|path| crate::metrics::BackupMetrics {
+        path,
+        host: args.host.clone().unwrap_or_else(cairn_engine::repository::hostname),
+        job: args.metrics_job,
+    });
     let mut opts = BackupOptions {
         source,
         excludes: args.excludes,
@@ -121,6 +132,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     let bar = Bar::new(!global.quiet && !global.json, "backup");
     let report = backup(&repo, opts, &bar);
     bar.finish();
+    if let Some(m) = &metrics {
+        m.write(&repo, &report)?;
+    }
     let report = report?;
     if global.json {
         output::json(&report)?;

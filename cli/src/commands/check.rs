@@ -24,6 +24,8 @@ pub struct Args {
     /// name (implies --read-hashes)
     #[arg(long, conflicts_with = "read_data")]
     pub no_key: bool,
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
@@ -39,6 +41,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         CheckLevel::Structure
     };
     let opts = CheckOptions { level, subset, remember: !global.no_cache };
+    let started = std::time::Instant::now();
     let bar = Bar::new(!global.quiet && !global.json && level != CheckLevel::Structure, "check");
     let report = if args.no_key {
         let location = super::location(global)?;
@@ -48,6 +51,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         cairn_engine::commands::check::check(&repo, &opts, &bar)
     };
     bar.finish();
+    let (clean, damage) = report.as_ref().map_or((false, None), |r| (r.is_clean(), Some(r.damage.len())));
+    args.metrics.write("check", clean, started, damage);
     let report = report?;
     if global.json {
         output::json(&report)?;

@@ -7,6 +7,7 @@ pub mod diff;
 pub mod dump;
 pub mod find;
 pub mod forget;
+pub mod generate;
 pub mod init;
 pub mod key;
 pub mod ls;
@@ -17,8 +18,10 @@ pub mod restore;
 pub mod rewrite;
 pub mod snapshots;
 pub mod stats;
+pub mod status;
 pub mod tag;
 pub mod unlock;
+pub mod version;
 
 use std::path::PathBuf;
 

@@ -25,6 +25,8 @@ pub struct Args {
     /// Show the plan without changing anything
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 /// Parses `500M`, `2G`, `1024` (bytes), `10K`.
@@ -136,8 +138,13 @@ pub fn execute(global: &GlobalArgs, repo: &Repository, args: &PruneArgs, dry_run
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
+    let started = std::time::Instant::now();
     let repo = super::open(global)?;
-    let report = execute(global, &repo, &args.prune, args.dry_run)?;
+    let report = execute(global, &repo, &args.prune, args.dry_run);
+    if !args.dry_run {
+        args.metrics.write("prune", report.is_ok(), started, None);
+    }
+    let report = report?;
     if global.json {
         output::json(&report)?;
     }

@@ -53,6 +53,22 @@ pub struct GroupKey {
     pub tags: Option<Vec<String>>,
 }
 
+impl GroupKey {
+    /// The group `s` belongs to when grouping by `group_by` (paths and tags in sorted order).
+    pub fn of(s: &Snapshot, group_by: GroupBy) -> Self {
+        let sorted = |v: &Vec<String>| {
+            let mut v = v.clone();
+            v.sort();
+            v
+        };
+        GroupKey {
+            host: group_by.host.then(|| s.host.clone()),
+            paths: group_by.paths.then(|| sorted(&s.paths)),
+            tags: group_by.tags.then(|| sorted(&s.tags)),
+        }
+    }
+}
+
 /// One snapshot in a plan.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedSnapshot {
@@ -111,18 +127,7 @@ pub fn plan_policy(
 ) -> ForgetPlan {
     let mut groups: BTreeMap<GroupKey, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
     for entry in snapshots.iter().filter(|(_, s)| filter.matches(s)) {
-        let s = &entry.1;
-        let sorted = |v: &Vec<String>| {
-            let mut v = v.clone();
-            v.sort();
-            v
-        };
-        let key = GroupKey {
-            host: group_by.host.then(|| s.host.clone()),
-            paths: group_by.paths.then(|| sorted(&s.paths)),
-            tags: group_by.tags.then(|| sorted(&s.tags)),
-        };
-        groups.entry(key).or_default().push(entry);
+        groups.entry(GroupKey::of(&entry.1, group_by)).or_default().push(entry);
     }
     let mut out = Vec::new();
     for (key, members) in groups {

@@ -17,6 +17,7 @@ pub mod restore;
 pub mod rewrite;
 pub mod snapshots;
 pub mod stats;
+pub mod status;
 pub mod tag;
 pub mod unlock;
 

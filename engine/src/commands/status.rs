@@ -1,0 +1,244 @@
+//! `status`: how fresh each backup group is, judged against warning and critical ages in the
+//! way monitoring plugins (Nagios, Icinga) judge a service.
+//!
+//! Groups are formed exactly as `forget` forms them ([`GroupKey::of`]), so "the group is stale"
+//! and "the group's retention" speak of the same snapshots. The evaluation is a pure function of
+//! the snapshots and an injected clock; nothing here prints or writes.
+
+use std::collections::BTreeMap;
+
+use cairn_format::SnapshotId;
+use cairn_format::snapshot::Snapshot;
+use serde::Serialize;
+
+use crate::commands::forget::{GroupBy, GroupKey};
+use crate::commands::snapshots::SnapshotFilter;
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+
+const NS_PER_S: i64 = 1_000_000_000;
+
+/// A monitoring state; its number is the plugin exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    Ok,
+    Warning,
+    Critical,
+    Unknown,
+}
+
+impl State {
+    /// The Nagios/Icinga plugin exit code: 0, 1, 2 or 3.
+    pub fn code(self) -> u8 {
+        match self {
+            State::Ok => 0,
+            State::Warning => 1,
+            State::Critical => 2,
+            State::Unknown => 3,
+        }
+    }
+
+    /// `OK`, `WARNING`, `CRITICAL` or `UNKNOWN`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "OK",
+            State::Warning => "WARNING",
+            State::Critical => "CRITICAL",
+            State::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Parses an age such as `25h`, `1d12h`, `90m` or `3600s`: numbers followed by `w` (weeks),
+/// `d` (days), `h` (hours), `m` (minutes) or `s` (seconds); a plain number is seconds. Ages are
+/// fixed lengths of time, unlike retention durations, where `m` is a calendar month.
+pub fn parse_age(s: &str) -> Result<u64> {
+    let bad = |why: &str| Error::invalid(format!("age '{s}': {why} (e.g. 25h, 1d12h, 90m)"));
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad(&format!("a number must come before '{c}'")))?;
+        num.clear();
+        let unit = match c {
+            'w' => 7 * 86_400,
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad(&format!("unknown unit '{c}' (use w, d, h, m, s)"))),
+        };
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(|| bad("too large"))?;
+    }
+    if !num.is_empty() {
+        return Err(bad("the last number has no unit"));
+    }
+    Ok(total)
+}
+
+/// What `status` looks at and how it judges.
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    pub filter: SnapshotFilter,
+    pub group_by: GroupBy,
+    /// A group whose newest snapshot is older than this many seconds is WARNING.
+    pub warn_s: Option<u64>,
+    /// A group whose newest snapshot is older than this many seconds is CRITICAL.
+    pub crit_s: Option<u64>,
+    /// The clock, Unix nanoseconds.
+    pub now_ns: i64,
+}
+
+/// The state of one group, from its newest snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    pub state: State,
+    pub group: GroupKey,
+    /// Snapshots in the group.
+    pub snapshots: usize,
+    /// The newest snapshot.
+    pub id: SnapshotId,
+    pub short_id: String,
+    /// Its time, RFC 3339 in UTC.
+    pub time: String,
+    pub time_ns: i64,
+    /// Seconds from its time to now (0 for a snapshot stamped in the future).
+    pub age_s: u64,
+    /// Plaintext bytes that snapshot added to the repository.
+    pub bytes_added: u64,
+    /// Stored (compressed, sealed) bytes that snapshot added.
+    pub bytes_added_stored: u64,
+    /// Entries that could not be read when that snapshot was taken.
+    pub warnings: u64,
+}
+
+/// What `status` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// The worst state of any group; UNKNOWN when no snapshot matched.
+    pub state: State,
+    /// The clock the ages were measured against, RFC 3339 in UTC.
+    pub now: String,
+    pub warn_s: Option<u64>,
+    pub crit_s: Option<u64>,
+    /// Snapshots that passed the filter, over all groups.
+    pub snapshots: usize,
+    /// Snapshot files that could not be read (they make the state at least WARNING).
+    pub damaged: usize,
+    /// Groups in their sorted order.
+    pub groups: Vec<GroupStatus>,
+}
+
+impl StatusReport {
+    /// The group with the youngest newest snapshot.
+    pub fn freshest(&self) -> Option<&GroupStatus> {
+        self.groups.iter().min_by_key(|g| g.age_s)
+    }
+
+    /// The group with the oldest newest snapshot.
+    pub fn stalest(&self) -> Option<&GroupStatus> {
+        self.groups.iter().max_by_key(|g| g.age_s)
+    }
+}
+
+/// RFC 3339 in UTC, to the second.
+pub fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::from_timestamp(ns.div_euclid(NS_PER_S), ns.rem_euclid(NS_PER_S) as u32)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ns.to_string())
+}
+
+/// Judges the snapshots passing the filter, per group; `damaged` is the count of unreadable
+/// snapshot files seen while listing them.
+pub fn evaluate(snapshots: &[(SnapshotId, Snapshot)], damaged: usize, opts: &StatusOptions) -> StatusReport {
+    let mut newest: BTreeMap<GroupKey, (usize, &(SnapshotId, Snapshot))> = BTreeMap::new();
+    let mut total = 0;
+    for entry in snapshots.iter().filter(|(_, s)| opts.filter.matches(s)) {
+        total += 1;
+        let slot = newest.entry(GroupKey::of(&entry.1, opts.group_by)).or_insert((0, entry));
+        slot.0 += 1;
+        if entry.1.time_ns > slot.1.1.time_ns {
+            slot.1 = entry;
+        }
+    }
+    let groups: Vec<GroupStatus> = newest
+        .into_iter()
+        .map(|(group, (count, (id, s)))| {
+            let age_s = (opts.now_ns.saturating_sub(s.time_ns) / NS_PER_S).max(0) as u64;
+            let state = if opts.crit_s.is_some_and(|c| age_s > c) {
+                State::Critical
+            } else if opts.warn_s.is_some_and(|w| age_s > w) {
+                State::Warning
+            } else {
+                State::Ok
+            };
+            GroupStatus {
+                state,
+                group,
+                snapshots: count,
+                id: *id,
+                short_id: id.short(),
+                time: rfc3339(s.time_ns),
+                time_ns: s.time_ns,
+                age_s,
+                bytes_added: s.summary.bytes_added_plain,
+                bytes_added_stored: s.summary.bytes_added_stored,
+                warnings: s.summary.warnings,
+            }
+        })
+        .collect();
+    let mut state = groups.iter().map(|g| g.state).max().unwrap_or(State::Unknown);
+    if damaged > 0 && state < State::Warning {
+        state = State::Warning;
+    }
+    StatusReport {
+        state,
+        now: rfc3339(opts.now_ns),
+        warn_s: opts.warn_s,
+        crit_s: opts.crit_s,
+        snapshots: total,
+        damaged,
+        groups,
+    }
+}
+
+/// Lists the repository's snapshots and judges them.
+pub fn status(repo: &Repository, opts: &StatusOptions) -> Result<StatusReport> {
+    let (all, damaged) = repo.load_snapshots()?;
+    Ok(evaluate(&all, damaged.len(), opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse_as_fixed_lengths() {
+        assert_eq!(parse_age("25h").ok(), Some(25 * 3600));
+        assert_eq!(parse_age("1d12h").ok(), Some(36 * 3600));
+        assert_eq!(parse_age("90m").ok(), Some(5400));
+        assert_eq!(parse_age("2w").ok(), Some(14 * 86_400));
+        assert_eq!(parse_age("3600").ok(), Some(3600));
+        assert!(parse_age("").is_err());
+        assert!(parse_age("5y").is_err());
+        assert!(parse_age("12h5").is_err());
+        assert!(parse_age("h").is_err());
+        assert!(parse_age("99999999999999999999w").is_err());
+    }
+
+    #[test]
+    fn states_order_as_exit_codes() {
+        assert!(State::Ok < State::Warning && State::Warning < State::Critical && State::Critical < State::Unknown);
+        assert_eq!([State::Ok, State::Warning, State::Critical, State::Unknown].map(State::code), [0, 1, 2, 3]);
+    }
+}
