@@ -6,8 +6,6 @@
 //! BLAKE3) to its id, so a tree naming itself, directly or through others, would need a hash
 //! cycle. The nearest an attacker gets, a subtree id that nothing stores, is covered here.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use cairn_format::tree::{Node, NodeKind};
@@ -15,27 +13,7 @@ use cairn_format::{BlobId, TreeId};
 
 use crate::support::TestRepo;
 use crate::support::craft::{Crafter, dir, file, node, symlink};
-
-/// Type, content or link target, inode, mode and mtime of everything below `root`, unfollowed.
-fn fingerprint(root: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = std::fs::symlink_metadata(&p).expect("lstat");
-        let what = if m.file_type().is_symlink() {
-            format!("link {:?}", std::fs::read_link(&p).expect("readlink"))
-        } else if m.is_file() {
-            format!("file {:?}", std::fs::read(&p).expect("read"))
-        } else {
-            for e in std::fs::read_dir(&p).expect("list") {
-                stack.push(e.expect("entry").path());
-            }
-            "dir".to_owned()
-        };
-        out.insert(p, format!("{what} ino {} mode {:o} mtime {}.{}", m.ino(), m.mode(), m.mtime(), m.mtime_nsec()));
-    }
-    out
-}
+use crate::support::fstree::fingerprint;
 
 /// A folder entry whose only entry is named `name` once stored (names the encoder refuses).
 fn bad_name_dir(c: &mut Crafter, folder: &[u8], name: &[u8], content: BlobId) -> Node {

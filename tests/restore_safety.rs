@@ -3,15 +3,15 @@
 //! replaced or refused, never followed; a size claim larger or smaller than the content is reported,
 //! not padded; every kind of entry, sockets included, is recreated or reported.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use cairn_format::tree::NodeKind;
 
 use crate::support::TestRepo;
 use crate::support::craft::{Crafter, dir, file, node, symlink};
+use crate::support::fstree::fingerprint;
 
 fn restore(t: &TestRepo, target: &Path, extra: &[&str]) -> Output {
     t.cairn().args(["restore", "latest"]).args(extra).arg("--target").arg(target).output().expect("runs")
@@ -19,32 +19,6 @@ fn restore(t: &TestRepo, target: &Path, extra: &[&str]) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Everything observable about the entries below `root` (type, content or link target, inode,
-/// mode, owner, mtime), without following symlinks.
-fn fingerprint(root: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let m = std::fs::symlink_metadata(&p).expect("lstat");
-        let what = if m.file_type().is_symlink() {
-            format!("link {:?}", std::fs::read_link(&p).expect("readlink"))
-        } else if m.is_file() {
-            format!("file {:?}", std::fs::read(&p).expect("read"))
-        } else {
-            if m.is_dir() {
-                for e in std::fs::read_dir(&p).expect("list") {
-                    stack.push(e.expect("entry").path());
-                }
-            }
-            format!("{:?}", m.file_type())
-        };
-        let meta =
-            format!("ino {} mode {:o} uid {} mtime {}.{}", m.ino(), m.mode(), m.uid(), m.mtime(), m.mtime_nsec());
-        out.insert(p, format!("{what} {meta}"));
-    }
-    out
 }
 
 fn write(p: &Path, bytes: &[u8]) {

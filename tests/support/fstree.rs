@@ -134,3 +134,29 @@ pub fn assert_same_tree(src: &Path, restored: &Path) {
     });
     assert!(checked > 0, "nothing compared");
 }
+
+/// Everything observable about the entries below `root` (type, content or link target, inode,
+/// mode, owner, mtime), without following symlinks.
+pub fn fingerprint(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).expect("lstat");
+        let what = if m.file_type().is_symlink() {
+            format!("link {:?}", std::fs::read_link(&p).expect("readlink"))
+        } else if m.is_file() {
+            format!("file {:?}", std::fs::read(&p).expect("read"))
+        } else {
+            if m.is_dir() {
+                for e in std::fs::read_dir(&p).expect("list") {
+                    stack.push(e.expect("entry").path());
+                }
+            }
+            format!("{:?}", m.file_type())
+        };
+        let meta =
+            format!("ino {} mode {:o} uid {} mtime {}.{}", m.ino(), m.mode(), m.uid(), m.mtime(), m.mtime_nsec());
+        out.insert(p, format!("{what} {meta}"));
+    }
+    out
+}
