@@ -331,4 +331,25 @@ fn names_that_are_not_utf8_back_up_filter_and_restore_byte_exact() {
     let out = repo.cairn().args(["ls", &id]).arg(root.join(latin1(b"sub\xff"))).output().expect("runs");
     assert!(out.status.success(), "ls failed: {}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("inner"), "ls: {}", String::from_utf8_lossy(&out.stdout));
+
+    // Restore's own --exclude matches stored names as bytes too: a pattern naming the UTF-8
+    // look-alike of a name that is not UTF-8 leaves that name alone.
+    std::fs::write(root.join("caf\u{fffd}"), b"replacement character").expect("write");
+    let out = repo.cairn().args(["backup", "--json"]).arg(&root).output().expect("runs");
+    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    let id = json(&out)["snapshot_id"].as_str().expect("id").to_owned();
+    let filtered = repo.scratch("filtered");
+    let out = repo
+        .cairn()
+        .args(["restore", &id, "--exclude", "caf\u{fffd}", "--target"])
+        .arg(&filtered)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "restore --exclude failed: {}", stderr(&out));
+    let back = restored_path(&filtered, &root);
+    assert!(!back.join("caf\u{fffd}").exists(), "restore --exclude kept the name it names");
+    assert_eq!(
+        std::fs::read(back.join(latin1(b"caf\xe9"))).expect("restore --exclude dropped a name that is not UTF-8"),
+        b"latin-1 name"
+    );
 }

@@ -1,7 +1,8 @@
 //! A request to stop, set from outside the engine (the command line sets it on SIGINT or SIGTERM)
 //! and polled at safe points by the long operations: a backup stops at its next blob or entry and
 //! still indexes the packs it wrote, a restore removes the files it had not finished. Operations
-//! that are safe to kill at any moment (prune, check) do not poll it.
+//! that are safe to kill at any moment (prune, repair) poll it only before they delete, so that
+//! one whose exclusive lock was lost ([`abort`]) deletes nothing more; check does not poll it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -284,6 +284,9 @@ fn execute(repo: &Repository, work: PruneWork, own_lock: &str, report: &mut Prun
     // written files, and without removing them this prune could not write its own index. Only
     // now, with the plan complete: it located every blob a snapshot uses in a pack some index
     // names, so a pack none names holds nothing a snapshot needs.
+    // A prune whose exclusive lock was lost (removed by `unlock --remove-all`, or not refreshed in
+    // time) stops before each deletion: another process may be relying on that lock's absence.
+    crate::cancel::check()?;
     let leftovers = delete_leftovers(repo, own_lock)?;
     report.unindexed_packs_deleted = leftovers.packs;
     report.bytes_deleted = leftovers.bytes;
@@ -331,6 +334,7 @@ fn execute(repo: &Repository, work: PruneWork, own_lock: &str, report: &mut Prun
     }
     report.index_files_written += writer.finish(index_at_start.clone())?;
     // Only now, with a superseding index durable, may the older index files go.
+    crate::cancel::check()?;
     for id in &index_at_start {
         repo.backend().delete(FileType::Index, &id.to_hex())?;
         report.index_files_deleted += 1;
@@ -405,6 +409,7 @@ fn execute(repo: &Repository, work: PruneWork, own_lock: &str, report: &mut Prun
         }
     }
     let names: Vec<String> = deletable.iter().map(|(id, _)| id.to_hex()).collect();
+    crate::cancel::check()?;
     for (result, (_, len)) in repo.backend().delete_all(FileType::Pack, &names).into_iter().zip(&deletable) {
         result?;
         report.bytes_deleted += len;

@@ -196,7 +196,8 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
         };
         report.index_files_written.push(repo.save_index(&file)?);
     }
-    // The new index is durable; only now may the files it supersedes go.
+    // The new index is durable; only now may the files it supersedes go (unless the lock was lost).
+    crate::cancel::check()?;
     for id in &old_ids {
         repo.backend().delete(FileType::Index, &id.to_hex())?;
     }
@@ -462,6 +463,8 @@ fn repair_snapshots_locked(
         report.repaired = new_snapshots.into_iter().map(|(_, r)| r).collect();
         return Ok(Pass::Done(report));
     }
+    // Stop here if the exclusive lock was lost; nothing was deleted yet.
+    crate::cancel::check()?;
     // A damaged file is replaced by its verified copy before anything is deleted.
     for (id, bytes) in from_cache {
         repo.backend().write(FileType::Snapshot, &id.to_hex(), bytes)?;

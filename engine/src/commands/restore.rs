@@ -112,6 +112,7 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
     }
     warn_if_repository_copy_damaged(repo, id, progress)?;
     let (node, base) = find_node(repo, &snapshot, &opts.subpath)?;
+    let base = PathBuf::from(base);
     let mut r = Restorer {
         repo,
         opts,
@@ -173,9 +174,10 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
     Ok(r.report)
 }
 
-fn join_snapshot_path(base: &str, name: &[u8]) -> String {
-    let name = String::from_utf8_lossy(name);
-    if base.ends_with('/') { format!("{base}{name}") } else { format!("{base}/{name}") }
+/// The path of entry `name` inside the snapshot folder `base`, as raw bytes: include and exclude
+/// patterns match names that are not UTF-8 as they were stored.
+fn join_snapshot_path(base: &Path, name: &[u8]) -> PathBuf {
+    base.join(std::ffi::OsStr::from_bytes(name))
 }
 
 impl Restorer<'_> {
@@ -192,7 +194,7 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    fn selected(&self, snapshot_path: &str) -> bool {
+    fn selected(&self, snapshot_path: &Path) -> bool {
         if !self.excludes.is_empty() && self.excludes.matches_or_under(snapshot_path) {
             return false;
         }
@@ -221,7 +223,7 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    fn restore_dir(&mut self, tree_id: cairn_format::TreeId, dir: &Path, snapshot_dir: &str) -> Result<()> {
+    fn restore_dir(&mut self, tree_id: cairn_format::TreeId, dir: &Path, snapshot_dir: &Path) -> Result<()> {
         // Trees are named by the hash of their content, so a cycle cannot be stored; the check
         // costs nothing and keeps the walk finite whatever the storage returns.
         if self.ancestors.contains(&tree_id) {
@@ -239,19 +241,21 @@ impl Restorer<'_> {
 
     /// Restores each of `nodes`; an entry that fails is reported and the next one restored. Only
     /// an interruption stops the walk.
-    fn restore_nodes(&mut self, nodes: &[Node], dir: &Path, snapshot_dir: &str) -> Result<()> {
+    fn restore_nodes(&mut self, nodes: &[Node], dir: &Path, snapshot_dir: &Path) -> Result<()> {
         for node in nodes {
             let path = dir.join(std::ffi::OsStr::from_bytes(&node.name));
             let spath = join_snapshot_path(snapshot_dir, &node.name);
             match self.restore_entry(node, &path, &spath) {
-                Err(e) if e.kind() != ErrorKind::Interrupted => self.report.errors.push(format!("{spath}: {e}")),
+                Err(e) if e.kind() != ErrorKind::Interrupted => {
+                    self.report.errors.push(format!("{}: {e}", spath.display()))
+                }
                 other => other?,
             }
         }
         Ok(())
     }
 
-    fn restore_entry(&mut self, node: &Node, path: &Path, spath: &str) -> Result<()> {
+    fn restore_entry(&mut self, node: &Node, path: &Path, spath: &Path) -> Result<()> {
         crate::cancel::check()?;
         if let NodeKind::Dir { subtree } = &node.kind {
             if !self.excludes.is_empty() && self.excludes.matches_or_under(spath) {
@@ -271,7 +275,7 @@ impl Restorer<'_> {
         if let Some(parent) = path.parent() {
             self.ensure_dir(parent)?;
         }
-        self.progress.set_current(Path::new(spath));
+        self.progress.set_current(spath);
         match &node.kind {
             NodeKind::File { content } => {
                 let link_key = (node.links > 1).then_some((node.device, node.inode));
@@ -285,7 +289,7 @@ impl Restorer<'_> {
                     let loc = self.repo.locate_for_reading(id)?.ok_or_else(|| {
                         Error::new(
                             ErrorKind::Corrupt,
-                            format!("{spath}: data blob {} is missing from the index", id.short()),
+                            format!("{}: data blob {} is missing from the index", spath.display(), id.short()),
                         )
                     });
                     match loc {
