@@ -163,3 +163,53 @@ fn ls_and_restore_end_on_trees_nested_deeper_than_any_path() {
         assert!(err.contains("deep") || err.contains("too long"), "{err}");
     }
 }
+
+#[test]
+fn mount_of_a_hostile_snapshot_serves_what_it_can_and_fails_the_rest_with_eio() {
+    use std::io::Read;
+    let h = hostile();
+    let before = fingerprint(&h.outside);
+    let at = h.t.scratch("mnt");
+    let _mount = crate::mount::Mount::start(&h.t, &at);
+    let snap = at.join("ids").read_dir().expect("ids").next().expect("one snapshot").expect("entry").path();
+    // Every entry is looked at without following symlinks; the walk ends (no entry leads back up).
+    let mut seen = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut stack = vec![snap.clone()];
+    while let Some(p) = stack.pop() {
+        assert!(seen.len() < 1000, "the walk over the mount does not end: {seen:?}");
+        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        if m.is_dir() {
+            // A folder whose listing cannot be read (a bad name, a tree nothing stores) is EIO,
+            // from opening it or from reading it.
+            match std::fs::read_dir(&p).and_then(|entries| entries.collect::<std::io::Result<Vec<_>>>()) {
+                Ok(entries) => stack.extend(entries.into_iter().map(|e| e.path())),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(nix::libc::EIO), "{}: {e}", p.display());
+                    unreadable.push(p.file_name().expect("name").to_owned());
+                }
+            }
+        }
+        seen.push(p);
+    }
+    for name in ["bad-dotdot", "bad-slash", "dangling-tree"] {
+        assert!(unreadable.iter().any(|n| n == name), "{name} is EIO: {unreadable:?}");
+    }
+    assert_eq!(std::fs::read(snap.join("a-good")).expect("good entry"), b"good");
+    // Symlinks are served as stored, for the reader's kernel to resolve in the reader's world.
+    assert_eq!(std::fs::read_link(snap.join("link-absolute")).expect("readlink"), h.outside.join("secret"));
+    assert_eq!(std::fs::read_link(snap.join("link-loop")).expect("readlink"), Path::new("link-loop"));
+    // A chunk that is missing is EIO, never zeros; the 10 GB claim with no chunks is never
+    // served as gigabytes of zeros.
+    let e = std::fs::read(snap.join("missing-chunk")).expect_err("a missing chunk");
+    assert_eq!(e.raw_os_error(), Some(nix::libc::EIO), "{e}");
+    let mut claim = Vec::new();
+    let read = std::fs::File::open(snap.join("sparse-claim"))
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut claim))
+        .map(|_| claim.iter().any(|&b| b != 0));
+    match read {
+        Ok(nonzero) => assert!(claim.is_empty() || nonzero, "the size claim was served as zeros"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(nix::libc::EIO), "{e}"),
+    }
+    assert_eq!(fingerprint(&h.outside), before, "the mount changed something outside");
+}

@@ -12,13 +12,13 @@ use crate::support::data::{Rng, write_random_file};
 use crate::support::fstree::restored_path;
 
 /// A running `cairn mount`; on drop (a failed test) the process is killed and the mount detached.
-struct Mount {
+pub(crate) struct Mount {
     child: std::process::Child,
     at: PathBuf,
 }
 
 impl Mount {
-    fn start(repo: &TestRepo, at: &Path) -> Self {
+    pub(crate) fn start(repo: &TestRepo, at: &Path) -> Self {
         assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: the mount tests need FUSE");
         let child = repo.cairn_std().arg("mount").arg(at).arg("--quiet").spawn().expect("start cairn mount");
         let mount = Mount { child, at: at.to_path_buf() };
