@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cairn_engine::commands::mount::{MountOptions, mount};
 
+use super::FilterArgs;
 use crate::{GlobalArgs, exit};
 
 #[derive(Debug, clap::Args)]
@@ -17,6 +18,11 @@ pub struct Args {
     /// Opened chunks kept in memory for readers (each up to the largest chunk size, 1 MiB by default)
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub blob_cache: usize,
+    /// Shortest time between two readings of the list of snapshots (new snapshots appear after it)
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub refresh_interval: u64,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
@@ -25,7 +31,12 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("setting up signal handling")?;
     }
-    let mounted = mount(repo, &args.mountpoint, &MountOptions { blob_cache_entries: args.blob_cache })?;
+    let opts = MountOptions {
+        blob_cache_entries: args.blob_cache,
+        filter: args.filter.to_filter(),
+        refresh_interval: Duration::from_secs(args.refresh_interval),
+    };
+    let mounted = mount(repo, &args.mountpoint, &opts)?;
     if !global.quiet {
         eprintln!("serving the repository at {}; Ctrl-C (or umount) unmounts", args.mountpoint.display());
     }

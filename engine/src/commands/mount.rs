@@ -1,23 +1,28 @@
 //! `mount`: a read-only FUSE view of the repository in restic's layout: `snapshots/<time>/`,
 //! `ids/<short id>/`, `hosts/<host>/<time>/`, `tags/<tag>/<time>/`, with a `latest` symlink in each
-//! list of snapshots.
+//! list of snapshots; `--host`, `--tag` and `--path` narrow which snapshots appear.
 //!
-//! Folders are read from their trees when first looked at; inode numbers are handed out then and
-//! stay the same for the life of the mount. A file opened for reading gets a table of where each of
-//! its chunks starts; a read at any offset finds its first chunk by binary search and reads only the
-//! chunks it needs, through a cache of a bounded number of opened chunks. Any failure to read
-//! (a pack gone, a damaged blob) is EIO: a reader never gets wrong bytes.
+//! The made-up folders are rebuilt from the repository's list of snapshots when one of them is
+//! listed or looked into, at most once per refresh interval, so that snapshots written while
+//! mounted appear (and forgotten ones go). Folders of snapshots are read from their trees when first
+//! looked at; inode numbers are handed out then and never change or get reused for the life of the
+//! mount (a made-up folder, a snapshot's folder in a list and `latest` keep theirs across refreshes).
+//! Names that are hard links of one another within a snapshot share one inode number.
 //!
-//! Not yet: the list of snapshots is read once at mount time (no refresh), and there is no
-//! read-ahead.
+//! A file opened for reading gets a table of where each of its chunks starts; a read at any offset
+//! finds its first chunk by binary search and reads only the chunks it needs, through a cache of a
+//! bounded number of opened chunks. A reader that reads on from where it stopped gets the next
+//! chunks opened ahead of it by one background thread, into the same bounded cache. Any failure
+//! to read (a pack gone, a damaged blob) is EIO: a reader never gets wrong bytes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use cairn_format::blob::BlobKind;
 use cairn_format::snapshot::Snapshot;
@@ -28,6 +33,7 @@ use fuser::{
     ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
 
+use crate::commands::snapshots::SnapshotFilter;
 use crate::error::{Error, ErrorKind, Result};
 use crate::repository::Repository;
 
@@ -36,11 +42,15 @@ use crate::repository::Repository;
 pub struct MountOptions {
     /// Opened chunks kept in memory (each at most the chunker's maximum size).
     pub blob_cache_entries: usize,
+    /// Which snapshots appear (restic's `--host`, `--tag`, `--path`).
+    pub filter: SnapshotFilter,
+    /// The shortest time between two readings of the repository's list of snapshots.
+    pub refresh_interval: Duration,
 }
 
 impl Default for MountOptions {
     fn default() -> Self {
-        Self { blob_cache_entries: 32 }
+        Self { blob_cache_entries: 32, filter: SnapshotFilter::default(), refresh_interval: Duration::from_secs(5) }
     }
 }
 
@@ -48,16 +58,25 @@ impl Default for MountOptions {
 #[derive(Debug)]
 pub struct Mounted {
     session: fuser::BackgroundSession,
+    mountpoint: PathBuf,
 }
 
 impl Mounted {
-    /// Unmounts and waits for the serving thread.
+    /// Unmounts and waits for the serving thread. When a reader still has a file open (the
+    /// kernel refuses a plain unmount), the mount is detached from the tree instead and the
+    /// serving thread left behind: the caller is expected to exit, which ends the connection,
+    /// and the reader then gets an error instead of waiting.
     pub fn unmount(self) -> Result<()> {
         if self.is_finished() {
             // Unmounted from outside: only the serving thread is left to join.
             return self.session.join().map_err(|e| Error::io("ending the mount", e));
         }
-        self.session.umount_and_join().map_err(|e| Error::io("unmounting", e))
+        let mountpoint = self.mountpoint;
+        match self.session.umount_and_join() {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => detach(&mountpoint),
+            Err(e) => Err(Error::io("unmounting", e)),
+        }
     }
 
     /// Whether the file system was unmounted from outside (`fusermount -u`, `umount`).
@@ -66,11 +85,33 @@ impl Mounted {
     }
 }
 
+/// Detaches a busy mount (`umount -l`); `fusermount3 -u -z` does it for users who are not root.
+fn detach(mountpoint: &Path) -> Result<()> {
+    match nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => {
+            let status = std::process::Command::new("fusermount3")
+                .args(["-u", "-z", "--"])
+                .arg(mountpoint)
+                .status()
+                .map_err(|e| Error::io("running fusermount3 -u -z", e))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(Error::io(
+                    format!("detaching the busy mount at {}", mountpoint.display()),
+                    std::io::Error::other(format!("fusermount3 ended with {status}")),
+                ))
+            }
+        }
+        Err(e) => Err(Error::io(format!("detaching the busy mount at {}", mountpoint.display()), e.into())),
+    }
+}
+
 /// Mounts the repository read-only at `mountpoint` and serves it from background threads.
 pub fn mount(repo: Repository, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted> {
     repo.sync_index()?;
-    let (snapshots, _) = repo.load_snapshots()?;
-    let fs = SnapshotFs::new(Arc::new(repo), &snapshots, opts);
+    let fs = SnapshotFs::new(Arc::new(repo), opts)?;
     let mut config = fuser::Config::default();
     config.mount_options.extend([
         fuser::MountOption::RO,
@@ -79,16 +120,24 @@ pub fn mount(repo: Repository, mountpoint: &Path, opts: &MountOptions) -> Result
     ]);
     let session = fuser::spawn_mount(fs, mountpoint, &config)
         .map_err(|e| Error::io(format!("mounting at {}", mountpoint.display()), e))?;
-    Ok(Mounted { session })
+    let mountpoint = mountpoint.canonicalize().unwrap_or_else(|_| mountpoint.to_path_buf());
+    Ok(Mounted { session, mountpoint })
 }
 
+/// How long the kernel may keep what it learnt about a snapshot's entries: they never change.
 const TTL: Duration = Duration::from_secs(60);
+/// The same for the made-up folders and `latest`, which change when snapshots come and go.
+const LISTING_TTL: Duration = Duration::from_secs(1);
+/// Chunks opened ahead of a sequential reader (at most; never more than half the cache).
+const READ_AHEAD: usize = 2;
+/// Block size `statfs` reports.
+const BLOCK_SIZE: u32 = 4096;
 
 enum Content {
     /// A made-up folder (root, snapshots/, hosts/x/, ...): its entries.
     Listing(Vec<(OsString, u64)>),
-    /// A folder of a snapshot; its entries once read.
-    Tree { tree: TreeId, entries: Option<Vec<(OsString, u64)>> },
+    /// A folder of a snapshot (`root`: the inode of the snapshot's own folder); its entries once read.
+    Tree { tree: TreeId, root: u64, entries: Option<Vec<(OsString, u64)>> },
     /// The `latest` symlink.
     Link(OsString),
     /// Any other entry of a snapshot (file, symlink, device, FIFO, socket).
@@ -101,20 +150,235 @@ struct Inode {
     node: Node,
 }
 
+/// Every inode handed out; inode N is `table[N - 1]`.
+struct Inodes {
+    table: Vec<Inode>,
+    /// Made-up folders and `latest` links by their path below the mountpoint ("" is the root).
+    made_up: HashMap<String, u64>,
+    /// A snapshot's folder in a list of snapshots, by the list's inode and the snapshot.
+    roots: HashMap<(u64, SnapshotId), u64>,
+    /// Hard links: (snapshot folder inode, device, inode as stored) to the inode already handed out.
+    hard_links: HashMap<(u64, u64, u64), u64>,
+}
+
+impl Inodes {
+    fn get(&self, ino: u64) -> Option<&Inode> {
+        self.table.get((ino as usize).wrapping_sub(1))
+    }
+
+    fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {
+        self.table.get_mut((ino as usize).wrapping_sub(1))
+    }
+
+    fn push(&mut self, inode: Inode) -> u64 {
+        self.table.push(inode);
+        self.table.len() as u64
+    }
+
+    /// The made-up folder at `path`, its entries replaced; same inode as before when it existed.
+    fn listing(&mut self, path: String, entries: Vec<(OsString, u64)>, time_ns: i64) -> u64 {
+        match self.made_up.get(&path).copied() {
+            Some(ino) => {
+                let inode = self.get_mut(ino).expect("made-up inodes stay in the table");
+                inode.content = Content::Listing(entries);
+                inode.node.mtime_ns = time_ns;
+                inode.node.ctime_ns = time_ns;
+                ino
+            }
+            None => {
+                let ino = self.push(Inode { content: Content::Listing(entries), node: folder_node(b"", time_ns) });
+                self.made_up.insert(path, ino);
+                ino
+            }
+        }
+    }
+
+    /// The folder of snapshot `id` in the list `list`.
+    fn snapshot_root(&mut self, list: u64, id: SnapshotId, s: &Snapshot) -> u64 {
+        if let Some(ino) = self.roots.get(&(list, id)) {
+            return *ino;
+        }
+        let mut node = folder_node(b"", s.time_ns);
+        node.mode = 0o40755;
+        let ino = self.table.len() as u64 + 1;
+        self.push(Inode { content: Content::Tree { tree: s.tree, root: ino, entries: None }, node });
+        self.roots.insert((list, id), ino);
+        ino
+    }
+
+    /// A list of snapshots at `path`, named by time (unique: `-1`, `-2` ... on clashes), plus `latest`.
+    fn snapshot_list(&mut self, path: String, list: &[&(SnapshotId, Snapshot)], time_ns: i64) -> u64 {
+        // The list's own inode first: its snapshot folders are keyed by it.
+        let list_ino = self.listing(path.clone(), Vec::new(), time_ns);
+        let mut entries: Vec<(OsString, u64)> = Vec::new();
+        let mut taken = HashSet::new();
+        let mut latest: Option<(i64, OsString)> = None;
+        for (id, s) in list {
+            let base = time_name(s);
+            let mut name = base.clone();
+            let mut n = 0;
+            while !taken.insert(name.clone()) {
+                n += 1;
+                name = format!("{base}-{n}");
+            }
+            let ino = self.snapshot_root(list_ino, *id, s);
+            if latest.as_ref().is_none_or(|l| s.time_ns >= l.0) {
+                latest = Some((s.time_ns, OsString::from(&name)));
+            }
+            entries.push((OsString::from(name), ino));
+        }
+        if let Some((t, target)) = latest {
+            let mut node = folder_node(b"latest", t);
+            node.mode = 0o120777;
+            node.links = 1;
+            node.kind = NodeKind::Symlink { target: target.as_bytes().to_vec() };
+            node.size = target.len() as u64;
+            let key = format!("{path}/latest");
+            let ino = match self.made_up.get(&key).copied() {
+                Some(ino) => {
+                    *self.get_mut(ino).expect("made-up inodes stay in the table") =
+                        Inode { content: Content::Link(target), node };
+                    ino
+                }
+                None => {
+                    let ino = self.push(Inode { content: Content::Link(target), node });
+                    self.made_up.insert(key, ino);
+                    ino
+                }
+            };
+            entries.push(("latest".into(), ino));
+        }
+        self.listing(path, entries, time_ns)
+    }
+
+    /// Rebuilds every made-up folder from `snapshots`.
+    fn rebuild(&mut self, snapshots: &[(SnapshotId, Snapshot)]) {
+        let newest = snapshots.iter().map(|s| s.1.time_ns).max().unwrap_or(0);
+        let all: Vec<&(SnapshotId, Snapshot)> = snapshots.iter().collect();
+        let by_time = self.snapshot_list("snapshots".into(), &all, newest);
+        let ids_ino = self.listing("ids".into(), Vec::new(), newest);
+        let ids: Vec<(OsString, u64)> =
+            snapshots.iter().map(|(id, s)| (OsString::from(id.short()), self.snapshot_root(ids_ino, *id, s))).collect();
+        let ids = self.listing("ids".into(), ids, newest);
+        let mut hosts: BTreeMap<String, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
+        let mut tags: BTreeMap<String, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
+        for s in snapshots {
+            hosts.entry(s.1.host.replace('/', "_")).or_default().push(s);
+            for t in &s.1.tags {
+                tags.entry(t.replace('/', "_")).or_default().push(s);
+            }
+        }
+        let mut group = |top: &str, groups: BTreeMap<String, Vec<&(SnapshotId, Snapshot)>>| {
+            let entries: Vec<(OsString, u64)> = groups
+                .into_iter()
+                .map(|(name, list)| {
+                    let ino = self.snapshot_list(format!("{top}/{name}"), &list, newest);
+                    (OsString::from(name), ino)
+                })
+                .collect();
+            self.listing(top.into(), entries, newest)
+        };
+        let hosts = group("hosts", hosts);
+        let tags = group("tags", tags);
+        let root =
+            vec![("hosts".into(), hosts), ("ids".into(), ids), ("snapshots".into(), by_time), ("tags".into(), tags)];
+        self.listing(String::new(), root, newest);
+    }
+}
+
+/// The chunks readers use, and those being opened.
+#[derive(Default)]
+struct BlobCache {
+    entries: VecDeque<(BlobId, Arc<Vec<u8>>)>,
+    loading: HashSet<BlobId>,
+}
+
+/// What readers and the read-ahead thread share.
+struct Blobs {
+    repo: Arc<Repository>,
+    cache: Mutex<BlobCache>,
+    /// Signalled whenever a chunk stops loading.
+    loaded: Condvar,
+    capacity: usize,
+}
+
+impl Blobs {
+    fn lock(&self) -> MutexGuard<'_, BlobCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The opened chunk `id`: from the cache, or read once however many readers ask at the same time.
+    fn get(&self, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+        let mut cache = self.lock();
+        loop {
+            if let Some((_, b)) = cache.entries.iter().find(|(c, _)| c == id) {
+                return Ok(b.clone());
+            }
+            if !cache.loading.contains(id) {
+                break;
+            }
+            cache = self.loaded.wait(cache).unwrap_or_else(|p| p.into_inner());
+        }
+        cache.loading.insert(*id);
+        drop(cache);
+        let loaded = self.repo.load_blob(BlobKind::Data, id).map(Arc::new);
+        let mut cache = self.lock();
+        cache.loading.remove(id);
+        if let Ok(bytes) = &loaded {
+            while cache.entries.len() >= self.capacity {
+                cache.entries.pop_front();
+            }
+            cache.entries.push_back((*id, bytes.clone()));
+        }
+        drop(cache);
+        self.loaded.notify_all();
+        loaded
+    }
+
+    /// Whether `id` is cached or being opened.
+    fn has(&self, id: &BlobId) -> bool {
+        let cache = self.lock();
+        cache.loading.contains(id) || cache.entries.iter().any(|(c, _)| c == id)
+    }
+}
+
+/// Opens the chunks sent to it until every sender is gone (the file system was unmounted).
+fn read_ahead_worker(blobs: Arc<Blobs>, wanted: Receiver<BlobId>) {
+    for id in wanted {
+        if !blobs.has(&id) {
+            // A failure is not kept: the reader that needs the chunk reads it again and gets EIO.
+            let _ = blobs.get(&id);
+        }
+    }
+}
+
 /// An open file: where each chunk starts, and its id.
 struct OpenFile {
     starts: Vec<u64>,
     blobs: Vec<BlobId>,
     size: u64,
+    /// Where the last read ended: a read starting there is sequential.
+    next_offset: AtomicU64,
+}
+
+struct Refresh {
+    last: Instant,
+    ids: Vec<SnapshotId>,
+    /// Stored bytes of every indexed pack, for `statfs`.
+    stored_bytes: u64,
 }
 
 struct SnapshotFs {
     repo: Arc<Repository>,
-    inodes: Mutex<Vec<Inode>>,
+    inodes: Mutex<Inodes>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_handle: AtomicU64,
-    cache: Mutex<VecDeque<(BlobId, Arc<Vec<u8>>)>>,
-    cache_entries: usize,
+    blobs: Arc<Blobs>,
+    read_ahead: Option<SyncSender<BlobId>>,
+    read_ahead_depth: usize,
+    filter: SnapshotFilter,
+    refresh: Mutex<Refresh>,
+    refresh_interval: Duration,
 }
 
 fn folder_node(name: &[u8], time_ns: i64) -> Node {
@@ -147,129 +411,137 @@ fn time_name(s: &Snapshot) -> String {
 }
 
 impl SnapshotFs {
-    fn new(repo: Arc<Repository>, snapshots: &[(SnapshotId, Snapshot)], opts: &MountOptions) -> Self {
-        let mut fs = Self {
+    fn new(repo: Arc<Repository>, opts: &MountOptions) -> Result<Self> {
+        let capacity = opts.blob_cache_entries.max(1);
+        let blobs = Arc::new(Blobs {
+            repo: repo.clone(),
+            cache: Mutex::new(BlobCache::default()),
+            loaded: Condvar::new(),
+            capacity,
+        });
+        // Read-ahead never takes more than half the cache, so it cannot evict what a reader is on.
+        let read_ahead_depth = READ_AHEAD.min(capacity / 2);
+        let read_ahead = if read_ahead_depth > 0 {
+            let (send, receive) = std::sync::mpsc::sync_channel(read_ahead_depth * 2);
+            let worker_blobs = blobs.clone();
+            std::thread::Builder::new()
+                .name("cairn-read-ahead".into())
+                .spawn(move || read_ahead_worker(worker_blobs, receive))
+                .map_err(|e| Error::io("starting the read-ahead thread", e))?;
+            Some(send)
+        } else {
+            None
+        };
+        let fs = Self {
             repo,
-            inodes: Mutex::new(Vec::new()),
+            inodes: Mutex::new(Inodes {
+                table: Vec::new(),
+                made_up: HashMap::new(),
+                roots: HashMap::new(),
+                hard_links: HashMap::new(),
+            }),
             files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
-            cache: Mutex::new(VecDeque::new()),
-            cache_entries: opts.blob_cache_entries.max(1),
+            blobs,
+            read_ahead,
+            read_ahead_depth,
+            filter: opts.filter.clone(),
+            refresh: Mutex::new(Refresh { last: Instant::now(), ids: Vec::new(), stored_bytes: 0 }),
+            refresh_interval: opts.refresh_interval,
         };
-        let newest = snapshots.iter().map(|s| s.1.time_ns).max().unwrap_or(0);
-        let inodes = fs.inodes.get_mut().unwrap_or_else(|p| p.into_inner());
-        // Inode 1 is the root; its listing is filled in below.
-        inodes.push(Inode { content: Content::Listing(Vec::new()), node: folder_node(b"/", newest) });
-        let by_time = Self::snapshot_list(inodes, snapshots.iter().collect(), newest);
-        let ids: Vec<(OsString, u64)> =
-            snapshots.iter().map(|(id, s)| (OsString::from(id.short()), Self::snapshot_root(inodes, s))).collect();
-        let ids = Self::listing(inodes, ids, newest);
-        let mut hosts: std::collections::BTreeMap<&str, Vec<&(SnapshotId, Snapshot)>> = Default::default();
-        let mut tags: std::collections::BTreeMap<&str, Vec<&(SnapshotId, Snapshot)>> = Default::default();
-        for s in snapshots {
-            hosts.entry(s.1.host.as_str()).or_default().push(s);
-            for t in &s.1.tags {
-                tags.entry(t.as_str()).or_default().push(s);
-            }
+        // Inode 1 is the root: made first.
+        fs.lock_inodes().listing(String::new(), Vec::new(), 0);
+        fs.reload(&mut fs.refresh.lock().unwrap_or_else(|p| p.into_inner()))?;
+        Ok(fs)
+    }
+
+    fn lock_inodes(&self) -> MutexGuard<'_, Inodes> {
+        self.inodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the list of snapshots again and rebuilds the made-up folders if it changed.
+    fn reload(&self, state: &mut Refresh) -> Result<()> {
+        state.last = Instant::now();
+        let mut ids = self.repo.list_snapshot_ids()?;
+        ids.sort();
+        if !state.ids.is_empty() && ids == state.ids {
+            return Ok(());
         }
-        let mut group = |groups: std::collections::BTreeMap<&str, Vec<&(SnapshotId, Snapshot)>>| {
-            let entries: Vec<(OsString, u64)> = groups
-                .into_iter()
-                .map(|(name, list)| (OsString::from(name.replace('/', "_")), Self::snapshot_list(inodes, list, newest)))
-                .collect();
-            Self::listing(inodes, entries, newest)
-        };
-        let hosts = group(hosts);
-        let tags = group(tags);
-        inodes[0].content = Content::Listing(vec![
-            ("hosts".into(), hosts),
-            ("ids".into(), ids),
-            ("snapshots".into(), by_time),
-            ("tags".into(), tags),
-        ]);
-        fs
+        // New snapshots name blobs of new index files.
+        self.repo.sync_index()?;
+        let (snapshots, _) = self.repo.load_snapshots()?;
+        let shown: Vec<(SnapshotId, Snapshot)> =
+            snapshots.into_iter().filter(|(_, s)| self.filter.matches(s)).collect();
+        self.lock_inodes().rebuild(&shown);
+        state.stored_bytes = self.repo.indexed_packs()?.iter().map(|(_, size)| size).sum();
+        state.ids = ids;
+        Ok(())
     }
 
-    fn push(inodes: &mut Vec<Inode>, inode: Inode) -> u64 {
-        inodes.push(inode);
-        inodes.len() as u64
-    }
-
-    fn listing(inodes: &mut Vec<Inode>, entries: Vec<(OsString, u64)>, time_ns: i64) -> u64 {
-        Self::push(inodes, Inode { content: Content::Listing(entries), node: folder_node(b"", time_ns) })
-    }
-
-    fn snapshot_root(inodes: &mut Vec<Inode>, s: &Snapshot) -> u64 {
-        let mut node = folder_node(b"", s.time_ns);
-        node.mode = 0o40755;
-        Self::push(inodes, Inode { content: Content::Tree { tree: s.tree, entries: None }, node })
-    }
-
-    /// A folder of snapshots named by time (unique: `-1`, `-2` ... on clashes), plus `latest`.
-    fn snapshot_list(inodes: &mut Vec<Inode>, list: Vec<&(SnapshotId, Snapshot)>, time_ns: i64) -> u64 {
-        let mut entries: Vec<(OsString, u64)> = Vec::new();
-        let mut latest: Option<(i64, OsString)> = None;
-        for (_, s) in list {
-            let base = time_name(s);
-            let mut name = base.clone();
-            let mut n = 0;
-            while entries.iter().any(|e| e.0 == OsStr::new(&name)) {
-                n += 1;
-                name = format!("{base}-{n}");
-            }
-            let ino = Self::snapshot_root(inodes, s);
-            if latest.as_ref().is_none_or(|l| s.time_ns >= l.0) {
-                latest = Some((s.time_ns, OsString::from(&name)));
-            }
-            entries.push((OsString::from(name), ino));
+    /// Reloads the list of snapshots when the last reading is older than the refresh interval.
+    /// A failure keeps the folders as they are (the repository may be briefly unreachable).
+    fn maybe_refresh(&self) {
+        let mut state = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+        if state.last.elapsed() >= self.refresh_interval {
+            let _ = self.reload(&mut state);
         }
-        if let Some((t, target)) = latest {
-            let mut node = folder_node(b"latest", t);
-            node.mode = 0o120777;
-            node.links = 1;
-            node.kind = NodeKind::Symlink { target: target.as_bytes().to_vec() };
-            node.size = target.len() as u64;
-            let ino = Self::push(inodes, Inode { content: Content::Link(target), node });
-            entries.push(("latest".into(), ino));
-        }
-        Self::listing(inodes, entries, time_ns)
     }
 
     /// The entries of a folder, reading its tree the first time.
     fn entries(&self, ino: u64) -> std::result::Result<Vec<(OsString, u64)>, Errno> {
-        let tree = {
-            let inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
-            let inode = inodes.get((ino as usize).wrapping_sub(1)).ok_or(Errno::ENOENT)?;
+        let is_listing = matches!(self.lock_inodes().get(ino).map(|i| &i.content), Some(Content::Listing(_)));
+        if is_listing {
+            self.maybe_refresh();
+        }
+        let (tree, root) = {
+            let inodes = self.lock_inodes();
+            let inode = inodes.get(ino).ok_or(Errno::ENOENT)?;
             match &inode.content {
                 Content::Listing(e) => return Ok(e.clone()),
                 Content::Tree { entries: Some(e), .. } => return Ok(e.clone()),
-                Content::Tree { tree, entries: None } => *tree,
+                Content::Tree { tree, root, entries: None } => (*tree, *root),
                 _ => return Err(Errno::ENOTDIR),
             }
         };
         let loaded = self.repo.load_tree(tree).map_err(|_| Errno::EIO)?;
-        let mut inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(Content::Tree { entries: Some(e), .. }) = inodes.get(ino as usize - 1).map(|i| &i.content) {
+        let mut inodes = self.lock_inodes();
+        if let Some(Content::Tree { entries: Some(e), .. }) = inodes.get(ino).map(|i| &i.content) {
             return Ok(e.clone());
         }
         let mut entries = Vec::with_capacity(loaded.nodes().len());
         for n in loaded.into_nodes() {
             let name = OsString::from_vec(n.name.clone());
+            // Names of one file within a snapshot share its inode, as they did on the source.
+            let link_key = match n.kind {
+                NodeKind::Dir { .. } => None,
+                _ if n.links > 1 && n.inode != 0 => Some((root, n.device, n.inode)),
+                _ => None,
+            };
+            if let Some(ino) = link_key.and_then(|k| inodes.hard_links.get(&k)) {
+                entries.push((name, *ino));
+                continue;
+            }
             let content = match n.kind {
-                NodeKind::Dir { subtree } => Content::Tree { tree: subtree, entries: None },
+                NodeKind::Dir { subtree } => Content::Tree { tree: subtree, root, entries: None },
                 _ => Content::Leaf,
             };
-            entries.push((name, Self::push(&mut inodes, Inode { content, node: n })));
+            let child = inodes.push(Inode { content, node: n });
+            if let Some(k) = link_key {
+                inodes.hard_links.insert(k, child);
+            }
+            entries.push((name, child));
         }
-        if let Some(Inode { content: Content::Tree { entries: slot, .. }, .. }) = inodes.get_mut(ino as usize - 1) {
+        if let Some(Inode { content: Content::Tree { entries: slot, .. }, .. }) = inodes.get_mut(ino) {
             *slot = Some(entries.clone());
         }
         Ok(entries)
     }
 
-    fn attr(&self, ino: u64) -> Option<FileAttr> {
-        let inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
-        let n = &inodes.get((ino as usize).wrapping_sub(1))?.node;
+    /// The attributes of `ino`, and how long the kernel may keep them.
+    fn attr(&self, ino: u64) -> Option<(FileAttr, Duration)> {
+        let inodes = self.lock_inodes();
+        let inode = inodes.get(ino)?;
+        let n = &inode.node;
         let kind = match n.kind {
             NodeKind::File { .. } => FileType::RegularFile,
             NodeKind::Dir { .. } => FileType::Directory,
@@ -290,7 +562,11 @@ impl SnapshotFs {
             NodeKind::Symlink { target } => target.len() as u64,
             _ => n.size,
         };
-        Some(FileAttr {
+        let ttl = match inode.content {
+            Content::Listing(_) | Content::Link(_) => LISTING_TTL,
+            _ => TTL,
+        };
+        let attr = FileAttr {
             ino: INodeNo(ino),
             size,
             blocks: size.div_ceil(512),
@@ -306,30 +582,15 @@ impl SnapshotFs {
             rdev,
             blksize: 128 * 1024,
             flags: 0,
-        })
-    }
-
-    fn blob(&self, id: &BlobId) -> Result<Arc<Vec<u8>>> {
-        {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, b)) = cache.iter().find(|(c, _)| c == id) {
-                return Ok(b.clone());
-            }
-        }
-        let bytes = Arc::new(self.repo.load_blob(BlobKind::Data, id)?);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= self.cache_entries {
-            cache.pop_front();
-        }
-        cache.push_back((*id, bytes.clone()));
-        Ok(bytes)
+        };
+        Some((attr, ttl))
     }
 
     fn open_file(&self, ino: u64) -> Result<OpenFile> {
         let content = {
-            let inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
-            match inodes.get((ino as usize).wrapping_sub(1)).map(|i| (&i.node.kind, i.node.size)) {
-                Some((NodeKind::File { content }, _)) => content.clone(),
+            let inodes = self.lock_inodes();
+            match inodes.get(ino).map(|i| &i.node.kind) {
+                Some(NodeKind::File { content }) => content.clone(),
                 _ => return Err(Error::new(ErrorKind::NotFound, "not a file")),
             }
         };
@@ -343,7 +604,7 @@ impl SnapshotFs {
                 .ok_or_else(|| Error::corrupt(format!("data blob {} is missing from the index", id.short())))?;
             at += u64::from(loc.entry.plain_len);
         }
-        Ok(OpenFile { starts, blobs: content, size: at })
+        Ok(OpenFile { starts, blobs: content, size: at, next_offset: AtomicU64::new(0) })
     }
 
     fn read_at(&self, file: &OpenFile, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -352,11 +613,12 @@ impl SnapshotFs {
         if offset >= end {
             return Ok(out);
         }
+        let sequential = file.next_offset.swap(end, Ordering::Relaxed) == offset;
         // The chunk holding `offset`: the last one starting at or before it.
         let mut i = file.starts.partition_point(|&s| s <= offset).saturating_sub(1);
         let mut pos = offset;
         while pos < end && i < file.blobs.len() {
-            let blob = self.blob(&file.blobs[i])?;
+            let blob = self.blobs.get(&file.blobs[i])?;
             let start = file.starts[i];
             let from = (pos - start) as usize;
             let to = ((end - start) as usize).min(blob.len());
@@ -367,6 +629,19 @@ impl SnapshotFs {
             pos = start + to as u64;
             i += 1;
         }
+        if sequential && let Some(read_ahead) = &self.read_ahead {
+            // `i` is the chunk after the last one this read touched.
+            for id in file.blobs.iter().skip(i).take(self.read_ahead_depth) {
+                if self.blobs.has(id) {
+                    continue;
+                }
+                match read_ahead.try_send(*id) {
+                    // Full: the worker is behind; this reader will read the chunk itself.
+                    Ok(()) | Err(TrySendError::Full(_)) => {}
+                    Err(TrySendError::Disconnected(_)) => break,
+                }
+            }
+        }
         Ok(out)
     }
 }
@@ -376,7 +651,7 @@ impl fuser::Filesystem for SnapshotFs {
         let found = self.entries(parent.0).map(|e| e.into_iter().find(|(n, _)| n == name).map(|(_, ino)| ino));
         match found {
             Ok(Some(ino)) => match self.attr(ino) {
-                Some(attr) => reply.entry(&TTL, &attr, Generation(0)),
+                Some((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
                 None => reply.error(Errno::ENOENT),
             },
             Ok(None) => reply.error(Errno::ENOENT),
@@ -386,14 +661,14 @@ impl fuser::Filesystem for SnapshotFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.attr(ino.0) {
-            Some(attr) => reply.attr(&TTL, &attr),
+            Some((attr, ttl)) => reply.attr(&ttl, &attr),
             None => reply.error(Errno::ENOENT),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
-        match inodes.get((ino.0 as usize).wrapping_sub(1)).map(|i| (&i.content, &i.node.kind)) {
+        let inodes = self.lock_inodes();
+        match inodes.get(ino.0).map(|i| (&i.content, &i.node.kind)) {
             Some((Content::Link(t), _)) => reply.data(t.as_bytes()),
             Some((_, NodeKind::Symlink { target })) => reply.data(target),
             _ => reply.error(Errno::EINVAL),
@@ -452,8 +727,11 @@ impl fuser::Filesystem for SnapshotFs {
         };
         let dots = [(OsString::from("."), ino.0), (OsString::from(".."), ino.0)];
         for (i, (name, child)) in dots.into_iter().chain(entries).enumerate().skip(offset as usize) {
-            let kind =
-                if i < 2 { FileType::Directory } else { self.attr(child).map_or(FileType::RegularFile, |a| a.kind) };
+            let kind = if i < 2 {
+                FileType::Directory
+            } else {
+                self.attr(child).map_or(FileType::RegularFile, |(a, _)| a.kind)
+            };
             if reply.add(INodeNo(child), (i + 1) as u64, kind, &name) {
                 break;
             }
@@ -462,7 +740,11 @@ impl fuser::Filesystem for SnapshotFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let files = self.inodes.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
-        reply.statfs(0, 0, 0, files, 0, 4096, 255, 4096);
+        // A full, read-only file system the size of the repository's packs: `df` shows the
+        // repository's size as used, nothing free, and the inodes handed out so far.
+        let files = self.lock_inodes().table.len() as u64;
+        let stored = self.refresh.lock().unwrap_or_else(|p| p.into_inner()).stored_bytes;
+        let blocks = stored.div_ceil(u64::from(BLOCK_SIZE));
+        reply.statfs(blocks, 0, 0, files, 0, BLOCK_SIZE, 255, BLOCK_SIZE);
     }
 }
