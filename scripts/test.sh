@@ -18,6 +18,8 @@ command -v setfattr >/dev/null || need+=(attr)
 command -v setfacl >/dev/null || need+=(acl)
 # fuse3 (fusermount3): the mount tests serve a real FUSE file system.
 command -v fusermount3 >/dev/null || need+=(fuse3)
+# postgresql (Debian's 15): pg_restore reads a dump straight from a mount into a throwaway cluster.
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 # promtool (prometheus): the metrics files are checked as Prometheus reads them.
 command -v promtool >/dev/null || need+=(prometheus)
 # man (man-db): the generated man pages are rendered.

@@ -18,6 +18,8 @@ mod errors;
 mod hostile;
 mod interrupt;
 mod mount;
+mod mount_live;
+mod mount_pg;
 mod operations;
 mod passwords;
 mod restic_parity;
