@@ -324,6 +324,38 @@ fn rewrite_drops_excluded_paths_and_prune_then_frees_their_data() {
 }
 
 #[test]
+fn rewrite_recounts_the_summary_of_what_is_left() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    write(&src.join("keep/a.txt"), b"aaaa");
+    write(&src.join("keep/b.txt"), b"bb");
+    std::fs::create_dir_all(src.join("cache/deeper")).expect("folders");
+    write_random_file(&src.join("cache/x.bin"), 1, 100_000);
+    write_random_file(&src.join("cache/deeper/y.bin"), 2, 50_000);
+    write_random_file(&src.join("big.tmp"), 3, 30_000);
+    let original = backup(&repo, &src, "2026-11-01 10:00:00");
+    let before = repo.json(&["cat", "snapshot", &original])["snapshot"]["summary"].clone();
+    let files = |s: &Value| {
+        ["files_new", "files_changed", "files_unchanged"].iter().map(|k| s[k].as_u64().expect(k)).sum::<u64>()
+    };
+    let dirs =
+        |s: &Value| ["dirs_new", "dirs_changed", "dirs_unchanged"].iter().map(|k| s[k].as_u64().expect(k)).sum::<u64>();
+    assert_eq!(files(&before), 5);
+    assert_eq!(before["total_size"], 180_006);
+
+    let report = repo.json(&["rewrite", "--exclude", "cache", "--exclude", "*.tmp"]);
+    let rewritten = report["rewritten"][0]["rewritten"].as_str().expect("new id").to_owned();
+    let after = repo.json(&["cat", "snapshot", &rewritten])["snapshot"]["summary"].clone();
+    assert_eq!(files(&after), 2, "a.txt and b.txt are left: {after}");
+    assert_eq!(dirs(&after), dirs(&before) - 2, "cache/ and cache/deeper/ are gone: {after}");
+    assert_eq!(after["total_size"], 6);
+    // What the backup itself did is kept.
+    for k in ["bytes_read", "data_blobs_added", "started_ns", "duration_ns"] {
+        assert_eq!(after[k], before[k], "{k}");
+    }
+}
+
+#[test]
 fn ls_quotes_names_with_control_characters_and_shows_special_mode_bits() {
     let repo = TestRepo::new();
     let src = repo.scratch("src");

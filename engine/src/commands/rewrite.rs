@@ -6,12 +6,17 @@
 //! snapshot, and only then — with `forget` — the snapshots they replace. A rewritten snapshot
 //! carries the tag `rewrite` and names the snapshot it replaces in `original`, as restic's do.
 //! Takes the exclusive lock (as restic's `rewrite` and cairn's `repair snapshots`).
+//!
+//! The summary of a rewritten snapshot describes what is left: the files, folders and bytes left
+//! out are taken off its counts and `total_size` (restic likewise recounts the files and bytes of
+//! a rewritten snapshot). Which of new, changed or unchanged a dropped file was is not recorded,
+//! so drops come off the unchanged count first, then changed, then new.
 
 use std::collections::{HashMap, HashSet};
 
 use cairn_format::blob::BlobKind;
 use cairn_format::lock::LockKind;
-use cairn_format::snapshot::Snapshot;
+use cairn_format::snapshot::{Snapshot, Summary};
 use cairn_format::tree::{NodeKind, Tree};
 use cairn_format::{SnapshotId, TreeId};
 use serde::Serialize;
@@ -77,16 +82,24 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
     let mut planned: Vec<(Snapshot, SnapshotRewrite)> = Vec::new();
     let saved = std::thread::scope(|scope| -> Result<crate::pack_saver::SaverStats> {
         let saver = PackSaver::start(scope, repo, opts.dry_run);
-        let mut rw =
-            TreeRewriter { repo, patterns: &patterns, saver: &saver, memo: HashMap::new(), saved: HashSet::new() };
+        let mut rw = TreeRewriter {
+            repo,
+            patterns: &patterns,
+            saver: &saver,
+            memo: HashMap::new(),
+            sizes: HashMap::new(),
+            saved: HashSet::new(),
+        };
         for (id, snapshot) in &selected {
             let mut excluded = Vec::new();
-            let Some(root) = rw.tree(snapshot.tree, "/", &mut excluded)? else {
+            let mut dropped = Dropped::default();
+            let Some(root) = rw.tree(snapshot.tree, "/", &mut excluded, &mut dropped)? else {
                 report.unchanged += 1;
                 continue;
             };
             let mut new = snapshot.clone();
             new.tree = root;
+            dropped.take_off(&mut new.summary);
             new.original = Some(snapshot.original.unwrap_or(*id));
             if !new.tags.iter().any(|t| t == REWRITE_TAG) {
                 new.tags.push(REWRITE_TAG.to_owned());
@@ -114,36 +127,77 @@ pub fn rewrite(repo: &Repository, opts: &RewriteOptions) -> Result<RewriteReport
     Ok(report)
 }
 
+/// What a rewrite left out of one snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+struct Dropped {
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+}
+
+impl Dropped {
+    fn add(&mut self, other: Dropped) {
+        self.files += other.files;
+        self.dirs += other.dirs;
+        self.bytes += other.bytes;
+    }
+
+    /// Takes what was left out off a summary's counts (unchanged first, then changed, then new).
+    fn take_off(&self, summary: &mut Summary) {
+        fn take(mut n: u64, counts: [&mut u64; 3]) {
+            for c in counts {
+                let d = n.min(*c);
+                *c -= d;
+                n -= d;
+            }
+        }
+        take(self.files, [&mut summary.files_unchanged, &mut summary.files_changed, &mut summary.files_new]);
+        take(self.dirs, [&mut summary.dirs_unchanged, &mut summary.dirs_changed, &mut summary.dirs_new]);
+        summary.total_size = summary.total_size.saturating_sub(self.bytes);
+    }
+}
+
 struct TreeRewriter<'a, 's> {
     repo: &'a Repository,
     patterns: &'a PatternSet,
     saver: &'a PackSaver<'s>,
     /// Per folder path and tree: its replacement (`None`: unchanged) and what it left out. Patterns
     /// depend on the path, so the same tree elsewhere is rewritten on its own.
-    memo: HashMap<(String, TreeId), (Option<TreeId>, Vec<String>)>,
+    memo: HashMap<(String, TreeId), (Option<TreeId>, Vec<String>, Dropped)>,
+    /// Files, folders and bytes in a whole tree that is left out.
+    sizes: HashMap<TreeId, Dropped>,
     saved: HashSet<TreeId>,
 }
 
 impl TreeRewriter<'_, '_> {
     /// The tree at `base` without the excluded entries; `None` when nothing below it is excluded.
-    fn tree(&mut self, id: TreeId, base: &str, excluded: &mut Vec<String>) -> Result<Option<TreeId>> {
-        if let Some((done, paths)) = self.memo.get(&(base.to_owned(), id)) {
+    fn tree(
+        &mut self,
+        id: TreeId,
+        base: &str,
+        excluded: &mut Vec<String>,
+        dropped: &mut Dropped,
+    ) -> Result<Option<TreeId>> {
+        if let Some((done, paths, gone)) = self.memo.get(&(base.to_owned(), id)) {
             excluded.extend(paths.iter().cloned());
+            dropped.add(*gone);
             return Ok(*done);
         }
         let tree = self.repo.load_tree(id)?;
         let mut here = Vec::new();
+        let mut gone_here = Dropped::default();
         let mut changed = false;
         let mut nodes = Vec::with_capacity(tree.nodes().len());
         for node in tree.into_nodes() {
             let path = join(base, &node.name);
             if self.patterns.matches(&path) {
+                gone_here.add(self.size_of(&node.kind, node.size)?);
                 here.push(path);
                 changed = true;
                 continue;
             }
             if let NodeKind::Dir { subtree } = node.kind
-                && let Some(new_subtree) = self.tree(subtree, &path, &mut here)?
+                && let Some(new_subtree) = self.tree(subtree, &path, &mut here, &mut gone_here)?
             {
                 let mut node = node;
                 node.kind = NodeKind::Dir { subtree: new_subtree };
@@ -161,8 +215,27 @@ impl TreeRewriter<'_, '_> {
             None
         };
         excluded.extend(here.iter().cloned());
-        self.memo.insert((base.to_owned(), id), (result, here));
+        dropped.add(gone_here);
+        self.memo.insert((base.to_owned(), id), (result, here, gone_here));
         Ok(result)
+    }
+
+    /// The files, folders and bytes of an entry left out (a folder with everything below it).
+    fn size_of(&mut self, kind: &NodeKind, size: u64) -> Result<Dropped> {
+        let subtree = match kind {
+            NodeKind::File { .. } => return Ok(Dropped { files: 1, dirs: 0, bytes: size }),
+            NodeKind::Dir { subtree } => *subtree,
+            _ => return Ok(Dropped::default()),
+        };
+        if let Some(d) = self.sizes.get(&subtree) {
+            return Ok(*d);
+        }
+        let mut total = Dropped { files: 0, dirs: 1, bytes: 0 };
+        for node in self.repo.load_tree(subtree)?.into_nodes() {
+            total.add(self.size_of(&node.kind, node.size)?);
+        }
+        self.sizes.insert(subtree, total);
+        Ok(total)
     }
 
     fn save_tree(&mut self, tree: &Tree) -> Result<TreeId> {
