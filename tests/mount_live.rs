@@ -180,7 +180,7 @@ fn mount_gives_hard_links_one_inode_keeps_inodes_stable_and_answers_statfs() {
 fn mounted_large_file(repo: &TestRepo) -> (Mount, PathBuf, PathBuf, Vec<u8>) {
     let src = repo.scratch("src");
     write_random_file(&src.join("big.bin"), 7, 24_000_000);
-    backup(&repo, &src, &[]);
+    backup(repo, &src, &[]);
     let at = repo.scratch("mnt");
     let mount = Mount::start(repo, &at);
     let file = restored_path(&at.join("snapshots/latest"), &src).join("big.bin");
@@ -310,4 +310,30 @@ fn tar_find_and_diff_walk_a_mounted_snapshot_as_they_walk_the_source() {
     assert!(status.success());
     let diff = Command::new("diff").arg("-r").arg("--no-dereference").arg(&src).arg(&unpacked).output().expect("diff");
     assert!(diff.status.success(), "the tarball holds the source: {}", String::from_utf8_lossy(&diff.stdout));
+}
+
+#[test]
+fn a_mount_whose_repository_goes_away_gives_eio_for_reads_and_keeps_its_listings() {
+    let repo = TestRepo::new();
+    let src = repo.scratch("src");
+    write_random_file(&src.join("a.bin"), 11, 2_000_000);
+    backup(&repo, &src, &[]);
+    let at = repo.scratch("mnt");
+    let _mount = Mount::start_with(&repo, &at, &["--refresh-interval", "0"]);
+    let snap = restored_path(&at.join("snapshots/latest"), &src);
+    assert_eq!(std::fs::metadata(snap.join("a.bin")).expect("stat").len(), 2_000_000);
+
+    let moved = repo.dir.path().join("repo-moved");
+    std::fs::rename(repo.repo_path(), &moved).expect("take the repository away");
+    // Reads run in a thread so that a hang fails the test instead of stalling it.
+    let file = snap.join("a.bin");
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(std::fs::read(file).map_err(|e| e.raw_os_error()));
+    });
+    let got = finished.recv_timeout(Duration::from_secs(60)).expect("the read hangs");
+    assert_eq!(got.map(|b| b.len()), Err(Some(nix::libc::EIO)), "a read with the repository gone is EIO");
+    // The folders already known stay listable (a failed refresh keeps them).
+    assert_eq!(names(&at.join("snapshots")).len(), 2);
+    std::fs::rename(&moved, repo.repo_path()).expect("bring it back");
 }

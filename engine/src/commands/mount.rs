@@ -464,6 +464,14 @@ impl SnapshotFs {
         state.last = Instant::now();
         let mut ids = self.repo.list_snapshot_ids()?;
         ids.sort();
+        // A listing of a repository that went away is empty, not an error: keep what is shown
+        // unless the repository is still there.
+        if ids.is_empty()
+            && !state.ids.is_empty()
+            && self.repo.backend().stat(crate::backend::FileType::Config, "config")?.is_none()
+        {
+            return Err(Error::new(ErrorKind::NotFound, "the repository's config file is gone"));
+        }
         if !state.ids.is_empty() && ids == state.ids {
             return Ok(());
         }

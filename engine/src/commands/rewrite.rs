@@ -157,13 +157,16 @@ impl Dropped {
     }
 }
 
+/// A folder rewritten: its replacement (`None`: unchanged), the paths it left out, and their size.
+type Rewritten = (Option<TreeId>, Vec<String>, Dropped);
+
 struct TreeRewriter<'a, 's> {
     repo: &'a Repository,
     patterns: &'a PatternSet,
     saver: &'a PackSaver<'s>,
     /// Per folder path and tree: its replacement (`None`: unchanged) and what it left out. Patterns
     /// depend on the path, so the same tree elsewhere is rewritten on its own.
-    memo: HashMap<(String, TreeId), (Option<TreeId>, Vec<String>, Dropped)>,
+    memo: HashMap<(String, TreeId), Rewritten>,
     /// Files, folders and bytes in a whole tree that is left out.
     sizes: HashMap<TreeId, Dropped>,
     saved: HashSet<TreeId>,
