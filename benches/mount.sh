@@ -6,7 +6,8 @@
 # the whole dump.
 #
 # usage: benches/mount.sh [--dump-mib N] [--tree-files N] [--reads N] [WORKDIR]
-#   WORKDIR defaults to /var/tmp/cairn-mount-bench; its data/ folder is generated once and reused.
+#   WORKDIR defaults to /var/tmp/cairn-mount-bench; its data/ folder is generated once and reused
+#   (and the repositories made again when it changes).
 #   --dump-mib N    size of the generated SQL-like dump (default 300)
 #   --tree-files N  files in the generated tree (default 10000)
 #   --reads N       random 4 KiB reads per pass (default 2000)
@@ -49,6 +50,7 @@ mkdir -p "$DATA" "$WORK/mnt/cairn" "$WORK/mnt/restic"
 # --- data (once)
 if [ ! -f "$DATA/dump.sql" ] || [ "$(stat -c %s "$DATA/dump.sql")" -lt $((DUMP_MIB * 1024 * 1024)) ]; then
     echo "== generating a ${DUMP_MIB} MiB dump" >&2
+    rm -rf "$WORK/repos" "$WORK/cache"
     python3 - "$DATA/dump.sql" "$DUMP_MIB" <<'EOF'
 import hashlib, random, sys
 path, mib = sys.argv[1], int(sys.argv[2])
@@ -67,6 +69,7 @@ EOF
 fi
 if [ ! -d "$DATA/tree" ] || [ "$(find "$DATA/tree" -type f | wc -l)" -ne "$TREE_FILES" ]; then
     echo "== generating a tree of $TREE_FILES files" >&2
+    rm -rf "$WORK/repos" "$WORK/cache"
     rm -rf "$DATA/tree"
     python3 - "$DATA/tree" "$TREE_FILES" <<'EOF'
 import os, random, sys
