@@ -337,3 +337,68 @@ fn a_mount_whose_repository_goes_away_gives_eio_for_reads_and_keeps_its_listings
     assert_eq!(names(&at.join("snapshots")).len(), 2);
     std::fs::rename(&moved, repo.repo_path()).expect("bring it back");
 }
+
+/// Every pack file below the repository's data folder.
+fn pack_files(repo: &TestRepo) -> std::collections::BTreeSet<PathBuf> {
+    let mut packs = std::collections::BTreeSet::new();
+    crate::support::fstree::walk(&repo.repo_path().join("data"), &mut |p, m| {
+        if m.is_file() {
+            packs.insert(p.to_path_buf());
+        }
+    });
+    packs
+}
+
+#[test]
+fn a_read_stuck_on_storage_does_not_stop_other_requests_and_ends_in_eio_when_storage_gives_up() {
+    let repo = TestRepo::new();
+    let stuck_src = repo.scratch("stuck");
+    write_random_file(&stuck_src.join("a.bin"), 12, 500_000);
+    backup(&repo, &stuck_src, &[]);
+    let first_packs = pack_files(&repo);
+    let fine_src = repo.scratch("fine");
+    std::fs::write(fine_src.join("b.txt"), b"still served").expect("write");
+    let fine = backup(&repo, &fine_src, &[]);
+
+    let at = repo.scratch("mnt");
+    let _mount = Mount::start(&repo, &at);
+    let first_id = names(&at.join("ids")).into_iter().find(|id| id != &fine[..8]).expect("the first snapshot");
+    let first_dir = at.join("ids").join(first_id);
+    let a = restored_path(&first_dir, &stuck_src).join("a.bin");
+    assert_eq!(std::fs::metadata(&a).expect("stat").len(), 500_000);
+    // The first backup's packs become named pipes: reading one waits until a writer shows up.
+    for pack in &first_packs {
+        std::fs::remove_file(pack).expect("remove pack");
+        nix::unistd::mkfifo(pack, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+    }
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(std::fs::read(a).map_err(|e| e.raw_os_error()));
+    });
+    assert!(finished.recv_timeout(Duration::from_millis(500)).is_err(), "the read of a.bin waits for its pack");
+
+    // Meanwhile the mount answers other requests: listings and a file of the other snapshot.
+    let other = at.join("ids").join(&fine[..8]);
+    let (done_other, finished_other) = mpsc::channel();
+    let b = restored_path(&other, &fine_src).join("b.txt");
+    std::thread::spawn(move || {
+        let _ = done_other.send(std::fs::read(b).map_err(|e| e.to_string()));
+    });
+    let got = finished_other.recv_timeout(Duration::from_secs(60)).expect("a stuck read holds up the whole mount");
+    assert_eq!(got.expect("read b.txt"), b"still served");
+
+    // Storage gives up (a writer opens each pipe and closes it without writing, as long as someone
+    // waits on one): the stuck read ends in EIO.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        for pack in &first_packs {
+            let flags = nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK;
+            drop(nix::fcntl::open(pack, flags, nix::sys::stat::Mode::empty()));
+        }
+        if let Ok(got) = finished.recv_timeout(Duration::from_millis(100)) {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "the stuck read never ended");
+    };
+    assert_eq!(got.map(|b| b.len()), Err(Some(nix::libc::EIO)));
+}

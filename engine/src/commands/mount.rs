@@ -13,7 +13,8 @@
 //! finds its first chunk by binary search and reads only the chunks it needs, through a cache of a
 //! bounded number of opened chunks. A reader that reads on from where it stopped gets the next
 //! chunks opened ahead of it by one background thread, into the same bounded cache. Any failure
-//! to read (a pack gone, a damaged blob) is EIO: a reader never gets wrong bytes.
+//! to read (a pack gone, a damaged blob) is EIO: a reader never gets wrong bytes. Four threads
+//! answer the kernel, so a read waiting on slow storage does not hold up listings or other readers.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -113,6 +114,10 @@ pub fn mount(repo: Repository, mountpoint: &Path, opts: &MountOptions) -> Result
     repo.sync_index()?;
     let fs = SnapshotFs::new(Arc::new(repo), opts)?;
     let mut config = fuser::Config::default();
+    // Several requests in flight: the kernel's own read-ahead of one reader, or other readers,
+    // are served while one request waits for its chunk.
+    config.n_threads = Some(SERVING_THREADS);
+    config.clone_fd = true;
     config.mount_options.extend([
         fuser::MountOption::RO,
         fuser::MountOption::FSName("cairn".to_owned()),
@@ -130,6 +135,8 @@ const TTL: Duration = Duration::from_secs(60);
 const LISTING_TTL: Duration = Duration::from_secs(1);
 /// Chunks opened ahead of a sequential reader (at most; never more than half the cache).
 const READ_AHEAD: usize = 2;
+/// Threads answering the kernel's requests.
+const SERVING_THREADS: usize = 4;
 /// Block size `statfs` reports.
 const BLOCK_SIZE: u32 = 4096;
 
