@@ -763,3 +763,82 @@ impl fuser::Filesystem for SnapshotFs {
         reply.statfs(blocks, 0, 0, files, 0, BLOCK_SIZE, 255, BLOCK_SIZE);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cairn_format::snapshot::{SourceKind, Summary};
+
+    use super::*;
+
+    fn snapshot(n: u8, time_s: i64, host: &str, tags: &[&str]) -> (SnapshotId, Snapshot) {
+        let s = Snapshot {
+            time_ns: time_s * 1_000_000_000,
+            utc_offset_s: 0,
+            host: host.to_owned(),
+            user: String::new(),
+            uid: 0,
+            gid: 0,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            paths: vec!["/src".to_owned()],
+            source: SourceKind::Files,
+            source_detail: String::new(),
+            tree: TreeId::from_bytes([n; 32]),
+            parent: None,
+            original: None,
+            program_version: String::new(),
+            summary: Summary::default(),
+        };
+        (SnapshotId::from_bytes([n; 32]), s)
+    }
+
+    fn fresh() -> Inodes {
+        let mut inodes =
+            Inodes { table: Vec::new(), made_up: HashMap::new(), roots: HashMap::new(), hard_links: HashMap::new() };
+        inodes.listing(String::new(), Vec::new(), 0);
+        inodes
+    }
+
+    fn entry(inodes: &Inodes, ino: u64, name: &str) -> Option<u64> {
+        match &inodes.get(ino)?.content {
+            Content::Listing(e) => e.iter().find(|(n, _)| n == name).map(|(_, i)| *i),
+            _ => None,
+        }
+    }
+
+    fn names(inodes: &Inodes, ino: u64) -> Vec<String> {
+        match &inodes.get(ino).expect("inode").content {
+            Content::Listing(e) => e.iter().map(|(n, _)| n.to_string_lossy().into_owned()).collect(),
+            _ => panic!("not a listing"),
+        }
+    }
+
+    #[test]
+    fn a_refresh_keeps_inode_numbers_and_adds_and_drops_snapshots() {
+        let mut inodes = fresh();
+        let a = snapshot(1, 1_000, "db1", &["daily"]);
+        let b = snapshot(2, 2_000, "db1", &[]);
+        inodes.rebuild(&[a.clone(), b.clone()]);
+        let snapshots = entry(&inodes, 1, "snapshots").expect("snapshots/");
+        let ids = entry(&inodes, 1, "ids").expect("ids/");
+        let a_root = entry(&inodes, ids, &a.0.short()).expect("ids/a");
+        let latest = entry(&inodes, snapshots, "latest").expect("latest");
+        assert_eq!(names(&inodes, ids), [a.0.short(), b.0.short()]);
+
+        // A third snapshot in the same second as the second one, and the first one forgotten.
+        let c = snapshot(3, 2_000, "web", &["daily"]);
+        inodes.rebuild(&[b.clone(), c.clone()]);
+        assert_eq!(entry(&inodes, 1, "snapshots"), Some(snapshots));
+        assert_eq!(entry(&inodes, 1, "ids"), Some(ids));
+        assert_eq!(entry(&inodes, snapshots, "latest"), Some(latest));
+        assert_eq!(names(&inodes, ids), [b.0.short(), c.0.short()]);
+        let times = names(&inodes, snapshots);
+        assert_eq!(times.len(), 3, "{times:?}");
+        assert_eq!(times[1], format!("{}-1", times[0]), "unique names within one second");
+        assert_eq!(names(&inodes, entry(&inodes, 1, "hosts").expect("hosts/")), ["db1", "web"]);
+        let daily = entry(&inodes, entry(&inodes, 1, "tags").expect("tags/"), "daily").expect("tags/daily");
+        assert_eq!(names(&inodes, daily).len(), 2, "c and latest");
+        // A snapshot seen again keeps its folder's inode; a forgotten one is unreachable.
+        inodes.rebuild(&[a.clone(), b, c]);
+        assert_eq!(entry(&inodes, ids, &a.0.short()), Some(a_root));
+    }
+}

@@ -250,3 +250,31 @@ impl TreeRewriter<'_, '_> {
         Ok(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_entries_come_off_unchanged_then_changed_then_new() {
+        let mut summary = Summary {
+            files_new: 2,
+            files_changed: 3,
+            files_unchanged: 4,
+            dirs_new: 1,
+            dirs_changed: 0,
+            dirs_unchanged: 1,
+            total_size: 1000,
+            bytes_read: 700,
+            ..Summary::default()
+        };
+        Dropped { files: 6, dirs: 1, bytes: 400 }.take_off(&mut summary);
+        assert_eq!((summary.files_unchanged, summary.files_changed, summary.files_new), (0, 1, 2));
+        assert_eq!((summary.dirs_unchanged, summary.dirs_changed, summary.dirs_new), (0, 0, 1));
+        assert_eq!(summary.total_size, 600);
+        assert_eq!(summary.bytes_read, 700, "what the backup read stays");
+        // More dropped than counted (a summary that was not truthful) stops at zero.
+        Dropped { files: 99, dirs: 99, bytes: 9999 }.take_off(&mut summary);
+        assert_eq!((summary.files_new, summary.dirs_new, summary.total_size), (0, 0, 0));
+    }
+}
