@@ -163,6 +163,24 @@ fn mount_gives_hard_links_one_inode_keeps_inodes_stable_and_answers_statfs() {
     assert!(listed.contains(&("one".to_owned(), one.ino())), "{listed:?}");
     assert!(listed.contains(&("other".to_owned(), other.ino())), "{listed:?}");
     assert_eq!(std::fs::read(snap.join("sub/two")).expect("read"), b"linked");
+    // Another mount of the same repository gives every entry the same number.
+    let at2 = repo.scratch("mnt2");
+    let _mount2 = Mount::start(&repo, &at2);
+    // Looked at in another order than in the first mount: through ids/ first.
+    let id = names(&at2.join("ids")).pop().expect("one snapshot");
+    assert!(std::fs::read_dir(restored_path(&at2.join("ids").join(id), &src).join("sub")).is_ok());
+    let snap2 = restored_path(&at2.join("snapshots/latest"), &src);
+    for rel in ["one", "sub/two", "other", "sub"] {
+        assert_eq!(
+            std::fs::metadata(snap2.join(rel)).expect("stat").ino(),
+            std::fs::metadata(snap.join(rel)).expect("stat").ino(),
+            "{rel} has the same inode number in both mounts"
+        );
+    }
+    assert_eq!(
+        std::fs::metadata(at2.join("snapshots")).expect("stat").ino(),
+        std::fs::metadata(at.join("snapshots")).expect("stat").ino()
+    );
 
     // statfs: a block size, the repository's size as used, nothing free; `df` reads it.
     let st = nix::sys::statvfs::statvfs(&at).expect("statvfs");

@@ -5,9 +5,10 @@
 //! The made-up folders are rebuilt from the repository's list of snapshots when one of them is
 //! listed or looked into, at most once per refresh interval, so that snapshots written while
 //! mounted appear (and forgotten ones go). Folders of snapshots are read from their trees when first
-//! looked at; inode numbers are handed out then and never change or get reused for the life of the
-//! mount (a made-up folder, a snapshot's folder in a list and `latest` keep theirs across refreshes).
-//! Names that are hard links of one another within a snapshot share one inode number.
+//! looked at. Inode numbers are hashes of what an entry is, so they are the same in every mount and
+//! never change or get reused while mounted (a made-up folder, a snapshot's folder in a list and
+//! `latest` keep theirs across refreshes); names that are hard links of one another within a
+//! snapshot share one inode number.
 //!
 //! A file opened for reading gets a table of where each of its chunks starts; a read at any offset
 //! finds its first chunk by binary search and reads only the chunks it needs, through a cache of a
@@ -137,6 +138,8 @@ const LISTING_TTL: Duration = Duration::from_secs(1);
 const READ_AHEAD: usize = 2;
 /// Threads answering the kernel's requests.
 const SERVING_THREADS: usize = 4;
+/// The root folder's inode number (FUSE's fixed choice).
+const ROOT_INO: u64 = 1;
 /// Block size `statfs` reports.
 const BLOCK_SIZE: u32 = 4096;
 
@@ -157,9 +160,13 @@ struct Inode {
     node: Node,
 }
 
-/// Every inode handed out; inode N is `table[N - 1]`.
+/// Every inode handed out, by number. Numbers come from a hash of what the entry is (its path
+/// among the made-up folders; its list and snapshot; its parent's number and its name; for hard
+/// links, the snapshot folder and the stored device and inode), so the same entry gets the same
+/// number in every mount, as in restic. Two entries whose hashes meet are told apart by taking the
+/// next free number (then, rarely, a number differs between two mounts).
 struct Inodes {
-    table: Vec<Inode>,
+    table: HashMap<u64, Inode>,
     /// Made-up folders and `latest` links by their path below the mountpoint ("" is the root).
     made_up: HashMap<String, u64>,
     /// A snapshot's folder in a list of snapshots, by the list's inode and the snapshot.
@@ -169,17 +176,26 @@ struct Inodes {
 }
 
 impl Inodes {
+    fn new() -> Self {
+        Self { table: HashMap::new(), made_up: HashMap::new(), roots: HashMap::new(), hard_links: HashMap::new() }
+    }
+
     fn get(&self, ino: u64) -> Option<&Inode> {
-        self.table.get((ino as usize).wrapping_sub(1))
+        self.table.get(&ino)
     }
 
     fn get_mut(&mut self, ino: u64) -> Option<&mut Inode> {
-        self.table.get_mut((ino as usize).wrapping_sub(1))
+        self.table.get_mut(&ino)
     }
 
-    fn push(&mut self, inode: Inode) -> u64 {
-        self.table.push(inode);
-        self.table.len() as u64
+    /// Stores `inode` under `wanted` (see [`inode_number`]), or the next free number.
+    fn insert(&mut self, wanted: u64, inode: Inode) -> u64 {
+        let mut ino = wanted;
+        while self.table.contains_key(&ino) {
+            ino = ino.wrapping_add(1).max(ROOT_INO + 1);
+        }
+        self.table.insert(ino, inode);
+        ino
     }
 
     /// The made-up folder at `path`, its entries replaced; same inode as before when it existed.
@@ -193,7 +209,9 @@ impl Inodes {
                 ino
             }
             None => {
-                let ino = self.push(Inode { content: Content::Listing(entries), node: folder_node(b"", time_ns) });
+                let wanted = if path.is_empty() { ROOT_INO } else { inode_number(&[b"made-up", path.as_bytes()]) };
+                let ino =
+                    self.insert(wanted, Inode { content: Content::Listing(entries), node: folder_node(b"", time_ns) });
                 self.made_up.insert(path, ino);
                 ino
             }
@@ -207,8 +225,11 @@ impl Inodes {
         }
         let mut node = folder_node(b"", s.time_ns);
         node.mode = 0o40755;
-        let ino = self.table.len() as u64 + 1;
-        self.push(Inode { content: Content::Tree { tree: s.tree, root: ino, entries: None }, node });
+        let wanted = inode_number(&[b"snapshot", &list.to_le_bytes(), id.as_bytes()]);
+        let ino = self.insert(wanted, Inode { content: Content::Tree { tree: s.tree, root: 0, entries: None }, node });
+        if let Some(Inode { content: Content::Tree { root, .. }, .. }) = self.get_mut(ino) {
+            *root = ino;
+        }
         self.roots.insert((list, id), ino);
         ino
     }
@@ -248,7 +269,10 @@ impl Inodes {
                     ino
                 }
                 None => {
-                    let ino = self.push(Inode { content: Content::Link(target), node });
+                    let ino = self.insert(
+                        inode_number(&[b"made-up", key.as_bytes()]),
+                        Inode { content: Content::Link(target), node },
+                    );
                     self.made_up.insert(key, ino);
                     ino
                 }
@@ -388,6 +412,19 @@ struct SnapshotFs {
     refresh_interval: Duration,
 }
 
+/// An inode number from what identifies an entry: the first 8 bytes of the BLAKE3 hash of the
+/// parts, each prefixed with its length; never 0 or the root's.
+fn inode_number(parts: &[&[u8]]) -> u64 {
+    let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for part in parts {
+        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(part);
+    }
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&cairn_format::crypto::object_name(&bytes)[..8]);
+    u64::from_le_bytes(first).max(ROOT_INO + 1)
+}
+
 fn folder_node(name: &[u8], time_ns: i64) -> Node {
     Node {
         name: name.to_vec(),
@@ -441,12 +478,7 @@ impl SnapshotFs {
         };
         let fs = Self {
             repo,
-            inodes: Mutex::new(Inodes {
-                table: Vec::new(),
-                made_up: HashMap::new(),
-                roots: HashMap::new(),
-                hard_links: HashMap::new(),
-            }),
+            inodes: Mutex::new(Inodes::new()),
             files: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             blobs,
@@ -540,7 +572,13 @@ impl SnapshotFs {
                 NodeKind::Dir { subtree } => Content::Tree { tree: subtree, root, entries: None },
                 _ => Content::Leaf,
             };
-            let child = inodes.push(Inode { content, node: n });
+            let wanted = match link_key {
+                Some((root, device, inode)) => {
+                    inode_number(&[b"link", &root.to_le_bytes(), &device.to_le_bytes(), &inode.to_le_bytes()])
+                }
+                None => inode_number(&[b"entry", &ino.to_le_bytes(), &n.name]),
+            };
+            let child = inodes.insert(wanted, Inode { content, node: n });
             if let Some(k) = link_key {
                 inodes.hard_links.insert(k, child);
             }
@@ -792,8 +830,7 @@ mod tests {
     }
 
     fn fresh() -> Inodes {
-        let mut inodes =
-            Inodes { table: Vec::new(), made_up: HashMap::new(), roots: HashMap::new(), hard_links: HashMap::new() };
+        let mut inodes = Inodes::new();
         inodes.listing(String::new(), Vec::new(), 0);
         inodes
     }
