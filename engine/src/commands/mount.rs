@@ -395,8 +395,6 @@ struct OpenFile {
 struct Refresh {
     last: Instant,
     ids: Vec<SnapshotId>,
-    /// Stored bytes of every indexed pack, for `statfs`.
-    stored_bytes: u64,
 }
 
 struct SnapshotFs {
@@ -410,6 +408,8 @@ struct SnapshotFs {
     filter: SnapshotFilter,
     refresh: Mutex<Refresh>,
     refresh_interval: Duration,
+    /// Stored bytes of every indexed pack, for `statfs`.
+    stored_bytes: AtomicU64,
 }
 
 /// An inode number from what identifies an entry: the first 8 bytes of the BLAKE3 hash of the
@@ -485,8 +485,9 @@ impl SnapshotFs {
             read_ahead,
             read_ahead_depth,
             filter: opts.filter.clone(),
-            refresh: Mutex::new(Refresh { last: Instant::now(), ids: Vec::new(), stored_bytes: 0 }),
+            refresh: Mutex::new(Refresh { last: Instant::now(), ids: Vec::new() }),
             refresh_interval: opts.refresh_interval,
+            stored_bytes: AtomicU64::new(0),
         };
         // Inode 1 is the root: made first.
         fs.lock_inodes().listing(String::new(), Vec::new(), 0);
@@ -520,15 +521,21 @@ impl SnapshotFs {
         let shown: Vec<(SnapshotId, Snapshot)> =
             snapshots.into_iter().filter(|(_, s)| self.filter.matches(s)).collect();
         self.lock_inodes().rebuild(&shown);
-        state.stored_bytes = self.repo.indexed_packs()?.iter().map(|(_, size)| size).sum();
+        let stored: u64 = self.repo.indexed_packs()?.iter().map(|(_, size)| size).sum();
+        self.stored_bytes.store(stored, Ordering::Relaxed);
         state.ids = ids;
         Ok(())
     }
 
     /// Reloads the list of snapshots when the last reading is older than the refresh interval.
     /// A failure keeps the folders as they are (the repository may be briefly unreachable).
+    /// While another thread reloads, the folders are served as they are.
     fn maybe_refresh(&self) {
-        let mut state = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = match self.refresh.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         if state.last.elapsed() >= self.refresh_interval {
             let _ = self.reload(&mut state);
         }
@@ -796,7 +803,7 @@ impl fuser::Filesystem for SnapshotFs {
         // A full, read-only file system the size of the repository's packs: `df` shows the
         // repository's size as used, nothing free, and the inodes handed out so far.
         let files = self.lock_inodes().table.len() as u64;
-        let stored = self.refresh.lock().unwrap_or_else(|p| p.into_inner()).stored_bytes;
+        let stored = self.stored_bytes.load(Ordering::Relaxed);
         let blocks = stored.div_ceil(u64::from(BLOCK_SIZE));
         reply.statfs(blocks, 0, 0, files, 0, BLOCK_SIZE, 255, BLOCK_SIZE);
     }
