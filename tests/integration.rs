@@ -8,6 +8,7 @@ mod backup_options;
 mod browse;
 mod cache_storage;
 mod check;
+mod compressed_input;
 mod crash;
 mod crash_points;
 mod damage;
