@@ -21,6 +21,7 @@ mod interrupt;
 mod mount;
 mod operations;
 mod passwords;
+mod redis;
 mod restic_parity;
 mod restore_safety;
 mod retention;
