@@ -60,7 +60,8 @@ fn compressed_or_encrypted_standard_input_gets_one_warning_and_is_still_backed_u
     // gpg starts an agent for this home folder; it is stopped when the test ends, pass or fail.
     let _agent = GpgAgent(home.to_owned());
     let gpg = |armor: bool| {
-        let mut args = vec!["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "test", "--homedir", home];
+        let mut args =
+            vec!["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "test", "--homedir", home];
         args.push("--symmetric");
         if armor {
             args.push("--armor");

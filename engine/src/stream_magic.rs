@@ -36,11 +36,7 @@ fn is_openpgp_message(prefix: &[u8]) -> bool {
         },
         _ => return false,
     };
-    match (tag, prefix.get(1 + length_bytes)) {
-        (1, Some(3 | 6)) => true,
-        (3, Some(4..=6)) => true,
-        _ => false,
-    }
+    matches!((tag, prefix.get(1 + length_bytes)), (1, Some(3 | 6)) | (3, Some(4..=6)))
 }
 
 #[cfg(test)]
