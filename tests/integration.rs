@@ -9,6 +9,7 @@ mod browse;
 mod cache_storage;
 mod check;
 mod compressed_input;
+mod copy;
 mod crash;
 mod crash_points;
 mod damage;

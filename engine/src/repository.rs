@@ -31,11 +31,14 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     pub compression_level: i32,
     pub chunker: Option<cairn_format::chunker::ChunkerParams>,
+    /// Cut and name blobs as this key does (its id key and chunker seed; `init --copy-chunker-params`).
+    /// The new repository's data key is always fresh.
+    pub blob_ids_from: Option<MasterKey>,
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
-        Self { kdf: KdfParams::DEFAULT, compression_level: 1, chunker: None }
+        Self { kdf: KdfParams::DEFAULT, compression_level: 1, chunker: None, blob_ids_from: None }
     }
 }
 
@@ -124,7 +127,10 @@ impl Repository {
                 format!("{location} exists and is not empty; choose an empty or new folder"),
             ));
         }
-        let key = MasterKey::from_random(random_bytes::<MASTER_SECRET_LEN>());
+        let key = match &init.blob_ids_from {
+            Some(source) => source.with_data_key(random_bytes()),
+            None => MasterKey::from_random(random_bytes::<MASTER_SECRET_LEN>()),
+        };
         let mut config = Config::new(random_bytes());
         config.compression_level = init.compression_level;
         if let Some(c) = init.chunker {
