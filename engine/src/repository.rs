@@ -127,10 +127,9 @@ impl Repository {
                 format!("{location} exists and is not empty; choose an empty or new folder"),
             ));
         }
-        let key = match &init.blob_ids_from {
-            Some(source) => source.with_data_key(random_bytes()),
-            None => MasterKey::from_random(random_bytes::<MASTER_SECRET_LEN>()),
-        };
+        let key = MasterKey::from_random(random_bytes::<MASTER_SECRET_LEN>());
+        // A repository that cuts and names blobs like another still has its own data key (spec/copy.md).
+        let key = init.blob_ids_from.as_ref().map_or(key, |source| source.with_data_key(random_bytes()));
         let mut config = Config::new(random_bytes());
         config.compression_level = init.compression_level;
         if let Some(c) = init.chunker {
