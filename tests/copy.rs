@@ -3,7 +3,13 @@
 //! at the destination, a wrong source password, and a copy stopped at every write.
 //!
 //! Each scenario takes the two repositories as [`Place`]s, so that it runs for any pair of
-//! locations: a test for another kind of location is one line naming the scenario and the places.
+//! locations: a test for another kind of location is one line naming the scenario and the places,
+//! for example, with an S3 server fixture that gives a bucket's URL and the `AWS_*` variables:
+//!
+//! ```text
+//! fn s3() -> Place { let s = Server::shared(); Place::at(s.repo_url(&s.new_bucket()), s.env(), tempdir()) }
+//! #[test] fn local_to_s3_and_back() { copies_restore_byte_exact_and_a_second_copy_copies_nothing(Place::local(), s3(), &[]) }
+//! ```
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
