@@ -5,16 +5,19 @@
 //! made with `init --from-repo SRC --copy-chunker-params` does; see `spec/copy.md`):
 //! - shared: every id means the same plaintext in both, so trees are copied as they are and only
 //!   the data blobs the destination's index lacks are read from the source;
-//! - not shared: every blob of the copied snapshots is read and its id computed again with the
-//!   destination's id key, and every tree is rewritten with the new ids of its entries. Blobs the
-//!   destination already holds are not stored again, but they are read.
+//! - not shared: a blob's id in the destination is computed again with the destination's id key
+//!   from its plaintext, and every tree is rewritten with the new ids of its entries. What the
+//!   destination's copy of the source snapshot's parent already pairs up (an unchanged folder, the
+//!   blobs of a file of the same name) is not read; everything else is read, and stored only if the
+//!   destination lacks it.
 //!
 //! Write order is that of a backup (`spec/ordering.md`): packs, then the index files naming them
 //! (both through the pack saver), and only then each copied snapshot. An interrupted copy leaves
 //! indexed packs that the next run reuses. The source takes a shared lock and is never written
 //! except for that lock; the destination takes the shared lock of a backup.
-//! Memory is bounded by one folder's blob list, the saver's queues and one read span at a time,
-//! plus a map of the trees copied in this run (one entry per folder).
+//! Memory is bounded by one folder's blob list (and its parent's, on both sides), the saver's
+//! queues and one read span at a time, plus a map of the trees copied in this run (one entry per
+//! folder).
 
 use std::collections::{HashMap, HashSet};
 
@@ -133,6 +136,20 @@ pub fn copy(src: &Repository, dst: &Repository, opts: &CopyOptions, progress: &d
         return Ok(report);
     }
 
+    // Where a source snapshot's parent was copied before, the two trees of the parent pair up
+    // the source's ids with the destination's: folders unchanged since the parent are not walked
+    // again, and blobs the parent's files share are not read again (with different id keys this
+    // is the only way to know their ids in the destination without reading them).
+    let mut bases: HashMap<SnapshotId, (TreeId, TreeId)> = HashMap::new();
+    for (_, s) in &todo {
+        let Some(parent) = s.parent else { continue };
+        let Ok(parent_snapshot) = src.load_snapshot(parent) else { continue };
+        let copies = by_original.get(&parent_snapshot.original.unwrap_or(parent));
+        if let Some((_, copy)) = copies.and_then(|c| c.iter().find(|(_, c)| same_backup(c, &parent_snapshot))) {
+            bases.insert(parent, (parent_snapshot.tree, copy.tree));
+        }
+    }
+
     let mut roots = Vec::with_capacity(todo.len());
     let saved = std::thread::scope(|scope| -> Result<crate::pack_saver::SaverStats> {
         let saver = PackSaver::start(scope, dst, opts.dry_run);
@@ -148,9 +165,14 @@ pub fn copy(src: &Repository, dst: &Repository, opts: &CopyOptions, progress: &d
                 bytes_read: 0,
             };
             let mut result = Ok(());
-            for (_, s) in &todo {
-                match copier.tree(s.tree, 0) {
-                    Ok(root) => roots.push(root),
+            for (id, s) in &todo {
+                let base = s.parent.and_then(|p| bases.get(&p).copied());
+                match copier.tree(s.tree, 0, base) {
+                    Ok(root) => {
+                        // A later snapshot of this run may have this one as its parent.
+                        bases.insert(*id, (s.tree, root));
+                        roots.push(root);
+                    }
                     Err(e) => {
                         result = Err(e);
                         break;
@@ -225,10 +247,19 @@ struct Copier<'a, 's> {
 }
 
 impl Copier<'_, '_> {
-    /// Copies the tree `id` and everything below it; returns its id in the destination.
-    fn tree(&mut self, id: TreeId, depth: usize) -> Result<TreeId> {
+    /// Copies the tree `id` and everything below it; returns its id in the destination. `base` is
+    /// the same folder in the parent snapshot, as a source tree and its copy in the destination.
+    fn tree(&mut self, id: TreeId, depth: usize, base: Option<(TreeId, TreeId)>) -> Result<TreeId> {
         if let Some(done) = self.trees.get(&id) {
             return Ok(*done);
+        }
+        // Unchanged since the parent: its copy is complete in the destination (a snapshot there
+        // names it, written after everything below it, or this run stored it).
+        if let Some((base_src, base_dst)) = base
+            && base_src == id
+        {
+            self.trees.insert(id, base_dst);
+            return Ok(base_dst);
         }
         if depth > MAX_TREE_DEPTH {
             return Err(Error::corrupt(format!("tree {} is nested deeper than {MAX_TREE_DEPTH} folders", id.short())));
@@ -236,7 +267,10 @@ impl Copier<'_, '_> {
         crate::cancel::check()?;
         let plain = self.src.load_blob(BlobKind::Tree, &id.into()).map_err(|e| e.context("source repository"))?;
         let tree = Tree::decode(&plain).map_err(|e| Error::format(format!("tree {} in the source", id.short()), e))?;
-        let blobs = self.data_blobs(&tree)?;
+        // The parent's folder on both sides; unreadable only costs speed.
+        let base_trees = base.and_then(|(s, d)| Some((self.src.load_tree(s).ok()?, self.dst.load_tree(d).ok()?)));
+        let known = base_trees.as_ref().map(|(s, d)| known_ids(&tree, s, d)).unwrap_or_default();
+        let blobs = self.data_blobs(&tree, &known)?;
         let mut nodes = tree.into_nodes();
         for node in &mut nodes {
             match &mut node.kind {
@@ -245,7 +279,17 @@ impl Copier<'_, '_> {
                         *blob = *blobs.get(blob).ok_or_else(|| Error::new(ErrorKind::Bug, "blob not copied"))?;
                     }
                 }
-                NodeKind::Dir { subtree } => *subtree = self.tree(*subtree, depth + 1)?,
+                NodeKind::Dir { subtree } => {
+                    let sub_base =
+                        base_trees.as_ref().and_then(|(s, d)| match (s.get(&node.name), d.get(&node.name)) {
+                            (Some(s), Some(d)) => match (&s.kind, &d.kind) {
+                                (NodeKind::Dir { subtree: s }, NodeKind::Dir { subtree: d }) => Some((*s, *d)),
+                                _ => None,
+                            },
+                            _ => None,
+                        });
+                    *subtree = self.tree(*subtree, depth + 1, sub_base)?;
+                }
                 _ => {}
             }
         }
@@ -266,15 +310,24 @@ impl Copier<'_, '_> {
     }
 
     /// Copies the data blobs of the files in `tree` that the destination lacks; returns each
-    /// source id's destination id (only needed, and only filled, when the ids differ).
-    fn data_blobs(&mut self, tree: &Tree) -> Result<HashMap<BlobId, BlobId>> {
+    /// source id's destination id. `known` holds destination ids learnt from the parent snapshot:
+    /// a blob whose known id the destination holds is not read.
+    fn data_blobs(&mut self, tree: &Tree, known: &HashMap<BlobId, BlobId>) -> Result<HashMap<BlobId, BlobId>> {
         let mut wanted: Vec<BlobId> = Vec::new();
         let mut seen = HashSet::new();
+        let mut ids = HashMap::new();
         for node in tree.nodes() {
             if let NodeKind::File { content } = &node.kind {
                 for blob in content {
-                    if seen.insert(*blob) && (!self.shared || !self.dst_has(blob)?) {
-                        wanted.push(*blob);
+                    if !seen.insert(*blob) {
+                        continue;
+                    }
+                    let expected = if self.shared { Some(blob) } else { known.get(blob) };
+                    match expected {
+                        Some(dst_id) if self.dst_has(dst_id)? => {
+                            ids.insert(*blob, *dst_id);
+                        }
+                        _ => wanted.push(*blob),
                     }
                 }
             }
@@ -291,7 +344,6 @@ impl Copier<'_, '_> {
         }
         // Blobs that sit together in the source's packs are read with one request each run.
         located.sort_by_key(|(_, loc)| (loc.pack, loc.entry.offset));
-        let mut ids = HashMap::new();
         for span in read_spans(&located, |item| &item.1) {
             crate::cancel::check()?;
             let run = &located[span];
@@ -329,6 +381,27 @@ impl Copier<'_, '_> {
     fn dst_has(&self, id: &BlobId) -> Result<bool> {
         Ok(self.saver.is_pending(id) || self.dst.cache().has_blob(id)?)
     }
+}
+
+/// Destination ids of source blobs, learnt from the parent's copy: a file of `tree` whose name
+/// the parent's folder holds on both sides (`base_src` in the source, `base_dst` its copy) gives
+/// each blob of the parent's file the id at the same place in the copy. Files whose two sides do
+/// not line up (another size or number of blobs: the copy was changed since) teach nothing.
+fn known_ids(tree: &Tree, base_src: &Tree, base_dst: &Tree) -> HashMap<BlobId, BlobId> {
+    let mut known = HashMap::new();
+    for node in tree.nodes() {
+        if !matches!(node.kind, NodeKind::File { .. }) {
+            continue;
+        }
+        let (Some(s), Some(d)) = (base_src.get(&node.name), base_dst.get(&node.name)) else { continue };
+        if let (NodeKind::File { content: sc }, NodeKind::File { content: dc }) = (&s.kind, &d.kind)
+            && sc.len() == dc.len()
+            && s.size == d.size
+        {
+            known.extend(sc.iter().copied().zip(dc.iter().copied()));
+        }
+    }
+    known
 }
 
 #[cfg(test)]
