@@ -203,6 +203,10 @@ pub fn copies_restore_byte_exact_and_a_second_copy_copies_nothing(src: Place, ds
     let read = third["data_blobs_read"].as_u64().expect("count");
     assert!((1..=6).contains(&read), "only the changed and the new file are read, not {read} blobs: {third}");
     let copied = third["copied"][0]["destination"].as_str().expect("id").to_owned();
+    // Its parent is the copy of its source's parent.
+    let listed = dst.json(dst.cairn().arg("snapshots"));
+    let copy = listed.as_array().expect("a list").iter().find(|s| s["id"] == copied.as_str()).expect("listed");
+    assert_eq!(copy["parent"], first["copied"][0]["destination"], "{copy}");
     let target = dst.scratch("restored-third");
     let out = dst.cairn().args(["restore", &copied, "--target"]).arg(&target).output().expect("runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

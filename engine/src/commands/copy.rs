@@ -141,12 +141,15 @@ pub fn copy(src: &Repository, dst: &Repository, opts: &CopyOptions, progress: &d
     // again, and blobs the parent's files share are not read again (with different id keys this
     // is the only way to know their ids in the destination without reading them).
     let mut bases: HashMap<SnapshotId, (TreeId, TreeId)> = HashMap::new();
+    // Source snapshot id to the id of its copy, for the copies' parents.
+    let mut copy_of: HashMap<SnapshotId, SnapshotId> = HashMap::new();
     for (_, s) in &todo {
         let Some(parent) = s.parent else { continue };
         let Ok(parent_snapshot) = src.load_snapshot(parent) else { continue };
         let copies = by_original.get(&parent_snapshot.original.unwrap_or(parent));
-        if let Some((_, copy)) = copies.and_then(|c| c.iter().find(|(_, c)| same_backup(c, &parent_snapshot))) {
+        if let Some((copy_id, copy)) = copies.and_then(|c| c.iter().find(|(_, c)| same_backup(c, &parent_snapshot))) {
             bases.insert(parent, (parent_snapshot.tree, copy.tree));
+            copy_of.insert(parent, *copy_id);
         }
     }
 
@@ -196,8 +199,6 @@ pub fn copy(src: &Repository, dst: &Repository, opts: &CopyOptions, progress: &d
 
     // Every tree and blob is in a pack named by a durable index file: now the snapshots, oldest
     // first, each remembering the id its source was first written under.
-    let mut copy_of: HashMap<SnapshotId, SnapshotId> =
-        by_original.iter().filter_map(|(orig, copies)| copies.last().map(|(id, _)| (*orig, *id))).collect();
     for ((id, s), root) in todo.iter().zip(roots) {
         let original = s.original.unwrap_or(*id);
         let mut new = s.clone();
@@ -207,7 +208,6 @@ pub fn copy(src: &Repository, dst: &Repository, opts: &CopyOptions, progress: &d
         new.parent = s.parent.and_then(|p| copy_of.get(&p).copied());
         let new_id = if opts.dry_run { None } else { Some(dst.save_snapshot(&new)?) };
         if let Some(n) = new_id {
-            copy_of.insert(original, n);
             copy_of.insert(*id, n);
         }
         report.copied.push(row(*id, new_id, s));
