@@ -428,3 +428,26 @@ fn local_wrong_source_password_is_a_clear_error() {
 fn local_copy_stopped_at_any_write_is_completed_by_the_next() {
     a_copy_stopped_at_any_write_is_completed_by_the_next(Place::local(), &Place::local);
 }
+
+/// A snapshot file of the source that cannot be read is named in a warning and skipped; the others
+/// are copied and the exit code is 3 (local folders: the test damages the file directly).
+#[test]
+fn local_damaged_source_snapshot_is_skipped_with_a_warning_and_exit_3() {
+    let (src, dst) = (Place::local(), Place::local());
+    src.init(&[]);
+    let good = src.backup_stdin("a", b"first", &[]);
+    let bad = src.backup_stdin("b", b"second", &[]);
+    dst.init(&[]);
+    let file = Path::new(&src.location).join("snapshots").join(&bad);
+    let mut bytes = std::fs::read(&file).expect("snapshot file");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&file, bytes).expect("damage the snapshot file");
+    let out = dst.copy_from(&src).arg("--json").output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&bad[..8]) && stderr.contains("source repository"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(ids(&report["copied"]), vec![good], "{report}");
+    assert_eq!(dst.snapshot_ids().len(), 1);
+}
