@@ -24,6 +24,14 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v promtool >/dev/null || need+=(prometheus)
 # man (man-db): the generated man pages are rendered.
 command -v man >/dev/null || need+=(man-db)
+# redis-server, redis-cli: the Redis backup is tested against a real server (tests/redis.rs).
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
+# gzip, zstd, bzip2, xz, gpg: real compressed and encrypted streams for the warning about them.
+command -v zstd >/dev/null || need+=(zstd)
+command -v bzip2 >/dev/null || need+=(bzip2)
+command -v xz >/dev/null || need+=(xz-utils)
+command -v gpg >/dev/null || need+=(gpg)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

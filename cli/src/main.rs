@@ -87,6 +87,8 @@ enum Command {
     Repair(commands::repair::Args),
     /// Manage key files and passwords
     Key(commands::key::Args),
+    /// Copy snapshots from another repository (those not copied yet)
+    Copy(commands::copy::Args),
     /// Show what changed between two snapshots
     Diff(commands::diff::Args),
     /// Find files (or the users of a blob or tree) in snapshots
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::check::run(&cli.global, a),
         Command::Repair(a) => commands::repair::run(&cli.global, a),
         Command::Key(a) => commands::key::run(&cli.global, a),
+        Command::Copy(a) => commands::copy::run(&cli.global, a),
         Command::Forget(a) => commands::forget::run(&cli.global, a),
         Command::Prune(a) => commands::prune::run(&cli.global, a),
         Command::Diff(a) => commands::diff::run(&cli.global, a),

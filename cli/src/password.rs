@@ -1,8 +1,10 @@
-//! Getting the repository password without ever putting it on a command line or in a message:
+//! Getting a repository password without ever putting it on a command line or in a message:
 //! `--password-file`, `--password-command` (its standard output), `CAIRN_PASSWORD`, or a prompt on
-//! the terminal.
+//! the terminal. The source repository of `copy` and `init --from-repo` has the same four, spelled
+//! `--from-password-file`, `--from-password-command`, `CAIRN_FROM_PASSWORD`.
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
@@ -17,6 +19,31 @@ impl Password {
     }
 }
 
+/// Where one repository's password may come from, and how those places are spelled in messages.
+pub struct PasswordSource<'a> {
+    pub file: Option<&'a Path>,
+    pub command: Option<&'a str>,
+    /// The variable that holds the password itself.
+    pub variable: &'static str,
+    pub file_option: &'static str,
+    pub command_option: &'static str,
+    pub prompt: &'static str,
+}
+
+impl<'a> PasswordSource<'a> {
+    /// The repository named by `-r/--repo`.
+    fn of(global: &'a GlobalArgs) -> Self {
+        Self {
+            file: global.password_file.as_deref(),
+            command: global.password_command.as_deref(),
+            variable: "CAIRN_PASSWORD",
+            file_option: "--password-file/CAIRN_PASSWORD_FILE",
+            command_option: "--password-command/CAIRN_PASSWORD_COMMAND",
+            prompt: "enter password for repository: ",
+        }
+    }
+}
+
 /// The first line of a password file or command output, without its line ending.
 pub(crate) fn strip_newline(mut v: Vec<u8>) -> Vec<u8> {
     if let Some(pos) = v.iter().position(|&b| b == b'\n') {
@@ -28,21 +55,28 @@ pub(crate) fn strip_newline(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-/// Gets the password; `confirm` asks twice on a terminal (for `init`). As with restic, a password
-/// file or command named for this run (flag or its variable) comes before `CAIRN_PASSWORD`, which
-/// a shell profile may set for every run; naming both a file and a command is an error.
+/// Gets the password of the repository named by `-r/--repo`; `confirm` asks twice on a terminal
+/// (for `init`).
 pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
-    if global.password_file.is_some() && global.password_command.is_some() {
+    get_from(&PasswordSource::of(global), confirm)
+}
+
+/// Gets a password from `source`. As with restic, a password file or command named for this run
+/// (flag or its variable) comes before the password variable, which a shell profile may set for
+/// every run; naming both a file and a command is an error.
+pub fn get_from(source: &PasswordSource<'_>, confirm: bool) -> Result<Password> {
+    if source.file.is_some() && source.command.is_some() {
         bail!(
-            "both a password file and a password command are given (--password-file/CAIRN_PASSWORD_FILE, \
-             --password-command/CAIRN_PASSWORD_COMMAND): keep one"
+            "both a password file and a password command are given ({}, {}): keep one",
+            source.file_option,
+            source.command_option
         );
     }
-    if let Some(file) = &global.password_file {
+    if let Some(file) = source.file {
         let bytes = std::fs::read(file).with_context(|| format!("reading the password file {}", file.display()))?;
         return non_empty(strip_newline(bytes));
     }
-    if let Some(cmd) = &global.password_command {
+    if let Some(cmd) = source.command {
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(cmd)
@@ -55,12 +89,12 @@ pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
         }
         return non_empty(strip_newline(out.stdout));
     }
-    if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
+    if let Some(p) = std::env::var_os(source.variable) {
         use std::os::unix::ffi::OsStringExt;
         return non_empty(p.into_vec());
     }
     if std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password("enter password for repository: ").context("reading the password")?;
+        let first = rpassword::prompt_password(source.prompt).context("reading the password")?;
         if confirm {
             let second = zeroize::Zeroizing::new(
                 rpassword::prompt_password("enter password again: ").context("reading the password")?,
@@ -71,7 +105,10 @@ pub fn get(global: &GlobalArgs, confirm: bool) -> Result<Password> {
         }
         return non_empty(first.into_bytes());
     }
-    bail!("no password given: set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or --password-file, or --password-command")
+    let file_variable = source.file_option.split('/').nth(1).unwrap_or_default();
+    let file_flag = source.file_option.split('/').next().unwrap_or_default();
+    let command_flag = source.command_option.split('/').next().unwrap_or_default();
+    bail!("no password given: set {}, {file_variable} or {file_flag}, or {command_flag}", source.variable)
 }
 
 fn non_empty(v: Vec<u8>) -> Result<Password> {

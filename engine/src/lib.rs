@@ -18,6 +18,7 @@ pub mod progress;
 pub mod read_ahead;
 pub mod repository;
 pub mod retention;
+pub mod stream_magic;
 pub mod xattrs;
 
 pub use error::{Error, ErrorKind, Result};

@@ -31,11 +31,14 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     pub compression_level: i32,
     pub chunker: Option<cairn_format::chunker::ChunkerParams>,
+    /// Cut and name blobs as this key does (its id key and chunker seed; `init --copy-chunker-params`).
+    /// The new repository's data key is always fresh.
+    pub blob_ids_from: Option<MasterKey>,
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
-        Self { kdf: KdfParams::DEFAULT, compression_level: 1, chunker: None }
+        Self { kdf: KdfParams::DEFAULT, compression_level: 1, chunker: None, blob_ids_from: None }
     }
 }
 
@@ -125,6 +128,8 @@ impl Repository {
             ));
         }
         let key = MasterKey::from_random(random_bytes::<MASTER_SECRET_LEN>());
+        // A repository that cuts and names blobs like another still has its own data key (spec/copy.md).
+        let key = init.blob_ids_from.as_ref().map_or(key, |source| source.with_data_key(random_bytes()));
         let mut config = Config::new(random_bytes());
         config.compression_level = init.compression_level;
         if let Some(c) = init.chunker {

@@ -106,6 +106,15 @@ impl MasterKey {
         Ok(Self { data_key, id_key, chunker_seed })
     }
 
+    /// A master key that cuts and names blobs as this one does (same id key and chunker seed) but
+    /// seals with `data_key`, a fresh random key the caller supplies (wiped here after use). For a
+    /// repository made with `init --copy-chunker-params` (`spec/copy.md`): the data key is never
+    /// shared.
+    pub fn with_data_key(&self, data_key: [u8; 32]) -> Self {
+        let data_key = Zeroizing::new(data_key);
+        Self { data_key: *data_key, id_key: self.id_key, chunker_seed: self.chunker_seed }
+    }
+
     /// The seed XOR'd into the chunker's gear table.
     pub fn chunker_seed(&self) -> u64 {
         self.chunker_seed
@@ -190,6 +199,18 @@ mod tests {
 
     fn key() -> MasterKey {
         MasterKey::from_random([7; MASTER_SECRET_LEN])
+    }
+
+    #[test]
+    fn a_key_with_a_new_data_key_names_blobs_alike_and_seals_apart() {
+        let k = key();
+        let twin = k.with_data_key([9; 32]);
+        assert_eq!(twin.blob_id(b"chunk"), k.blob_id(b"chunk"));
+        assert_eq!(twin.chunker_seed(), k.chunker_seed());
+        assert_eq!(twin.encode_secret()[32..], k.encode_secret()[32..]);
+        assert_eq!(twin.encode_secret()[..32], [9; 32]);
+        let sealed = twin.seal(SealKind::DataBlob, b"ctx", &[1; NONCE_LEN], b"hello");
+        assert!(k.open(SealKind::DataBlob, b"ctx", &sealed).is_err(), "the data key must differ");
     }
 
     #[test]

@@ -23,6 +23,13 @@ pub struct Args {
     /// Needs MIN < AVG < MAX with MIN 1..=1024, AVG 1..=4096, MAX 1..=16384
     #[arg(long, value_name = "MIN,AVG,MAX", value_parser = parse_chunk_size)]
     pub chunk_size: Option<ChunkerParams>,
+    /// Cut and name data as the repository given by --from-repo does (its chunk sizes, chunker
+    /// seed and blob-id key; never its data key), so that `copy` between the two reads only what
+    /// is missing and dumps deduplicate across them
+    #[arg(long, requires = "from_repo", conflicts_with = "chunk_size")]
+    pub copy_chunker_params: bool,
+    #[command(flatten)]
+    pub from: super::copy::FromRepoArgs,
 }
 
 /// Parses `--chunk-size MIN,AVG,MAX` (KiB) into validated chunker parameters.
@@ -42,11 +49,14 @@ fn parse_chunk_size(s: &str) -> Result<ChunkerParams, String> {
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     let location = super::location(global)?;
+    // As with restic, --from-repo matters only with --copy-chunker-params.
+    let source = if args.copy_chunker_params { Some(args.from.open(global)?) } else { None };
     let password = password::get(global, true)?;
     let init = InitOptions {
         kdf: KdfParams::with_costs(args.kdf_memory_kib, args.kdf_time),
         compression_level: args.compression_level,
-        chunker: args.chunk_size,
+        chunker: source.as_ref().map(|s| s.config().chunker).or(args.chunk_size),
+        blob_ids_from: source.as_ref().map(|s| s.key().clone()),
     };
     let (_, report) =
         cairn_engine::commands::init::init(&location, password.as_bytes(), &init, &super::open_options(global))?;

@@ -923,7 +923,20 @@ impl Walker<'_, '_> {
         reader: &mut (dyn Read + Send),
         parent: Option<&Tree>,
     ) -> Result<TreeId> {
-        let content = self.chunk_stream(reader, None)?;
+        // The first bytes tell whether the stream is compressed or encrypted; they are then fed
+        // to the chunker ahead of the rest, as if read from the stream.
+        let mut prefix = Vec::with_capacity(crate::stream_magic::MAGIC_PREFIX);
+        (&mut *reader)
+            .take(crate::stream_magic::MAGIC_PREFIX as u64)
+            .read_to_end(&mut prefix)
+            .map_err(|e| Error::io(format!("reading {filename}"), e))?;
+        if let Some(format) = crate::stream_magic::compressed_or_encrypted(&prefix) {
+            self.progress.warn(&format!(
+                "'{filename}' is {format} data: compressed or encrypted input does not deduplicate, so each \
+                 backup stores it whole; back up the uncompressed stream (cairn compresses and encrypts it)"
+            ));
+        }
+        let content = self.chunk_stream(&mut prefix.as_slice().chain(reader), None)?;
         let size = self.summary.bytes_read;
         self.summary.total_size += size;
         match parent.and_then(|t| t.get(filename.as_bytes())) {
