@@ -57,7 +57,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         dry_run: args.dry_run,
         filter: args.filter.to_filter(),
     };
-    let bar = Bar::new(!global.quiet && !global.json, "restore");
+    let bar = Bar::new(!global.quiet && !global.json, "restore").with_output(global, false);
     let report = restore(&repo, &opts, &bar);
     bar.finish();
     let report = report?;
@@ -72,23 +72,23 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     } else if !global.quiet {
         let verb = if report.dry_run { "would restore" } else { "restored" };
         output::line(&format!(
-            "{verb} {} files, {} folders, {} symlinks, {} hard links, {} special files, {} ({})",
-            report.files,
-            report.dirs,
-            report.symlinks,
-            report.hardlinks,
-            report.special,
+            "{verb} {}, {}, {}, {}, {}, {} ({})",
+            output::count(report.files, "file", "files"),
+            output::count(report.dirs, "folder", "folders"),
+            output::count(report.symlinks, "symlink", "symlinks"),
+            output::count(report.hardlinks, "hard link", "hard links"),
+            output::count(report.special, "special file", "special files"),
             output::size(report.bytes),
             report.snapshot_id.map(|i| i.short()).unwrap_or_default()
         ))?;
         if opts.verify {
-            output::line(&format!("verified {} files", report.verified))?;
+            output::line(&format!("verified {}", output::count(report.verified, "file", "files")))?;
         }
     }
     if report.errors.is_empty() {
         Ok(exit::OK)
     } else {
-        eprintln!("cairn: {} entries could not be restored", report.errors.len());
+        eprintln!("cairn: {} could not be restored", output::count(report.errors.len() as u64, "entry", "entries"));
         Ok(exit::INCOMPLETE)
     }
 }
