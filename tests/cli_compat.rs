@@ -413,3 +413,145 @@ fn latest_without_the_path_names_the_snapshot_and_suggests_filters() {
     // The suggestion works.
     assert_eq!(ok(&repo, &["dump", "latest", &wanted, "--path", s(&files)]), "alpha\n");
 }
+
+/// The `cairn ...` commands in the README's `sh` blocks, as argument lists: comments, cron time
+/// fields, `$ ` prompts, and what follows a pipe, `&&`, `;`, `&` or a redirection are left out.
+fn readme_commands() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).expect("README");
+    let mut in_sh = false;
+    let mut commands = Vec::new();
+    let mut pending = String::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        pending.push_str(line);
+        if let Some(stripped) = pending.strip_suffix('\\') {
+            pending = format!("{stripped} ");
+            continue;
+        }
+        let full = std::mem::take(&mut pending);
+        let mut words: Vec<String> = Vec::new();
+        let mut word = String::new();
+        let (mut quote, mut in_word) = (None, false);
+        let mut chars = full.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => word.push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    in_word = true;
+                }
+                (None, ' ' | '\t') => {
+                    if in_word {
+                        words.push(std::mem::take(&mut word));
+                        in_word = false;
+                    }
+                }
+                (None, '#') if !in_word => break,
+                (None, '|' | '&' | ';' | '>' | '<') => {
+                    if in_word {
+                        words.push(std::mem::take(&mut word));
+                        in_word = false;
+                    }
+                    words.push(c.to_string());
+                    while chars.peek().is_some_and(|n| "|&>".contains(*n)) {
+                        chars.next();
+                    }
+                }
+                (None, c) => {
+                    word.push(c);
+                    in_word = true;
+                }
+            }
+        }
+        if in_word {
+            words.push(word);
+        }
+        let mut rest = &words[..];
+        while let Some(at) = rest.iter().position(|w| w == "cairn") {
+            let args = &rest[at + 1..];
+            let end = args.iter().position(|w| ["|", "&", ";", ">", "<"].contains(&w.as_str())).unwrap_or(args.len());
+            commands.push(args[..end].to_vec());
+            rest = &args[end..];
+        }
+    }
+    commands
+}
+
+#[test]
+fn readme_examples_are_accepted_by_the_command_line() {
+    let commands = readme_commands();
+    assert!(commands.len() >= 30, "found only {} examples: {commands:?}", commands.len());
+    let repo = TestRepo::uninitialised();
+    for args in &commands {
+        // A repository that does not exist: a command that parses stops there (exit 10), or at a
+        // missing input file (exit 1); a usage error is exit 2.
+        let out = repo
+            .cairn()
+            .env("CAIRN_REPOSITORY", repo.dir.path().join("absent"))
+            .env_remove("CAIRN_PASSWORD")
+            .args(args)
+            .write_stdin("")
+            .output()
+            .expect("runs");
+        assert_ne!(
+            out.status.code(),
+            Some(2),
+            "README example `cairn {}` is not accepted: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn readme_browsing_examples_run_on_a_repository_with_files_and_a_dump() {
+    let repo = TestRepo::new();
+    let src = source(&repo);
+    ok(&repo, &["backup", s(&src), "--tag", "hourly"]);
+    let out = repo
+        .cairn()
+        .args(["backup", "--stdin", "--stdin-filename", "mydb.sql"])
+        .write_stdin("CREATE TABLE t (x int);\n")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The examples as written, with the README's placeholder paths and ids replaced by real ones.
+    let first = lines(&ok(&repo, &["snapshots", "--json"]))[0][0]["short_id"].as_str().expect("id").to_owned();
+    let uploads = s(&src).to_owned();
+    let target = repo.scratch("r");
+    let mut ran = 0;
+    for args in readme_commands() {
+        let Some(verb) = args.first() else { continue };
+        if !["snapshots", "ls", "restore", "dump", "diff", "find", "stats", "tag"].contains(&verb.as_str()) {
+            continue;
+        }
+        let mut args: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("/srv/uploads", &uploads).replace("1a2b3c4d", &first).replace("/tmp/r", s(&target)))
+            .collect();
+        // The test's snapshots are of this host.
+        if let Some(at) = args.windows(2).position(|w| w[0] == "--host" && w[1] == "db1") {
+            args.drain(at..at + 2);
+        }
+        if args.iter().any(|a| a == "--blob") {
+            continue; // needs a blob id from a damaged repository
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = repo.cairn().args(&refs).output().expect("runs");
+        assert!(
+            out.status.success(),
+            "README example `cairn {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ran += 1;
+    }
+    assert!(ran >= 10, "only {ran} examples ran");
+}

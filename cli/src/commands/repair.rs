@@ -168,7 +168,7 @@ fn print_snapshots(r: &RepairSnapshotsReport, quiet: bool) -> Result<()> {
     let verb = if r.dry_run { "would need repair" } else { "repaired" };
     output::line(&format!(
         "checked {}, {} {verb}",
-        output::count(r.checked as u64, "snapshot", "snapshots"),
+        output::count(r.checked, "snapshot", "snapshots"),
         r.repaired.len()
     ))?;
     Ok(())
