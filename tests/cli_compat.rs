@@ -207,6 +207,15 @@ fn verbose_backup_and_restore_list_each_file_and_the_parent() {
         assert!(restored.contains(&format!("restored   {}/{f}", s(&src))), "{f} not listed: {restored}");
     }
     assert!(restored.contains("restored 2 files, "), "{restored}");
+
+    // restic 0.17's restore summary, with cairn's report as extra fields.
+    let again = repo.scratch("again");
+    let report: Value =
+        serde_json::from_str(&ok(&repo, &["restore", "latest", "--target", s(&again), "--json"])).expect("JSON");
+    assert_eq!(report["message_type"], "summary");
+    assert_eq!(report["files"], 2);
+    assert_eq!(report["bytes_restored"], report["bytes"]);
+    assert_eq!(report["total_bytes"], 6 + 14);
 }
 
 #[test]

@@ -57,6 +57,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         dry_run: args.dry_run,
         filter: args.filter.to_filter(),
     };
+    let started = std::time::Instant::now();
     let bar = Bar::new(!global.quiet && !global.json, "restore").with_output(global, false);
     let report = restore(&repo, &opts, &bar);
     bar.finish();
@@ -68,7 +69,20 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         eprintln!("error: {e}");
     }
     if global.json {
-        output::json(&report)?;
+        // restic 0.17's `restore --json` summary fields first, then cairn's report.
+        let entries = report.files + report.dirs + report.symlinks + report.hardlinks + report.special;
+        let mut v = serde_json::json!({
+            "message_type": "summary",
+            "seconds_elapsed": started.elapsed().as_secs(),
+            "total_files": entries,
+            "files_restored": entries,
+            "total_bytes": report.bytes,
+            "bytes_restored": report.bytes,
+        });
+        if let (Some(v), serde_json::Value::Object(extras)) = (v.as_object_mut(), serde_json::to_value(&report)?) {
+            v.extend(extras);
+        }
+        output::json(&v)?;
     } else if !global.quiet {
         let verb = if report.dry_run { "would restore" } else { "restored" };
         output::line(&format!(
