@@ -39,6 +39,7 @@ fn snapshot_paths(repo: &TestRepo, snapshot: &str, src: &Path) -> BTreeSet<PathB
         .expect("UTF-8")
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .filter(|e| e["struct_type"] == "node")
         .filter_map(|e| Path::new(e["path"].as_str().expect("path")).strip_prefix(src).ok().map(Path::to_path_buf))
         .filter(|p| !p.as_os_str().is_empty())
         .collect()

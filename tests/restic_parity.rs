@@ -60,8 +60,14 @@ fn restic_plan(dir: &std::path::Path, policy: &[&str]) -> BTreeMap<String, Vec<S
     args.extend_from_slice(policy);
     let out = restic(dir, &args);
     let groups: serde_json::Value = serde_json::from_slice(&out.stdout).expect("restic JSON");
+    kept_with_reasons(&groups)
+}
+
+/// Kept snapshot times with their reasons from `forget --json` output in restic's shape (groups
+/// with `reasons[].snapshot.time` and `reasons[].matches`): the same reader serves both programs.
+fn kept_with_reasons(groups: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
     let mut kept = BTreeMap::new();
-    for g in groups.as_array().into_iter().flatten() {
+    for g in groups.as_array().expect("an array of groups") {
         for r in g["reasons"].as_array().into_iter().flatten() {
             let time = r["snapshot"]["time"].as_str().expect("time");
             let time =
@@ -84,21 +90,7 @@ fn cairn_plan(repo: &TestRepo, policy: &[&str]) -> BTreeMap<String, Vec<String>>
     let out = repo.cairn().env("TZ", "UTC").args(&args).arg("--json").output().expect("runs");
     assert!(out.status.success(), "cairn {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let mut kept = BTreeMap::new();
-    for g in v["plan"]["groups"].as_array().into_iter().flatten() {
-        for k in g["keep"].as_array().into_iter().flatten() {
-            let ns = k["time_ns"].as_i64().expect("time");
-            let time = chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%d %H:%M:%S").to_string();
-            let reasons = k["reasons"]
-                .as_array()
-                .expect("reasons")
-                .iter()
-                .map(|m| m.as_str().expect("text").to_owned())
-                .collect();
-            kept.insert(time, reasons);
-        }
-    }
-    kept
+    kept_with_reasons(&v)
 }
 
 #[test]

@@ -43,7 +43,16 @@ fn stdin_is_stored_under_its_file_name_and_dumps_back_identical() {
     assert_eq!(s["paths"], serde_json::json!(["/db.sql"]));
     assert_eq!(s["source"], "stdin");
     assert_eq!(s["source_detail"], "db.sql");
-    let listing = repo.json(&["ls", "latest"]);
+    // restic's shape: the snapshot, then one line per entry.
+    let out = repo.cairn().args(["ls", "latest", "--json"]).output().expect("runs");
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["struct_type"], "snapshot");
+    let listing = &lines[1];
     assert_eq!(listing["path"], "/db.sql");
     assert_eq!(listing["size"], input.len());
 

@@ -16,6 +16,8 @@ use clap::{Parser, Subcommand};
 pub mod exit {
     pub const OK: u8 = 0;
     pub const FATAL: u8 = 1;
+    /// The command line could not be parsed (a usage error).
+    pub const USAGE: u8 = 2;
     /// Finished, but some files could not be read or restored.
     pub const INCOMPLETE: u8 = 3;
     /// `check` (or `key list`) found damage in the repository.
@@ -35,20 +37,23 @@ struct Cli {
     command: Command,
 }
 
-/// Options every command accepts.
+/// Options every command accepts. The environment variables are read after parsing
+/// ([`GlobalArgs::fill_from_env`]), not by clap: a usage error then shows only what was typed, not
+/// `--repo` because `CAIRN_REPOSITORY` happens to be set.
 #[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Repository location (a local folder)
-    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true, value_name = "LOCATION")]
+    /// Repository location (a local folder) [env: CAIRN_REPOSITORY]
+    #[arg(short = 'r', long = "repo", global = true, value_name = "LOCATION")]
     pub repo: Option<String>,
-    /// Read the password from this file (first line)
-    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
+    /// Read the password from this file (first line) [env: CAIRN_PASSWORD_FILE]
+    #[arg(long, global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
-    /// Run this shell command and read the password from its output
-    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true, value_name = "COMMAND")]
+    /// Run this shell command and read the password from its output [env: CAIRN_PASSWORD_COMMAND]
+    #[arg(long, global = true, value_name = "COMMAND")]
     pub password_command: Option<String>,
-    /// Folder for the local cache (default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn)
-    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
+    /// Folder for the local cache (default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn) [env: CAIRN_CACHE_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Keep no local cache (slower; nothing is written outside the repository)
     #[arg(long, global = true)]
@@ -56,9 +61,34 @@ pub struct GlobalArgs {
     /// Print nothing but warnings and errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Say more: `-v` lists each file a backup or restore processes (repeatable)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     /// Print machine-readable JSON on standard output
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+impl GlobalArgs {
+    /// Options not given on the command line are taken from their environment variables (an empty
+    /// variable counts as unset).
+    pub fn fill_from_env(&mut self) {
+        fn var(name: &str) -> Option<std::ffi::OsString> {
+            std::env::var_os(name).filter(|v| !v.is_empty())
+        }
+        if self.repo.is_none() {
+            self.repo = var("CAIRN_REPOSITORY").map(|v| v.to_string_lossy().into_owned());
+        }
+        if self.password_file.is_none() {
+            self.password_file = var("CAIRN_PASSWORD_FILE").map(PathBuf::from);
+        }
+        if self.password_command.is_none() {
+            self.password_command = var("CAIRN_PASSWORD_COMMAND").map(|v| v.to_string_lossy().into_owned());
+        }
+        if self.cache_dir.is_none() {
+            self.cache_dir = var("CAIRN_CACHE_DIR").map(PathBuf::from);
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,7 +101,7 @@ enum Command {
     Snapshots(commands::snapshots::Args),
     /// Restore a snapshot into a folder
     Restore(commands::restore::Args),
-    /// Write one file of a snapshot to standard output
+    /// Write a file of a snapshot to standard output (a folder as a tar archive)
     Dump(commands::dump::Args),
     /// List the files in a snapshot
     Ls(commands::ls::Args),
@@ -112,7 +142,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` are "errors" printed to standard output; they succeed.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    cli.global.fill_from_env();
     let result = match cli.command {
         Command::Init(a) => commands::init::run(&cli.global, a),
         Command::Backup(a) => commands::backup::run(&cli.global, a),

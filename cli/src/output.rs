@@ -27,6 +27,53 @@ pub fn time(ns: i64) -> String {
         .unwrap_or_else(|| ns.to_string())
 }
 
+/// RFC 3339 with nanoseconds, as restic's JSON writes times: in the offset `utc_offset_s` east of
+/// UTC when given (a snapshot's recorded zone), otherwise in this machine's local zone.
+pub fn rfc3339(ns: i64, utc_offset_s: Option<i32>) -> String {
+    use chrono::{DateTime, FixedOffset, Local, SecondsFormat};
+    let utc = DateTime::from_timestamp_nanos(ns);
+    let offset = utc_offset_s.and_then(FixedOffset::east_opt).unwrap_or_else(|| *utc.with_timezone(&Local).offset());
+    utc.with_timezone(&offset).to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// A snapshot as restic's `snapshots --json` writes it (`time` in RFC 3339 with the recorded
+/// offset, `tree`, `parent`, `paths`, `hostname`, `username`, `uid`, `gid`, `tags`, `id`,
+/// `short_id`, `program_version`), followed by cairn's own fields (`time_ns`, `host`, `user`,
+/// `source`, `summary`, ...) for the scripts that read them.
+pub fn snapshot_json(id: &cairn_format::SnapshotId, s: &cairn_format::snapshot::Snapshot) -> Result<serde_json::Value> {
+    let mut v = serde_json::json!({
+        "time": rfc3339(s.time_ns, Some(s.utc_offset_s)),
+        "tree": s.tree,
+        "paths": s.paths,
+        "hostname": s.host,
+        "username": s.user,
+        "uid": s.uid,
+        "gid": s.gid,
+        "tags": s.tags,
+        "program_version": format!("cairn {}", s.program_version),
+        "id": id,
+        "short_id": id.short(),
+    });
+    if let Some(parent) = &s.parent {
+        v["parent"] = serde_json::to_value(parent)?;
+    }
+    if let (Some(v), serde_json::Value::Object(extras)) = (v.as_object_mut(), serde_json::to_value(s)?) {
+        for (k, x) in extras {
+            v.entry(k).or_insert(x);
+        }
+        // As restic: no `parent` key for a snapshot without one.
+        if v.get("parent").is_some_and(serde_json::Value::is_null) {
+            v.remove("parent");
+        }
+    }
+    Ok(v)
+}
+
+/// `1 snapshot`, `2 snapshots`, `0 snapshots`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `1:02:03` or `2:03` durations.
 pub fn duration(ns: u64) -> String {
     let s = ns / 1_000_000_000;

@@ -27,7 +27,15 @@ pub struct PatternSet {
 impl PatternSet {
     /// Compiles patterns; blank lines and `#` comments are skipped.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self> {
-        let mut rules = Vec::new();
+        let mut set = Self::default();
+        set.add(patterns, false)?;
+        Ok(set)
+    }
+
+    /// Adds patterns after those already in the set; with `case_insensitive`, they match names in
+    /// any case (restic's `--iexclude`).
+    pub fn add<S: AsRef<str>>(&mut self, patterns: &[S], case_insensitive: bool) -> Result<()> {
+        let rules = &mut self.rules;
         for p in patterns {
             let p = p.as_ref().trim_end_matches(['\r', '\n']);
             if p.trim().is_empty() || p.starts_with('#') {
@@ -42,12 +50,13 @@ impl PatternSet {
             let matcher = GlobBuilder::new(&glob)
                 .literal_separator(true)
                 .backslash_escape(true)
+                .case_insensitive(case_insensitive)
                 .build()
                 .map_err(|e| Error::invalid(format!("pattern '{p}': {e}")))?
                 .compile_matcher();
             rules.push(Rule { matcher, negated });
         }
-        Ok(Self { rules })
+        Ok(())
     }
 
     /// Reads patterns from files, one per line.
@@ -100,6 +109,16 @@ mod tests {
         assert!(!s.matches("/home/a/b.txt"));
         assert!(s.matches_or_under("/var/cache/x/y"));
         assert!(!s.matches_or_under("/var/x/y"));
+    }
+
+    #[test]
+    fn case_insensitive_patterns_match_any_case() {
+        let mut s = PatternSet::new(&["*.tmp"]).expect("valid");
+        s.add(&["*.LOG", "/Var/Cache"], true).expect("valid");
+        assert!(s.matches("/a/x.log"));
+        assert!(s.matches("/a/X.Log"));
+        assert!(s.matches("/var/cache"));
+        assert!(!s.matches("/a/x.TMP"), "--exclude stays case-sensitive");
     }
 
     #[test]

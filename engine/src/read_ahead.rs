@@ -92,10 +92,8 @@ impl ReadAhead {
     /// A read-ahead for the backup `opts` describes, when it backs up files.
     pub fn for_backup(opts: &crate::commands::backup::BackupOptions) -> Option<Self> {
         let crate::commands::backup::BackupSource::Files(sources) = &opts.source else { return None };
-        let mut patterns = opts.excludes.clone();
         // An unreadable exclude file is the backup's error to report; without it, no read-ahead.
-        patterns.extend(PatternSet::from_files(&opts.exclude_files).ok()?);
-        Some(Self::start(sources, PatternSet::new(&patterns).ok()?))
+        Some(Self::start(sources, crate::commands::backup::exclude_patterns(opts).ok()?))
     }
 
     /// From now on, also start reading the contents of small files.

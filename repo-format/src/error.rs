@@ -40,6 +40,12 @@ pub enum FormatError {
     #[error("no {what} matches '{prefix}'")]
     PrefixNotFound { what: &'static str, prefix: String },
     /// More than one id starts with the given prefix.
-    #[error("'{prefix}' matches {count} {what}s; give more characters")]
-    PrefixAmbiguous { what: &'static str, prefix: String, count: usize },
+    #[error("'{prefix}' matches {count} {what}s ({}{}); give more characters", candidates.join(", "), if *count > candidates.len() { ", ..." } else { "" })]
+    PrefixAmbiguous {
+        what: &'static str,
+        prefix: String,
+        count: usize,
+        /// The first few matching ids, as short ids.
+        candidates: Vec<String>,
+    },
 }

@@ -168,10 +168,16 @@ pub fn resolve_prefix<T: TypedId>(prefix: &str, candidates: impl IntoIterator<It
     let wanted = prefix.to_ascii_lowercase();
     let mut found: Option<T> = None;
     let mut count = 0usize;
+    let mut shown: Vec<String> = Vec::new();
     for id in candidates {
-        if to_hex(id.as_bytes()).starts_with(&wanted) {
+        let hex = to_hex(id.as_bytes());
+        if hex.starts_with(&wanted) {
             if found != Some(id) {
                 count += 1;
+                // Listed at the length that tells them apart for sure: 8 characters, or more than the prefix.
+                if shown.len() < MAX_SHOWN_CANDIDATES {
+                    shown.push(hex[..(wanted.len() + 4).clamp(8, ID_LEN * 2)].to_owned());
+                }
             }
             found = Some(id);
         }
@@ -179,9 +185,12 @@ pub fn resolve_prefix<T: TypedId>(prefix: &str, candidates: impl IntoIterator<It
     match (found, count) {
         (Some(id), 1) => Ok(id),
         (None, _) => Err(FormatError::PrefixNotFound { what: T::WHAT, prefix: wanted }),
-        (_, n) => Err(FormatError::PrefixAmbiguous { what: T::WHAT, prefix: wanted, count: n }),
+        (_, n) => Err(FormatError::PrefixAmbiguous { what: T::WHAT, prefix: wanted, count: n, candidates: shown }),
     }
 }
+
+/// How many of the ids an ambiguous prefix matches are named in the error.
+const MAX_SHOWN_CANDIDATES: usize = 10;
 
 #[cfg(test)]
 mod tests {

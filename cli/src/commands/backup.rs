@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use cairn_engine::commands::backup::{BackupOptions, BackupSource, ParentChoice, backup};
+use cairn_engine::commands::backup::{BackupOptions, BackupReport, BackupSource, ParentChoice, backup};
 use cairn_engine::read_ahead::ReadAhead;
 
 use crate::progress::Bar;
@@ -21,9 +21,32 @@ pub struct Args {
     /// Read exclude patterns from a file, one per line (repeatable)
     #[arg(long = "exclude-file", value_name = "FILE")]
     pub exclude_files: Vec<PathBuf>,
-    /// Skip folders that contain a file of this name (repeatable, e.g. .nobackup)
-    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    /// Exclude paths matching this pattern in any case (repeatable)
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    pub iexcludes: Vec<String>,
+    /// Read case-insensitive exclude patterns from a file, one per line (repeatable)
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    pub iexclude_files: Vec<PathBuf>,
+    /// Skip folders that contain a file of this name (repeatable, e.g. .nobackup); `NAME:HEADER`
+    /// also needs the file to start with HEADER
+    #[arg(long = "exclude-if-present", value_name = "NAME[:HEADER]")]
     pub exclude_if_present: Vec<String>,
+    /// Skip folders marked as caches by a CACHEDIR.TAG file with the standard signature
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Skip files larger than SIZE (`500K`, `2M`, `1G`, `1T`; plain numbers are bytes)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub exclude_larger_than: Option<u64>,
+    /// Back up the paths listed in FILE, one per line (`-`: standard input); `#` comments and blank
+    /// lines are skipped and glob patterns expanded (repeatable)
+    #[arg(long = "files-from", value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Back up the paths listed in FILE, one per line, exactly as written (repeatable)
+    #[arg(long = "files-from-verbatim", value_name = "FILE")]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// Back up the NUL-separated paths in FILE, as `find -print0` writes them (repeatable)
+    #[arg(long = "files-from-raw", value_name = "FILE")]
+    pub files_from_raw: Vec<PathBuf>,
     /// Do not cross filesystem boundaries
     #[arg(short = 'x', long)]
     pub one_file_system: bool,
@@ -65,6 +88,105 @@ pub struct Args {
     pub command: Vec<OsString>,
 }
 
+/// The file marker restic's and the Cache Directory Tagging Specification's `--exclude-caches` looks for.
+const CACHEDIR_TAG: &str = "CACHEDIR.TAG:Signature: 8a477f597d28d172789f06886806bc55";
+
+fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
+    super::prune::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// The bytes of a `--files-from*` file (`-` is standard input).
+fn read_list(file: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes).context("reading the list of files from standard input")?;
+    } else {
+        bytes = std::fs::read(file).with_context(|| format!("reading the list of files {}", file.display()))?;
+    }
+    Ok(bytes)
+}
+
+/// The paths named by `--files-from`, `--files-from-verbatim` and `--files-from-raw`, with restic's
+/// rules: `--files-from` skips blank lines and `#` comments, trims a trailing `\r` and expands glob
+/// patterns; `--files-from-verbatim` takes each non-empty line as a name; `--files-from-raw` splits
+/// at NUL bytes.
+fn listed_paths(args: &Args) -> Result<Vec<PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for file in &args.files_from {
+        let bytes = read_list(file)?;
+        for line in bytes.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) || line.starts_with(b"#") {
+                continue;
+            }
+            let text = String::from_utf8_lossy(line);
+            let is_pattern = text.contains(['*', '?', '[']);
+            if !is_pattern || std::str::from_utf8(line).is_err() {
+                out.push(PathBuf::from(std::ffi::OsStr::from_bytes(line)));
+                continue;
+            }
+            let matches = glob::glob(&text).with_context(|| format!("{}: pattern '{text}'", file.display()))?;
+            let before = out.len();
+            for m in matches {
+                out.push(m.with_context(|| format!("{}: expanding '{text}'", file.display()))?);
+            }
+            if out.len() == before {
+                // As restic: a pattern that matches nothing is skipped with a warning.
+                eprintln!("warning: {}: pattern '{text}' matches no file (skipped)", file.display());
+            }
+        }
+    }
+    for file in &args.files_from_verbatim {
+        let bytes = read_list(file)?;
+        out.extend(
+            bytes
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| PathBuf::from(std::ffi::OsStr::from_bytes(l))),
+        );
+    }
+    for file in &args.files_from_raw {
+        let bytes = read_list(file)?;
+        out.extend(
+            bytes.split(|&b| b == 0).filter(|l| !l.is_empty()).map(|l| PathBuf::from(std::ffi::OsStr::from_bytes(l))),
+        );
+    }
+    Ok(out)
+}
+
+/// The final line of `backup --json`: restic's `summary` message, with cairn's own report (the
+/// earlier shape) as extra fields.
+fn summary_json(report: &BackupReport) -> Result<serde_json::Value> {
+    let s = &report.summary;
+    let mut v = serde_json::json!({
+        "message_type": "summary",
+        "files_new": s.files_new,
+        "files_changed": s.files_changed,
+        "files_unmodified": s.files_unchanged,
+        "dirs_new": s.dirs_new,
+        "dirs_changed": s.dirs_changed,
+        "dirs_unmodified": s.dirs_unchanged,
+        "data_blobs": s.data_blobs_added,
+        "tree_blobs": s.tree_blobs_added,
+        "data_added": s.bytes_added_plain,
+        "data_added_packed": s.bytes_added_stored,
+        "total_files_processed": s.files_new + s.files_changed + s.files_unchanged,
+        "total_bytes_processed": s.total_size,
+        "total_duration": s.duration_ns as f64 / 1e9,
+        "backup_start": output::rfc3339(s.started_ns, None),
+        "backup_end": output::rfc3339(s.started_ns.saturating_add(s.duration_ns as i64), None),
+    });
+    let extras = serde_json::to_value(report)?;
+    if let (Some(v), Some(extras)) = (v.as_object_mut(), extras.as_object()) {
+        for (k, x) in extras {
+            v.entry(k.clone()).or_insert_with(|| x.clone());
+        }
+    }
+    Ok(v)
+}
+
 /// Parses `--time`.
 pub fn parse_time(s: &str) -> Result<i64> {
     use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
@@ -80,6 +202,10 @@ pub fn parse_time(s: &str) -> Result<i64> {
     bail!("cannot read time '{s}': use '2026-11-22 04:00:00' or RFC 3339")
 }
 
+fn has_lists(args: &Args) -> bool {
+    !(args.files_from.is_empty() && args.files_from_verbatim.is_empty() && args.files_from_raw.is_empty())
+}
+
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     let source = if args.stdin_from_command {
         if args.command.is_empty() {
@@ -87,23 +213,25 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
                 "--stdin-from-command needs the command after '--', e.g. cairn backup --stdin-from-command -- pg_dump mydb"
             );
         }
-        if args.stdin || !args.paths.is_empty() {
-            bail!("--stdin-from-command cannot be combined with --stdin or paths");
+        if args.stdin || !args.paths.is_empty() || has_lists(&args) {
+            bail!("--stdin-from-command cannot be combined with --stdin, paths or --files-from");
         }
         BackupSource::Command { argv: args.command, filename: args.stdin_filename }
     } else if args.stdin {
-        if !args.paths.is_empty() {
-            bail!("--stdin cannot be combined with paths");
+        if !args.paths.is_empty() || has_lists(&args) {
+            bail!("--stdin cannot be combined with paths or --files-from");
         }
         BackupSource::Stdin { filename: args.stdin_filename, reader: Box::new(std::io::stdin()) }
     } else {
-        if args.paths.is_empty() {
-            bail!("nothing to back up: give at least one path, --stdin, or --stdin-from-command");
+        let mut paths = args.paths.clone();
+        paths.extend(listed_paths(&args)?);
+        if paths.is_empty() {
+            bail!("nothing to back up: give at least one path, --files-from FILE, --stdin, or --stdin-from-command");
         }
         if !args.command.is_empty() {
             bail!("arguments after '--' are only for --stdin-from-command");
         }
-        BackupSource::Files(args.paths)
+        BackupSource::Files(paths)
     };
     let time_ns = args.time.as_deref().map(parse_time).transpose()?;
     let metrics = args.metrics_file.map(|path| crate::metrics::BackupMetrics {
@@ -115,7 +243,16 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         source,
         excludes: args.excludes,
         exclude_files: args.exclude_files,
-        exclude_if_present: args.exclude_if_present,
+        iexcludes: args.iexcludes,
+        iexclude_files: args.iexclude_files,
+        exclude_if_present: {
+            let mut markers = args.exclude_if_present;
+            if args.exclude_caches {
+                markers.push(CACHEDIR_TAG.to_owned());
+            }
+            markers
+        },
+        exclude_larger_than: args.exclude_larger_than,
         one_file_system: args.one_file_system,
         tags: args.tags.into_iter().filter(|t| !t.is_empty()).collect(),
         host: args.host,
@@ -129,15 +266,18 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     // The folders are read ahead while the key is derived from the password.
     opts.read_ahead = ReadAhead::for_backup(&opts);
     let repo = super::open(global)?;
-    let bar = Bar::new(!global.quiet && !global.json, "backup");
+    let bar = Bar::new(!global.quiet && !global.json, "backup").with_output(global, true);
     let report = backup(&repo, opts, &bar);
     bar.finish();
+    if report.is_ok() {
+        bar.final_status();
+    }
     if let Some(m) = &metrics {
         m.write(&repo, &report)?;
     }
     let report = report?;
     if global.json {
-        output::json(&report)?;
+        output::json(&summary_json(&report)?)?;
     } else if !global.quiet {
         let s = &report.summary;
         output::line(&format!(
@@ -154,8 +294,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
             output::size(s.bytes_added_stored)
         ))?;
         output::line(&format!(
-            "processed {} files, {} in {}",
-            s.files_new + s.files_changed + s.files_unchanged,
+            "processed {}, {} in {}",
+            output::count(s.files_new + s.files_changed + s.files_unchanged, "file", "files"),
             output::size(s.total_size),
             output::duration(s.duration_ns)
         ))?;
@@ -168,7 +308,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         Ok(exit::OK)
     } else {
         // Exit 3 as restic: a snapshot was written, but not of everything that was asked for.
-        eprintln!("cairn: {} warnings (above); the snapshot may be incomplete", report.warnings.len());
+        eprintln!(
+            "cairn: {} (above); the snapshot may be incomplete",
+            output::count(report.warnings.len() as u64, "warning", "warnings")
+        );
         Ok(exit::INCOMPLETE)
     }
 }

@@ -26,7 +26,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         "key" => output::json(&cat::key(&repo, id()?)?)?,
         "snapshot" => {
             let (id, s) = cat::snapshot(&repo, id()?)?;
-            output::json(&serde_json::json!({ "id": id, "snapshot": s }))?
+            // restic's `cat snapshot` prints the snapshot itself; `snapshot` keeps cairn's earlier shape.
+            let mut v = output::snapshot_json(&id, &s)?;
+            v["snapshot"] = serde_json::to_value(&s)?;
+            output::json(&v)?
         }
         "index" => {
             let (id, f) = cat::index(&repo, id()?)?;

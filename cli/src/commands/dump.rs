@@ -9,7 +9,7 @@ use crate::{GlobalArgs, exit};
 pub struct Args {
     /// Snapshot: `latest`, an id or a unique prefix
     pub snapshot: String,
-    /// Path of the file inside the snapshot (e.g. /db.sql)
+    /// Path of the file inside the snapshot (e.g. /db.sql); a folder is written as a tar archive
     pub path: std::ffi::OsString,
     #[command(flatten)]
     pub filter: FilterArgs,

@@ -102,7 +102,12 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     let mut each = |f: &Found| {
         let printed = if global.json {
             match f {
-                Found::Matches(m) => array.push(m),
+                Found::Matches(m) => array.push(&serde_json::json!({
+                    "matches": m.matches.iter().map(super::ls::node_json).collect::<Vec<_>>(),
+                    "hits": m.hits,
+                    "snapshot": m.snapshot,
+                    "time_ns": m.time_ns,
+                })),
                 Found::Object(u) => array.push(u),
             }
         } else {

@@ -1,8 +1,10 @@
 //! `cairn forget`.
 
 use anyhow::{Result, bail};
-use cairn_engine::commands::forget::{self, ForgetPlan, GroupBy};
+use cairn_engine::commands::forget::{self, ForgetPlan, GroupBy, PlannedSnapshot};
 use cairn_engine::retention::{Duration, KeepPolicy};
+use cairn_format::SnapshotId;
+use cairn_format::snapshot::Snapshot;
 
 use super::FilterArgs;
 use crate::{GlobalArgs, exit, output};
@@ -126,7 +128,7 @@ fn print_plan(plan: &ForgetPlan) -> Result<()> {
             if list.is_empty() {
                 continue;
             }
-            output::line(&format!("{verb} {} snapshots:", list.len()))?;
+            output::line(&format!("{verb} {}:", output::count(list.len() as u64, "snapshot", "snapshots")))?;
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|s| {
@@ -145,6 +147,39 @@ fn print_plan(plan: &ForgetPlan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// restic's `forget --json`: an array with one object per group (`host`, `tags`, `paths` of the
+/// group key, `keep` and `remove` as full snapshots, `reasons` with each kept snapshot's
+/// `matches`). Kept snapshots also carry cairn's `reasons` list.
+fn plan_json(plan: &ForgetPlan, snapshots: &[(SnapshotId, Snapshot)]) -> Result<serde_json::Value> {
+    let full = |p: &PlannedSnapshot| -> Result<serde_json::Value> {
+        let mut v = match snapshots.iter().find(|(id, _)| *id == p.id) {
+            Some((id, s)) => output::snapshot_json(id, s)?,
+            None => serde_json::to_value(p)?,
+        };
+        v["reasons"] = serde_json::to_value(&p.reasons)?;
+        Ok(v)
+    };
+    let mut groups = Vec::new();
+    for g in &plan.groups {
+        let keep = g.keep.iter().map(full).collect::<Result<Vec<_>>>()?;
+        let remove = g.remove.iter().map(full).collect::<Result<Vec<_>>>()?;
+        let reasons: Vec<serde_json::Value> = keep
+            .iter()
+            .zip(&g.keep)
+            .map(|(snapshot, p)| serde_json::json!({ "snapshot": snapshot, "matches": p.reasons, "counters": {} }))
+            .collect();
+        groups.push(serde_json::json!({
+            "tags": g.key.tags,
+            "host": g.key.host.clone().unwrap_or_default(),
+            "paths": g.key.paths,
+            "keep": keep,
+            "remove": if remove.is_empty() { serde_json::Value::Null } else { remove.into() },
+            "reasons": reasons,
+        }));
+    }
+    Ok(groups.into())
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
@@ -180,12 +215,19 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         None
     };
     if global.json {
-        output::json(&serde_json::json!({ "plan": plan, "removed": removed, "prune": prune_report }))?;
+        output::json(&plan_json(&plan, &snapshots)?)?;
+        // As restic, the groups come first; the prune report (cairn's shape) is a second line.
+        if let Some(report) = prune_report {
+            output::json(&report)?;
+        }
     } else if !global.quiet {
         if args.dry_run {
-            output::line(&format!("dry run: would remove {} snapshots", plan.removals().count()))?;
+            output::line(&format!(
+                "dry run: would remove {}",
+                output::count(plan.removals().count() as u64, "snapshot", "snapshots")
+            ))?;
         } else {
-            output::line(&format!("removed {removed} snapshots"))?;
+            output::line(&format!("removed {}", output::count(removed as u64, "snapshot", "snapshots")))?;
         }
     }
     Ok(exit::OK)

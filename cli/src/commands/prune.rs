@@ -86,18 +86,30 @@ pub fn execute(global: &GlobalArgs, repo: &Repository, args: &PruneArgs, dry_run
     let report = prune(repo, &options(args, dry_run)?).map_err(|e| hint_incomplete_index(e, "prune again"))?;
     if !global.json && !global.quiet {
         let p = &report.plan;
-        output::line(&format!("{} snapshots, {} used blobs", p.snapshots, p.used_blobs))?;
-        output::line(&format!("packs:     {} ({})", p.packs_total, output::size(p.bytes_total)))?;
-        output::line(&format!("to delete: {} packs ({})", p.packs_delete, output::size(p.bytes_delete)))?;
         output::line(&format!(
-            "to repack: {} packs ({}, {} still used)",
-            p.packs_repack,
+            "{}, {} used",
+            output::count(p.snapshots as u64, "snapshot", "snapshots"),
+            output::count(p.used_blobs as u64, "blob", "blobs")
+        ))?;
+        output::line(&format!(
+            "packs:     {} ({})",
+            output::count(p.packs_total as u64, "pack", "packs"),
+            output::size(p.bytes_total)
+        ))?;
+        output::line(&format!(
+            "to delete: {} ({})",
+            output::count(p.packs_delete as u64, "pack", "packs"),
+            output::size(p.bytes_delete)
+        ))?;
+        output::line(&format!(
+            "to repack: {} ({}, {} still used)",
+            output::count(p.packs_repack as u64, "pack", "packs"),
             output::size(p.bytes_repack),
             output::size(p.bytes_repack_used)
         ))?;
         output::line(&format!(
-            "to keep:   {} packs ({}, {} unused)",
-            p.packs_keep,
+            "to keep:   {} ({}, {} unused)",
+            output::count(p.packs_keep as u64, "pack", "packs"),
             output::size(p.bytes_keep),
             output::size(p.bytes_unused_after)
         ))?;

@@ -166,6 +166,10 @@ fn print_snapshots(r: &RepairSnapshotsReport, quiet: bool) -> Result<()> {
         }
     }
     let verb = if r.dry_run { "would need repair" } else { "repaired" };
-    output::line(&format!("checked {} snapshots, {} {verb}", r.checked, r.repaired.len()))?;
+    output::line(&format!(
+        "checked {}, {} {verb}",
+        output::count(r.checked, "snapshot", "snapshots"),
+        r.repaired.len()
+    ))?;
     Ok(())
 }

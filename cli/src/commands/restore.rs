@@ -57,7 +57,8 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         dry_run: args.dry_run,
         filter: args.filter.to_filter(),
     };
-    let bar = Bar::new(!global.quiet && !global.json, "restore");
+    let started = std::time::Instant::now();
+    let bar = Bar::new(!global.quiet && !global.json, "restore").with_output(global, false);
     let report = restore(&repo, &opts, &bar);
     bar.finish();
     let report = report?;
@@ -68,27 +69,40 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         eprintln!("error: {e}");
     }
     if global.json {
-        output::json(&report)?;
+        // restic 0.17's `restore --json` summary fields first, then cairn's report.
+        let entries = report.files + report.dirs + report.symlinks + report.hardlinks + report.special;
+        let mut v = serde_json::json!({
+            "message_type": "summary",
+            "seconds_elapsed": started.elapsed().as_secs(),
+            "total_files": entries,
+            "files_restored": entries,
+            "total_bytes": report.bytes,
+            "bytes_restored": report.bytes,
+        });
+        if let (Some(v), serde_json::Value::Object(extras)) = (v.as_object_mut(), serde_json::to_value(&report)?) {
+            v.extend(extras);
+        }
+        output::json(&v)?;
     } else if !global.quiet {
         let verb = if report.dry_run { "would restore" } else { "restored" };
         output::line(&format!(
-            "{verb} {} files, {} folders, {} symlinks, {} hard links, {} special files, {} ({})",
-            report.files,
-            report.dirs,
-            report.symlinks,
-            report.hardlinks,
-            report.special,
+            "{verb} {}, {}, {}, {}, {}, {} ({})",
+            output::count(report.files, "file", "files"),
+            output::count(report.dirs, "folder", "folders"),
+            output::count(report.symlinks, "symlink", "symlinks"),
+            output::count(report.hardlinks, "hard link", "hard links"),
+            output::count(report.special, "special file", "special files"),
             output::size(report.bytes),
             report.snapshot_id.map(|i| i.short()).unwrap_or_default()
         ))?;
         if opts.verify {
-            output::line(&format!("verified {} files", report.verified))?;
+            output::line(&format!("verified {}", output::count(report.verified, "file", "files")))?;
         }
     }
     if report.errors.is_empty() {
         Ok(exit::OK)
     } else {
-        eprintln!("cairn: {} entries could not be restored", report.errors.len());
+        eprintln!("cairn: {} could not be restored", output::count(report.errors.len() as u64, "entry", "entries"));
         Ok(exit::INCOMPLETE)
     }
 }

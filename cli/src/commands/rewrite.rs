@@ -64,11 +64,14 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         output::line("")?;
     }
     if report.dry_run {
-        output::line(&format!("dry run: would modify {} snapshots", report.rewritten.len()))?;
+        output::line(&format!(
+            "dry run: would modify {}",
+            output::count(report.rewritten.len() as u64, "snapshot", "snapshots")
+        ))?;
     } else if report.rewritten.is_empty() {
         output::line("no snapshots were modified")?;
     } else {
-        output::line(&format!("modified {} snapshots", report.rewritten.len()))?;
+        output::line(&format!("modified {}", output::count(report.rewritten.len() as u64, "snapshot", "snapshots")))?;
     }
     Ok(exit::OK)
 }

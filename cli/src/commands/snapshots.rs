@@ -29,7 +29,9 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         );
     }
     if global.json {
-        output::json(&listing.snapshots)?;
+        let list =
+            listing.snapshots.iter().map(|s| output::snapshot_json(&s.id, &s.snapshot)).collect::<Result<Vec<_>>>()?;
+        output::json(&list)?;
     } else {
         let rows: Vec<Vec<String>> = listing
             .snapshots
@@ -47,7 +49,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
             .collect();
         if !global.quiet || !rows.is_empty() {
             output::table(&["ID", "Time", "Host", "Tags", "Paths", "Size"], &rows)?;
-            output::line(&format!("{} snapshots", rows.len()))?;
+            output::line(&output::count(rows.len() as u64, "snapshot", "snapshots"))?;
         }
     }
     Ok(if listing.damaged.is_empty() && listing.damaged_in_repository.is_empty() { exit::OK } else { exit::FATAL })

@@ -47,7 +47,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         if report.changed_snapshots == 0 {
             output::line("no snapshots were modified")?;
         } else {
-            output::line(&format!("modified {} snapshots", report.changed_snapshots))?;
+            output::line(&format!(
+                "modified {}",
+                output::count(report.changed_snapshots as u64, "snapshot", "snapshots")
+            ))?;
         }
     }
     Ok(exit::OK)

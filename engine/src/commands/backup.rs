@@ -28,7 +28,7 @@ use crate::cache::FileFingerprint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::PatternSet;
 use crate::pack_saver::PackSaver;
-use crate::progress::Progress;
+use crate::progress::{ItemAction, Progress};
 use crate::read_ahead::ReadAhead;
 use crate::repository::{Repository, hostname, username};
 
@@ -77,7 +77,15 @@ pub struct BackupOptions {
     pub source: BackupSource,
     pub excludes: Vec<String>,
     pub exclude_files: Vec<PathBuf>,
+    /// Patterns matched in any case (restic's `--iexclude`).
+    pub iexcludes: Vec<String>,
+    /// Files of patterns matched in any case (restic's `--iexclude-file`).
+    pub iexclude_files: Vec<PathBuf>,
+    /// Folders holding a file of this name are skipped. `NAME:HEADER` also needs the file to start
+    /// with HEADER (restic's syntax; `--exclude-caches` is `CACHEDIR.TAG:Signature: 8a47...`).
     pub exclude_if_present: Vec<String>,
+    /// Files larger than this many bytes are skipped (restic's `--exclude-larger-than`).
+    pub exclude_larger_than: Option<u64>,
     pub one_file_system: bool,
     pub tags: Vec<String>,
     pub host: Option<String>,
@@ -156,13 +164,14 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         },
         None => (None, None),
     };
+    if let Some((id, _)) = &parent {
+        progress.note(&format!("using parent snapshot {}", id.short()));
+    }
     if let Some(read_ahead) = &opts.read_ahead {
         read_ahead.read_contents(parent.is_none());
     }
 
-    let mut excludes = opts.excludes.clone();
-    excludes.extend(PatternSet::from_files(&opts.exclude_files)?);
-    let excludes = PatternSet::new(&excludes)?;
+    let excludes = exclude_patterns(&opts)?;
     let chunker = Chunker::new(repo.config().chunker, repo.key().chunker_seed());
 
     let mut warnings = Vec::new();
@@ -177,6 +186,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             chunker,
             excludes: &excludes,
             exclude_if_present: &opts.exclude_if_present,
+            exclude_larger_than: opts.exclude_larger_than,
             one_file_system: opts.one_file_system,
             force: opts.force,
             progress,
@@ -200,7 +210,11 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
                 if progress.wants_total() {
                     let sources = sources.clone();
                     let excludes = excludes.clone();
-                    scope.spawn(move || progress.set_total(scan_total(&sources, &excludes)));
+                    scope.spawn(move || {
+                        let (files, bytes) = scan_total(&sources, &excludes);
+                        progress.set_total_files(files);
+                        progress.set_total(bytes);
+                    });
                 }
                 walker.archive_files(sources, parent_tree.as_ref())
             }
@@ -321,6 +335,31 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
         warnings,
         dry_run: opts.dry_run,
     })
+}
+
+/// The exclude patterns of a backup: `--exclude`, `--exclude-file`, then the case-insensitive
+/// `--iexclude` and `--iexclude-file`.
+pub fn exclude_patterns(opts: &BackupOptions) -> Result<PatternSet> {
+    let mut excludes = opts.excludes.clone();
+    excludes.extend(PatternSet::from_files(&opts.exclude_files)?);
+    let mut set = PatternSet::new(&excludes)?;
+    let mut iexcludes = opts.iexcludes.clone();
+    iexcludes.extend(PatternSet::from_files(&opts.iexclude_files)?);
+    set.add(&iexcludes, true)?;
+    Ok(set)
+}
+
+/// Whether the folder `dir` holds the marker `spec`: `NAME`, or `NAME:HEADER` for a file named
+/// NAME whose first bytes are HEADER (as restic's `--exclude-if-present`).
+fn has_marker(dir: &Path, spec: &str) -> bool {
+    match spec.split_once(':') {
+        Some((name, header)) if !name.is_empty() => {
+            let mut start = vec![0u8; header.len()];
+            std::fs::File::open(dir.join(name)).and_then(|mut f| f.read_exact(&mut start)).is_ok()
+                && start == header.as_bytes()
+        }
+        _ => dir.join(spec).exists(),
+    }
 }
 
 /// Unix time now in nanoseconds.
@@ -502,6 +541,7 @@ struct Walker<'a, 's> {
     chunker: Chunker,
     excludes: &'a PatternSet,
     exclude_if_present: &'a [String],
+    exclude_larger_than: Option<u64>,
     one_file_system: bool,
     force: bool,
     progress: &'a dyn Progress,
@@ -759,7 +799,7 @@ impl Walker<'_, '_> {
             if self.one_file_system && meta.dev() != self.root_device {
                 return Ok(None);
             }
-            if self.exclude_if_present.iter().any(|marker| path.join(marker).exists()) {
+            if self.exclude_if_present.iter().any(|marker| has_marker(path, marker)) {
                 return Ok(None);
             }
             let parent_sub = self.parent_subtree(parent_node)?;
@@ -822,6 +862,9 @@ impl Walker<'_, '_> {
             return Ok(Some(self.base_node(name, NodeKind::Dir { subtree }, &meta)));
         }
         if ft.is_file() {
+            if self.exclude_larger_than.is_some_and(|limit| meta.len() > limit) {
+                return Ok(None);
+            }
             return self.archive_file(path, name, meta, parent_node);
         }
         let kind = if ft.is_symlink() {
@@ -874,6 +917,7 @@ impl Walker<'_, '_> {
             {
                 self.summary.files_unchanged += 1;
                 self.progress.add_bytes(fp.size);
+                self.progress.item_done(path, ItemAction::Unchanged, fp.size);
                 return Ok(Some(self.base_node(name, NodeKind::File { content }, &meta)));
             }
         }
@@ -897,10 +941,17 @@ impl Walker<'_, '_> {
             self.warn(format!("file changed while it was read: {}", path.display()));
             self.summary.total_size = self.summary.total_size - fp.size + read;
         }
-        match parent_node {
-            Some(_) => self.summary.files_changed += 1,
-            None => self.summary.files_new += 1,
-        }
+        let action = match parent_node {
+            Some(_) => {
+                self.summary.files_changed += 1;
+                ItemAction::Modified
+            }
+            None => {
+                self.summary.files_new += 1;
+                ItemAction::New
+            }
+        };
+        self.progress.item_done(path, action, read);
         if changed {
             // What was stored matches neither fingerprint; the next run reads the file again.
             let mut node = self.base_node(name, NodeKind::File { content }, &meta);
@@ -939,10 +990,17 @@ impl Walker<'_, '_> {
         let content = self.chunk_stream(&mut prefix.as_slice().chain(reader), None)?;
         let size = self.summary.bytes_read;
         self.summary.total_size += size;
-        match parent.and_then(|t| t.get(filename.as_bytes())) {
-            Some(_) => self.summary.files_changed += 1,
-            None => self.summary.files_new += 1,
-        }
+        let action = match parent.and_then(|t| t.get(filename.as_bytes())) {
+            Some(_) => {
+                self.summary.files_changed += 1;
+                ItemAction::Modified
+            }
+            None => {
+                self.summary.files_new += 1;
+                ItemAction::New
+            }
+        };
+        self.progress.item_done(Path::new(&format!("/{filename}")), action, size);
         let now = now_ns();
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
@@ -1215,14 +1273,15 @@ fn fill(reader: &mut (dyn Read + Send), buf: &mut [u8]) -> std::io::Result<(usiz
 }
 
 /// Sums the sizes of the files below `sources` (for the progress bar's ETA).
-fn scan_total(sources: &[PathBuf], excludes: &PatternSet) -> u64 {
-    fn walk(p: &Path, excludes: &PatternSet, total: &mut u64) {
+fn scan_total(sources: &[PathBuf], excludes: &PatternSet) -> (u64, u64) {
+    fn walk(p: &Path, excludes: &PatternSet, total: &mut (u64, u64)) {
         if !excludes.is_empty() && excludes.matches(p) {
             return;
         }
         let Ok(meta) = std::fs::symlink_metadata(p) else { return };
         if meta.is_file() {
-            *total += meta.len();
+            total.0 += 1;
+            total.1 += meta.len();
         } else if meta.is_dir()
             && let Ok(rd) = std::fs::read_dir(p)
         {
@@ -1231,7 +1290,7 @@ fn scan_total(sources: &[PathBuf], excludes: &PatternSet) -> u64 {
             }
         }
     }
-    let mut total = 0;
+    let mut total = (0, 0);
     for s in sources {
         if let Ok(abs) = absolute_clean(s) {
             walk(&abs, excludes, &mut total);

@@ -4,7 +4,7 @@ use cairn_format::tree::{Node, NodeKind};
 use serde::Serialize;
 
 use crate::commands::MAX_TREE_DEPTH;
-use crate::commands::snapshots::{SnapshotFilter, find_node, find_snapshot};
+use crate::commands::snapshots::{SnapshotFilter, find_node_in, find_snapshot};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 
@@ -55,7 +55,7 @@ pub fn ls(
 ) -> Result<cairn_format::SnapshotId> {
     let (id, snapshot) = find_snapshot(repo, spec, filter)?;
     repo.sync_index()?;
-    let (node, walked) = find_node(repo, &snapshot, path)?;
+    let (node, walked) = find_node_in(repo, spec, id, &snapshot, path)?;
     match &node.kind {
         NodeKind::Dir { subtree } => walk(repo, *subtree, &walked, 0, each)?,
         _ => each(&LsEntry::new(walked, &node))?,

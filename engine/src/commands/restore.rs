@@ -28,10 +28,10 @@ use serde::Serialize;
 use crate::backend::FileType;
 use crate::cache::BlobLocation;
 use crate::commands::MAX_TREE_DEPTH;
-use crate::commands::snapshots::{SnapshotFilter, find_node, find_snapshot, warn_if_repository_copy_damaged};
+use crate::commands::snapshots::{SnapshotFilter, find_node_in, find_snapshot, warn_if_repository_copy_damaged};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::PatternSet;
-use crate::progress::Progress;
+use crate::progress::{ItemAction, Progress};
 use crate::repository::Repository;
 
 /// Files per batch.
@@ -111,7 +111,7 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
         progress.warn(&format!("{e} (skipped; 'cairn repair index' rebuilds the index)"));
     }
     warn_if_repository_copy_damaged(repo, id, progress)?;
-    let (node, base) = find_node(repo, &snapshot, &opts.subpath)?;
+    let (node, base) = find_node_in(repo, &opts.snapshot, id, &snapshot, &opts.subpath)?;
     let base = PathBuf::from(base);
     let mut r = Restorer {
         repo,
@@ -265,6 +265,7 @@ impl Restorer<'_> {
             if wanted {
                 self.ensure_dir(path)?;
                 self.report.dirs += 1;
+                self.progress.item_done(spath, ItemAction::Restored, 0);
                 self.dir_meta.push((path.to_path_buf(), node.clone()));
             }
             return self.restore_dir(*subtree, path, spath);
@@ -276,6 +277,7 @@ impl Restorer<'_> {
             self.ensure_dir(parent)?;
         }
         self.progress.set_current(spath);
+        self.progress.item_done(spath, ItemAction::Restored, node.size);
         match &node.kind {
             NodeKind::File { content } => {
                 let link_key = (node.links > 1).then_some((node.device, node.inode));

@@ -189,6 +189,38 @@ pub fn find_node(repo: &Repository, snapshot: &Snapshot, path: impl AsRef<std::f
     Ok((node, walked))
 }
 
+/// [`find_node`] in snapshot `id`, chosen by `spec`: when the path is missing, the error names the
+/// snapshot and what it holds, and for `latest` says how to pick the newest snapshot that has it.
+pub fn find_node_in(
+    repo: &Repository,
+    spec: &str,
+    id: SnapshotId,
+    snapshot: &Snapshot,
+    path: impl AsRef<std::ffi::OsStr>,
+) -> Result<(Node, String)> {
+    find_node(repo, snapshot, path).map_err(|e| {
+        if e.kind() != ErrorKind::NotFound {
+            return e;
+        }
+        let hint = if spec == "latest" {
+            "; 'latest' is the newest snapshot of all that pass the filters: choose one that holds the path \
+             with --path (a backed-up path) or --tag, or give a snapshot id ('cairn find' shows which hold it)"
+        } else {
+            ""
+        };
+        Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "{e} {} (of {} at {}{}){hint}",
+                id.short(),
+                snapshot.paths.join(" "),
+                snapshot.host,
+                if snapshot.tags.is_empty() { String::new() } else { format!(", tags {}", snapshot.tags.join(",")) }
+            ),
+        )
+    })
+}
+
 /// The snapshots a command works on: those named in `specs` (`latest`, ids or prefixes, among
 /// those passing `filter`), or every snapshot passing `filter` when none is named; oldest first,
 /// each once. Also returns the snapshot files that could not be read.
