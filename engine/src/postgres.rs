@@ -428,7 +428,9 @@ pub fn check_tool(name: &str, output: &std::process::Output) -> Result<()> {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stderr.lines().filter(|l| !l.trim().is_empty()).next_back().unwrap_or("").trim().to_owned();
+    // The first error line says what went wrong; hints and context follow it.
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let last = lines.iter().find(|l| l.contains("error:")).or(lines.last()).copied().unwrap_or("").to_owned();
     Err(Error::new(ErrorKind::CommandFailed, format!("{name} failed ({}): {last}", output.status)))
 }
 

@@ -303,7 +303,7 @@ impl SchemaDump {
     fn start(target: &PgTarget, facts: &SnapshotFacts) -> Result<Self> {
         let mut cmd = crate::postgres::pg_tool("pg_dump");
         target.child_env(&mut cmd);
-        cmd.args(["--format=custom", "--large-objects", "--no-sync"]).arg(format!("--snapshot={}", facts.snapshot_id));
+        cmd.args(["--format=custom", "--blobs", "--no-sync"]).arg(format!("--snapshot={}", facts.snapshot_id));
         // Table rows travel as COPY streams; everything else (sequence values, large objects) stays in
         // the dump. Quoted patterns match exactly one table.
         for t in &facts.all_tables {
