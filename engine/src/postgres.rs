@@ -359,11 +359,7 @@ impl Read for CopyReader {
 
 /// Streams `COPY <table> (<columns>) TO STDOUT` on `client` into `tx` in batches of about 1 MiB.
 /// Returns an error message naming the table when the COPY fails.
-pub async fn copy_table_out(
-    client: &Client,
-    table: &TableEntry,
-    tx: &CopySender,
-) -> std::result::Result<(), String> {
+pub async fn copy_table_out(client: &Client, table: &TableEntry, tx: &CopySender) -> std::result::Result<(), String> {
     use futures_util::StreamExt;
     let sql = format!("COPY {} ({}) TO STDOUT", table.qualified(), table.column_list());
     let failed = |e: &tokio_postgres::Error| format!("COPY of table {} failed: {}", table.display(), pg_message(e));
@@ -416,7 +412,10 @@ pub fn pg_tool(name: &str) -> Command {
 /// The error for a tool that could not be started.
 pub fn tool_error(name: &str, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::NotFound {
-        Error::new(ErrorKind::InvalidInput, format!("{name} not found: install the PostgreSQL client tools (postgresql-client)"))
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{name} not found: install the PostgreSQL client tools (postgresql-client)"),
+        )
     } else {
         Error::io(format!("starting {name}"), e)
     }

@@ -126,7 +126,12 @@ fn backup(global: &GlobalArgs, a: BackupArgs) -> Result<u8> {
         let s = &report.backup.summary;
         output::line(&format!(
             "Database {} (PostgreSQL {}, LSN {}): {} tables, {} rows, {} large objects",
-            report.database, report.server_version, report.snapshot_lsn, report.tables, report.rows, report.large_objects
+            report.database,
+            report.server_version,
+            report.snapshot_lsn,
+            report.tables,
+            report.rows,
+            report.large_objects
         ))?;
         output::line(&format!(
             "Added to the repository: {} ({} stored) in {}",
@@ -181,7 +186,9 @@ fn restore(global: &GlobalArgs, a: RestoreArgs) -> Result<u8> {
 
 fn drill(global: &GlobalArgs, a: DrillArgs) -> Result<u8> {
     if a.scratch_cluster {
-        bail!("--scratch-cluster is not supported yet: give --scratch-db URL of a server where a scratch database may be created");
+        bail!(
+            "--scratch-cluster is not supported yet: give --scratch-db URL of a server where a scratch database may be created"
+        );
     }
     let opts = PgDrillOptions {
         scratch_server: PgTarget::new(a.scratch_db.as_deref())?,

@@ -17,11 +17,14 @@ use std::sync::{Arc, Mutex};
 use cairn_format::snapshot::SourceKind;
 use serde::Serialize;
 
-use crate::commands::backup::{BackupOptions, BackupReport, BackupSource, ParentChoice, StreamFile, StreamFiles, backup};
+use crate::commands::backup::{
+    BackupOptions, BackupReport, BackupSource, ParentChoice, StreamFile, StreamFiles, backup,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::postgres::{
     CopyReader, CopySender, DATA, MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, Manifest, PgTarget, SCHEMA,
-    StreamDigest, TableEntry, TablePattern, copy_table_out, pg_error, quote_ident, quote_literal, table_file_name, tool_error,
+    StreamDigest, TableEntry, TablePattern, copy_table_out, pg_error, quote_ident, quote_literal, table_file_name,
+    tool_error,
 };
 use crate::progress::Progress;
 use crate::repository::Repository;
@@ -276,7 +279,10 @@ async fn export_snapshot(client: &tokio_postgres::Client) -> Result<SnapshotFact
 }
 
 /// A connection whose transaction sees the exported snapshot, set up as pg_dump sets its own.
-async fn worker_connection(target: &PgTarget, snapshot_id: &str) -> std::result::Result<tokio_postgres::Client, String> {
+async fn worker_connection(
+    target: &PgTarget,
+    snapshot_id: &str,
+) -> std::result::Result<tokio_postgres::Client, String> {
     let client = target.connect().await.map_err(|e| e.to_string())?;
     let setup = format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}; \

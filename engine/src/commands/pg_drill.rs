@@ -60,7 +60,12 @@ pub struct PgDrillReport {
 
 /// Runs `pg drill`. A restore that fails is a failed drill (reported), not an error; errors are
 /// for what stops the drill from running at all (no repository, no server).
-pub fn pg_drill(repo: &Repository, spec: &str, filter: &SnapshotFilter, opts: &PgDrillOptions) -> Result<PgDrillReport> {
+pub fn pg_drill(
+    repo: &Repository,
+    spec: &str,
+    filter: &SnapshotFilter,
+    opts: &PgDrillOptions,
+) -> Result<PgDrillReport> {
     let started = Instant::now();
     let snap = PgSnapshot::open(repo, spec, filter)?;
     let rt = crate::postgres::runtime()?;
@@ -87,10 +92,8 @@ pub fn pg_drill(repo: &Repository, spec: &str, filter: &SnapshotFilter, opts: &P
         report.problems.push(e.to_string());
     }
     // The scratch database goes whatever happened; a connection left over must not keep it.
-    let dropped = rt.block_on(admin.batch_execute(&format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_ident(&scratch_name)
-    )));
+    let dropped = rt
+        .block_on(admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&scratch_name))));
     if let Err(e) = dropped {
         report.problems.push(format!("could not drop the scratch database {scratch_name}: {}", pg_message(&e)));
     }

@@ -101,7 +101,10 @@ impl PgSnapshot {
         let root = snapshot.paths[0].clone();
         let bytes = read_small(repo, &snapshot, &format!("{root}/{MANIFEST}"))?;
         let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::new(ErrorKind::Corrupt, format!("{root}/{MANIFEST} of snapshot {} is not a manifest: {e}", id.short()))
+            Error::new(
+                ErrorKind::Corrupt,
+                format!("{root}/{MANIFEST} of snapshot {} is not a manifest: {e}", id.short()),
+            )
         })?;
         if manifest.format != MANIFEST_FORMAT || manifest.version != MANIFEST_VERSION {
             return Err(Error::new(
@@ -161,18 +164,13 @@ fn blobs<'a>(
         return Err(Error::new(ErrorKind::Corrupt, format!("{walked} is not a file")));
     };
     let content = content.clone();
-    Ok(content
-        .chunks(WINDOW)
-        .map(|w| w.to_vec())
-        .collect::<Vec<_>>()
-        .into_iter()
-        .flat_map(move |window| {
-            let loaded: Vec<Result<Vec<u8>>> = window
-                .par_iter()
-                .map(|id| repo.load_blob(BlobKind::Data, id).map_err(|e| e.context(format!("reading {walked}"))))
-                .collect();
-            loaded
-        }))
+    Ok(content.chunks(WINDOW).map(|w| w.to_vec()).collect::<Vec<_>>().into_iter().flat_map(move |window| {
+        let loaded: Vec<Result<Vec<u8>>> = window
+            .par_iter()
+            .map(|id| repo.load_blob(BlobKind::Data, id).map_err(|e| e.context(format!("reading {walked}"))))
+            .collect();
+        loaded
+    }))
 }
 
 /// Runs `pg restore`.
@@ -347,7 +345,10 @@ async fn prepare_target(
         )));
     }
     let schemas = client
-        .query("SELECT nspname::text FROM pg_namespace WHERE nspname <> 'information_schema' AND nspname !~ '^pg_'", &[])
+        .query(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname <> 'information_schema' AND nspname !~ '^pg_'",
+            &[],
+        )
         .await
         .map_err(|e| pg_error("listing the target's schemas", &e))?;
     let mut sql = String::from("BEGIN; SELECT lo_unlink(oid) FROM pg_largeobject_metadata; ");
@@ -400,7 +401,10 @@ fn load_tables(
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Bug, "a loader panicked")))).collect()
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Bug, "a loader panicked"))))
+            .collect()
     });
     let mut all = Vec::new();
     for r in results {
