@@ -17,6 +17,7 @@ pub mod pack_saver;
 pub mod postgres;
 pub mod progress;
 pub mod read_ahead;
+pub mod records;
 pub mod repository;
 pub mod retention;
 pub mod xattrs;
