@@ -213,16 +213,20 @@ fn one_table_restores_into_an_empty_database_with_its_keys() {
     );
 }
 
-/// Flips a bit in the first chunk of `path` inside the latest snapshot, in its pack.
-fn damage_file(repo: &TestRepo, path: &str) {
-    use cairn_engine::commands::snapshots::{SnapshotFilter, find_node, find_snapshot};
+fn open_repo(repo: &TestRepo) -> cairn_engine::Repository {
     let location = cairn_engine::backend::Location::parse(repo.repo_path().to_str().expect("UTF-8")).expect("location");
-    let opened = cairn_engine::Repository::open(
+    cairn_engine::Repository::open(
         &location,
         crate::support::PASSWORD.as_bytes(),
         &cairn_engine::OpenOptions { cache_dir: None },
     )
-    .expect("open repository");
+    .expect("open repository")
+}
+
+/// Flips a bit in the first chunk of `path` inside the latest snapshot, in its pack.
+fn damage_file(repo: &TestRepo, path: &str) {
+    use cairn_engine::commands::snapshots::{SnapshotFilter, find_node, find_snapshot};
+    let opened = open_repo(repo);
     opened.sync_index().expect("index");
     let (_, snapshot) = find_snapshot(&opened, "latest", &SnapshotFilter::default()).expect("snapshot");
     let (node, _) = find_node(&opened, &snapshot, path).expect("file in snapshot");
@@ -273,6 +277,14 @@ fn drill_passes_on_a_good_snapshot_and_fails_naming_a_damaged_table() {
     assert!(text.contains("FAILED") && text.contains("public.victim"), "{text}");
     assert!(!text.contains("public.keep"), "only the damaged table is named: {text}");
     assert_eq!(scratch_dbs(), "0", "the scratch database was dropped after a failure too");
+
+    // Each drill left a record in the repository: kind drill, scope the database, its outcome.
+    let (records, damaged) = cairn_engine::records::list(&open_repo(&repo)).expect("records");
+    assert!(damaged.is_empty());
+    let outcomes: Vec<(String, String, bool)> =
+        records.iter().map(|e| (e.record.kind.clone(), e.record.scope.clone(), e.record.ok)).collect();
+    let drill = |ok| ("drill".to_owned(), src.clone(), ok);
+    assert_eq!(outcomes, vec![drill(true), drill(false), drill(false)]);
 }
 
 #[test]

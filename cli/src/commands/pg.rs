@@ -213,5 +213,8 @@ fn drill(global: &GlobalArgs, a: DrillArgs) -> Result<u8> {
             output::line(&format!("  {p}"))?;
         }
     }
+    if let Some(w) = &report.record_warning {
+        eprintln!("cairn: warning: {w}");
+    }
     Ok(if report.passed { exit::OK } else { exit::DAMAGE })
 }

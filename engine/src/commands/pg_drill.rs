@@ -56,6 +56,10 @@ pub struct PgDrillReport {
     /// Time to a usable database: schema, rows, indexes (the restore alone).
     pub recovery_ns: u64,
     pub duration_ns: u64,
+    /// The record of this drill in the repository (kind `drill`, scope the database), when saved.
+    pub record: Option<String>,
+    /// Why the record could not be saved or older ones not trimmed (the drill's result stands).
+    pub record_warning: Option<String>,
 }
 
 /// Runs `pg drill`. A restore that fails is a failed drill (reported), not an error; errors are
@@ -86,6 +90,8 @@ pub fn pg_drill(
         checks: Vec::new(),
         recovery_ns: 0,
         duration_ns: 0,
+        record: None,
+        record_warning: None,
     };
     let outcome = drill_in(repo, &snap, &rt, &scratch, opts, &mut report);
     if let Err(e) = outcome {
@@ -99,6 +105,7 @@ pub fn pg_drill(
     }
     report.passed = report.problems.is_empty();
     report.duration_ns = started.elapsed().as_nanos() as u64;
+    record(repo, &mut report);
     Ok(report)
 }
 
@@ -188,4 +195,45 @@ fn drill_in(
     }
     drop(client);
     Ok(())
+}
+
+/// Records the drill's outcome in the repository (spec/records.md, kind `drill`), so that `status`
+/// can report the last successful drill of the database.
+fn record(repo: &Repository, report: &mut PgDrillReport) {
+    let summary = if report.passed {
+        format!(
+            "snapshot {} restored and matched its manifest ({} tables)",
+            report.snapshot.short(),
+            report.tables.len()
+        )
+    } else {
+        format!(
+            "snapshot {} failed: {}",
+            report.snapshot.short(),
+            report.problems.first().map(String::as_str).unwrap_or("")
+        )
+    };
+    let details = serde_json::json!({
+        "snapshot": report.snapshot.to_string(),
+        "tables": report.tables.len(),
+        "checks": report.checks.len(),
+        "recovery_ns": report.recovery_ns,
+        "problems": report.problems,
+    });
+    let rec = crate::records::new_record(
+        "drill",
+        &report.database,
+        crate::commands::backup::now_ns(),
+        report.duration_ns,
+        report.passed,
+        summary,
+        details,
+    );
+    match crate::records::save(repo, &rec) {
+        Ok((id, cleanup)) => {
+            report.record = Some(id.to_string());
+            report.record_warning = cleanup.map(|e| format!("trimming older drill records: {e}"));
+        }
+        Err(e) => report.record_warning = Some(format!("the drill's record was not saved: {e}")),
+    }
 }
