@@ -22,6 +22,10 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v promtool >/dev/null || need+=(prometheus)
 # man (man-db): the generated man pages are rendered.
 command -v man >/dev/null || need+=(man-db)
+# postgresql: the pg tests start a throwaway cluster (initdb, pg_ctl, pgbench as the postgres user)
+# and drive pg_dump/pg_restore/psql.
+{ ls /usr/lib/postgresql/*/bin/initdb && command -v pg_restore && command -v pgbench; } >/dev/null 2>&1 \
+  || need+=(postgresql postgresql-contrib)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

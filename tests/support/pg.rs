@@ -15,6 +15,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
     pub bin: PathBuf,
+    /// Outlives the test process on purpose: it stops the server once that process is gone.
+    _watchdog: std::process::Child,
 }
 
 /// The binaries of the newest PostgreSQL that Debian installed.
@@ -67,7 +69,8 @@ pub fn cluster() -> &'static Cluster {
 
 fn start() -> Cluster {
     let bin = pg_bin();
-    let dir = std::env::temp_dir().join(format!("cairn-pg-test-{}", std::process::id()));
+    // Under /tmp, not $TMPDIR: the postgres user must be able to reach it when the tests run as root.
+    let dir = PathBuf::from("/tmp").join(format!("cairn-pg-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("cluster folder");
     if is_root() {
@@ -112,14 +115,14 @@ fn start() -> Cluster {
         data = data.display(),
         dir = dir.display()
     );
-    Command::new("sh")
+    let watchdog = Command::new("sh")
         .args(["-c", &watchdog])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("starting the cluster's watchdog");
-    Cluster { dir, port, bin }
+    Cluster { dir, port, bin, _watchdog: watchdog }
 }
 
 impl Cluster {
