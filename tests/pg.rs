@@ -106,6 +106,7 @@ INSERT INTO children SELECT i, i FROM generate_series(1, 100) i;
 CREATE SEQUENCE standalone START 7;
 SELECT setval('standalone', 1234);
 CREATE VIEW happy_kinds AS SELECT id, t FROM kinds WHERE m = 'happy';
+CREATE MATERIALIZED VIEW kind_counts AS SELECT m, count(*) AS n FROM kinds GROUP BY m;
 CREATE FUNCTION twice(x integer) RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT x * 2';
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.t := NEW.t || '!'; RETURN NEW; END $$;
 CREATE TRIGGER kinds_touch BEFORE UPDATE ON kinds FOR EACH ROW EXECUTE FUNCTION touch();
@@ -149,6 +150,7 @@ fn restored_database_dumps_exactly_like_its_source() {
         panic!("pg_dump of the restored database differs from its source:\n{}", diff.join("\n"));
     }
     assert_eq!(c.psql(&dst, "SELECT nextval('standalone')"), "1235");
+    assert_eq!(c.psql(&dst, "SELECT sum(n) FROM kind_counts"), "500", "the materialized view was refreshed");
 }
 
 #[test]

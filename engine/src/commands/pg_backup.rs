@@ -182,7 +182,14 @@ pub fn pg_backup(repo: &Repository, opts: PgBackupOptions, progress: &dyn Progre
     let report = backup(repo, backup_opts, progress);
     // Ends every worker's transaction and connection (and a COPY still running on the server).
     rt.shutdown_background();
-    let report = report?;
+    let report = report.map_err(|e| {
+        if crate::cancel::requested() && e.kind() != ErrorKind::Interrupted {
+            // A table stream noticed the stop first and failed its read; the stop is what happened.
+            Error::new(ErrorKind::Interrupted, "interrupted: no snapshot was written; the data already stored is indexed, and the next backup reuses it")
+        } else {
+            e
+        }
+    })?;
     let manifest = manifest_out
         .lock()
         .expect("manifest lock is never poisoned")
