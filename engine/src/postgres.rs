@@ -403,9 +403,9 @@ pub async fn copy_table_in(
     Ok(())
 }
 
-/// Checks that a child exists before relying on it, so a missing `pg_dump` is one clear line.
+/// A PostgreSQL client tool from `PATH` (Debian's wrappers in /usr/bin pick the version matching
+/// the server); a missing one becomes one clear line through [`tool_error`].
 pub fn pg_tool(name: &str) -> Command {
-    // Debian installs the versioned tools under /usr/lib/postgresql/N/bin and wrappers in /usr/bin.
     Command::new(name)
 }
 

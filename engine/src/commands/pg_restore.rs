@@ -483,7 +483,7 @@ fn short(hex: &str) -> &str {
 /// triggers, policies, comments and grants. Foreign keys are left out: they may point at tables not
 /// restored. Each pg_restore run still takes only its own section from the list.
 fn toc_list(schema: &Path, dir: &Path, tables: &[TableEntry]) -> Result<PathBuf> {
-    let output = std::process::Command::new("pg_restore")
+    let output = crate::postgres::pg_tool("pg_restore")
         .arg("--list")
         .arg(schema)
         .stdin(std::process::Stdio::null())
