@@ -464,3 +464,77 @@ impl TablePattern {
         if self.qualified { self.matcher.is_match(t.display()) } else { self.matcher.is_match(&t.table) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(schema: &str, table: &str) -> TableEntry {
+        TableEntry {
+            schema: schema.into(),
+            table: table.into(),
+            file: table_file_name(schema, table),
+            columns: vec!["a".into(), "we\"ird".into()],
+            indexes: Vec::new(),
+            sequences: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            blake3: String::new(),
+        }
+    }
+
+    #[test]
+    fn every_identifier_gives_one_valid_distinct_file_name() {
+        assert_eq!(table_file_name("public", "t"), "public.t.copy");
+        assert_eq!(table_file_name("a/b", "100%"), "a%2Fb.100%25.copy");
+        // `%2F` typed literally and `/` must not collide.
+        assert_ne!(table_file_name("a%2Fb", "t"), table_file_name("a/b", "t"));
+        assert!(!table_file_name("..", "/").contains('/'));
+    }
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        let t = entry("my schema", "Tab\"le");
+        assert_eq!(t.qualified(), "\"my schema\".\"Tab\"\"le\"");
+        assert_eq!(t.column_list(), "\"a\", \"we\"\"ird\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn table_patterns_match_qualified_or_bare_names() {
+        let p = TablePattern::parse_all(&["public.acc*".into(), "hist?ry".into()], "--table").expect("valid");
+        assert!(p[0].matches(&entry("public", "accounts")));
+        assert!(!p[0].matches(&entry("other", "accounts")));
+        assert!(p[1].matches(&entry("any", "history")));
+        assert!(!p[1].matches(&entry("any", "histories")));
+        assert!(TablePattern::parse_all(&["[".into()], "--table").is_err());
+    }
+
+    #[test]
+    fn digest_counts_copy_lines_as_rows_across_pieces() {
+        let mut whole = StreamDigest::default();
+        whole.update(b"1\ta\\nb\n2\tc\n");
+        let mut pieces = StreamDigest::default();
+        pieces.update(b"1\ta\\n");
+        pieces.update(b"b\n2\tc\n");
+        assert_eq!((whole.rows, whole.bytes), (2, 11));
+        assert_eq!((pieces.rows, pieces.bytes, pieces.hex()), (whole.rows, whole.bytes, whole.hex()));
+    }
+
+    #[test]
+    fn password_reaches_children_only_through_the_environment() {
+        let target = PgTarget::new(Some("postgresql://u:s3cret@127.0.0.1:5499/db")).expect("URL");
+        assert!(!format!("{target:?}").contains("s3cret"));
+        assert!(!target.server().contains("s3cret"));
+        let mut cmd = Command::new("true");
+        target.child_env(&mut cmd);
+        let envs: Vec<(String, String)> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), v?.to_string_lossy().into_owned())))
+            .collect();
+        assert!(envs.contains(&("PGPASSWORD".into(), "s3cret".into())));
+        assert!(envs.contains(&("PGDATABASE".into(), "db".into())));
+        assert!(envs.contains(&("PGPORT".into(), "5499".into())));
+        assert_eq!(cmd.get_args().count(), 0);
+    }
+}
