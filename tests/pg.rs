@@ -329,3 +329,47 @@ fn a_table_that_cannot_be_read_fails_the_backup_naming_it() {
     assert!(err.contains("secret_rows"), "{err}");
     assert_eq!(snapshot_count(&repo), 0);
 }
+
+#[test]
+fn ctrl_c_during_pg_backup_ends_the_server_side_copy_and_writes_no_snapshot() {
+    let c = cluster();
+    let src = c.create_db("interrupted");
+    c.psql_script(
+        &src,
+        "CREATE TABLE big (id int, v text); INSERT INTO big SELECT i, md5(i::text) || md5((i+1)::text) FROM generate_series(1, 1500000) i;",
+    );
+    let repo = TestRepo::new();
+    let mut child = repo
+        .cairn_std()
+        .args(["pg", "backup", "--db", &c.url(&src), "--jobs", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting pg backup");
+    let copying = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{src}' AND application_name = 'cairn' AND query LIKE 'COPY%'"
+    );
+    // Wait until the server runs the table's COPY, then stop the backup as Ctrl-C would.
+    while c.psql("postgres", &copying) == "0" {
+        assert!(child.try_wait().expect("state").is_none(), "the backup ended before its COPY was seen");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("SIGINT");
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("no snapshot was written"), "{err}");
+    assert_eq!(snapshot_count(&repo), 0);
+    // The server-side work ended with the process (no session of cairn is left).
+    let sessions =
+        format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{src}' AND application_name = 'cairn'");
+    let mut waited = 0;
+    while c.psql("postgres", &sessions) != "0" {
+        waited += 1;
+        assert!(waited < 500, "cairn's sessions are still on the server");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    pg_backup(&repo, c, &src, &[]);
+    assert_eq!(snapshot_count(&repo), 1);
+}

@@ -85,6 +85,10 @@ impl PgTarget {
             let db = env("PGDATABASE").or_else(|| config.get_user().map(str::to_owned)).unwrap_or_default();
             config.dbname(db);
         }
+        if config.get_application_name().is_none() {
+            // So that a DBA sees what the sessions are (pg_stat_activity).
+            config.application_name("cairn");
+        }
         Ok(Self { config })
     }
 
