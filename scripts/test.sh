@@ -18,8 +18,6 @@ command -v setfattr >/dev/null || need+=(attr)
 command -v setfacl >/dev/null || need+=(acl)
 # fuse3 (fusermount3): the mount tests serve a real FUSE file system.
 command -v fusermount3 >/dev/null || need+=(fuse3)
-# postgresql (Debian's 15): pg_restore reads a dump straight from a mount into a throwaway cluster.
-[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 # promtool (prometheus): the metrics files are checked as Prometheus reads them.
 command -v promtool >/dev/null || need+=(prometheus)
 # man (man-db): the generated man pages are rendered.
@@ -32,6 +30,10 @@ command -v zstd >/dev/null || need+=(zstd)
 command -v bzip2 >/dev/null || need+=(bzip2)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v gpg >/dev/null || need+=(gpg)
+# postgresql: the pg tests start a throwaway cluster (initdb, pg_ctl, pgbench as the postgres user)
+# and drive pg_dump/pg_restore/psql; the mount tests run pg_restore on a dump read from a mount.
+{ ls /usr/lib/postgresql/*/bin/initdb && command -v pg_restore && command -v pgbench; } >/dev/null 2>&1 \
+  || need+=(postgresql postgresql-contrib)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -25,6 +25,7 @@ mod mount_live;
 mod mount_pg;
 mod operations;
 mod passwords;
+mod pg;
 mod redis;
 mod restic_parity;
 mod restore_safety;

@@ -131,6 +131,8 @@ enum Command {
     Rewrite(commands::rewrite::Args),
     /// Mount the repository as a read-only file system
     Mount(commands::mount::Args),
+    /// Back up, restore and drill PostgreSQL databases table by table
+    Pg(commands::pg::Args),
     /// Remove stale locks (with --remove-all, every lock)
     Unlock(commands::unlock::Args),
     /// Check how fresh each backup group is (a monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
@@ -171,6 +173,7 @@ fn main() -> ExitCode {
         Command::Tag(a) => commands::tag::run(&cli.global, a),
         Command::Rewrite(a) => commands::rewrite::run(&cli.global, a),
         Command::Mount(a) => commands::mount::run(&cli.global, a),
+        Command::Pg(a) => commands::pg::run(&cli.global, a),
         Command::Unlock(a) => commands::unlock::run(&cli.global, a),
         Command::Status(a) => commands::status::run(&cli.global, a),
         Command::Generate(a) => commands::generate::run(&cli.global, a),

@@ -10,6 +10,7 @@ use assert_cmd::Command;
 pub mod craft;
 pub mod data;
 pub mod fstree;
+pub mod pg;
 pub mod pg_cluster_mount;
 
 /// The `cairn` binary under test: `CAIRN_BIN` when set, otherwise the one cargo built next to this

@@ -47,6 +47,29 @@ pub enum BackupSource {
     Stdin { filename: String, reader: Box<dyn Read + Send> },
     /// A command whose standard output is stored as one file named `filename`.
     Command { argv: Vec<OsString>, filename: String },
+    /// Files that arrive one after another as streams (a database's tables), stored in the folder
+    /// `/<root>` of the snapshot and recorded as coming from `kind` (`detail` names it).
+    Streams { kind: SourceKind, detail: String, root: String, files: Box<dyn StreamFiles> },
+}
+
+/// A source of several streamed files for one snapshot (see [`BackupSource::Streams`]).
+pub trait StreamFiles: Send {
+    /// The next file, once the previous one was read to its end; `None` after the last. A source
+    /// whose producer failed (a dump tool exiting non-zero) returns the error here, and the backup
+    /// then writes no snapshot.
+    fn next_file(&mut self) -> Result<Option<StreamFile>>;
+}
+
+/// One streamed file: its path below the source's root folder, one name per level, and its bytes.
+pub struct StreamFile {
+    pub path: Vec<String>,
+    pub reader: Box<dyn Read + Send>,
+}
+
+impl std::fmt::Debug for StreamFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamFile").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for BackupSource {
@@ -56,6 +79,9 @@ impl std::fmt::Debug for BackupSource {
             BackupSource::Stdin { filename, .. } => f.debug_struct("Stdin").field("filename", filename).finish(),
             BackupSource::Command { argv, filename } => {
                 f.debug_struct("Command").field("program", &argv.first()).field("filename", filename).finish()
+            }
+            BackupSource::Streams { kind, root, .. } => {
+                f.debug_struct("Streams").field("kind", kind).field("root", root).finish_non_exhaustive()
             }
         }
     }
@@ -245,6 +271,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
                     root
                 })
             }
+            BackupSource::Streams { ref root, ref mut files, .. } => walker.archive_streams(root, files.as_mut()),
         };
         let pending = std::mem::take(&mut walker.files_cache_pending);
         drop(walker);
@@ -307,6 +334,7 @@ pub fn backup(repo: &Repository, mut opts: BackupOptions, progress: &dyn Progres
             let program = argv.first().map(|a| Path::new(a).file_name().unwrap_or(a).to_string_lossy().into_owned());
             (SourceKind::Command, program.unwrap_or_default())
         }
+        BackupSource::Streams { kind, detail, .. } => (*kind, detail.clone()),
     };
     let snapshot = Snapshot {
         time_ns,
@@ -447,6 +475,27 @@ fn snapshot_paths(source: &BackupSource) -> Result<Vec<String>> {
             cairn_format::tree::validate_name(filename.as_bytes())
                 .map_err(|_| Error::invalid(format!("'{filename}' is not a valid file name for --stdin-filename")))?;
             Ok(vec![format!("/{filename}")])
+        }
+        BackupSource::Streams { root, .. } => {
+            cairn_format::tree::validate_name(root.as_bytes())
+                .map_err(|_| Error::invalid(format!("'{root}' is not a valid folder name for a snapshot")))?;
+            Ok(vec![format!("/{root}")])
+        }
+    }
+}
+
+/// Folders of streamed files being assembled (see [`Walker::archive_streams`]).
+#[derive(Default)]
+struct StreamFolder {
+    files: Vec<Node>,
+    folders: BTreeMap<String, StreamFolder>,
+}
+
+impl StreamFolder {
+    fn insert(&mut self, path: &[String], node: Node) {
+        match path {
+            [] | [_] => self.files.push(node),
+            [first, rest @ ..] => self.folders.entry(first.clone()).or_default().insert(rest, node),
         }
     }
 }
@@ -1021,6 +1070,65 @@ impl Walker<'_, '_> {
             xattrs: Vec::new(),
         };
         self.save_tree(vec![node])
+    }
+
+    /// Stores every file `files` yields, in the folders their paths name, below the folder `root`.
+    fn archive_streams(&mut self, root: &str, files: &mut dyn StreamFiles) -> Result<TreeId> {
+        let mut top = StreamFolder::default();
+        while let Some(file) = files.next_file()? {
+            crate::cancel::check()?;
+            let shown = format!("/{root}/{}", file.path.join("/"));
+            let name = file.path.last().cloned().unwrap_or_default();
+            cairn_format::tree::validate_name(name.as_bytes())
+                .map_err(|_| Error::new(ErrorKind::Bug, format!("'{shown}' is not a valid path")))?;
+            self.progress.set_current(Path::new(&shown));
+            let before = self.summary.bytes_read;
+            let mut reader = file.reader;
+            let content =
+                self.chunk_stream(reader.as_mut(), None).map_err(|e| e.context(format!("backing up {shown}")))?;
+            let size = self.summary.bytes_read - before;
+            self.summary.total_size += size;
+            self.summary.files_new += 1;
+            let node = self.stream_node(name, NodeKind::File { content }, size);
+            top.insert(&file.path, node);
+        }
+        let subtree = self.save_stream_folder(top)?;
+        let node = self.stream_node(root.to_owned(), NodeKind::Dir { subtree }, 0);
+        self.save_tree(vec![node])
+    }
+
+    fn save_stream_folder(&mut self, folder: StreamFolder) -> Result<TreeId> {
+        let mut nodes = folder.files;
+        for (name, sub) in folder.folders {
+            let subtree = self.save_stream_folder(sub)?;
+            self.summary.dirs_new += 1;
+            nodes.push(self.stream_node(name, NodeKind::Dir { subtree }, 0));
+        }
+        self.save_tree(nodes)
+    }
+
+    /// A file or folder that exists only as a stream: owned by this process's user, private.
+    fn stream_node(&mut self, name: String, kind: NodeKind, size: u64) -> Node {
+        let now = now_ns();
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let mode = if matches!(kind, NodeKind::Dir { .. }) { 0o40_700 } else { 0o100_600 };
+        Node {
+            name: name.into_bytes(),
+            kind,
+            mode,
+            uid,
+            gid,
+            user: self.names.user(uid),
+            group: self.names.group(gid),
+            mtime_ns: now,
+            ctime_ns: now,
+            inode: 0,
+            device: 0,
+            links: 1,
+            size,
+            xattrs: Vec::new(),
+        }
     }
 
     /// Reads a stream to its end, storing every new chunk; returns the chunk list. A stream that
