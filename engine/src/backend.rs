@@ -23,6 +23,8 @@ pub enum FileType {
     Index,
     Snapshot,
     Lock,
+    /// Records of operations (spec/records.md); the folder is absent in older repositories.
+    Record,
 }
 
 impl FileType {
@@ -35,6 +37,7 @@ impl FileType {
             FileType::Index => "index/",
             FileType::Snapshot => "snapshots/",
             FileType::Lock => "locks/",
+            FileType::Record => "records/",
         }
     }
 
@@ -230,7 +233,9 @@ impl Backend {
         let full = root.join(path);
         std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| Error::io(format!("restricting the permissions of {path}"), e))?;
-        if ft == FileType::Pack
+        // A pack's folder, and `records/` in a repository made before records existed, may have
+        // been created by this write.
+        if matches!(ft, FileType::Pack | FileType::Record)
             && let Some(folder) = full.parent()
         {
             // Best effort, as for the temporary folder: another user may have created it.
@@ -348,12 +353,12 @@ impl Backend {
 
     /// Creates the folders of a new repository (a no-op for object stores).
     pub fn create_layout(&self) -> Result<()> {
-        for dir in ["keys/", "data/", "index/", "snapshots/", "locks/"] {
+        for dir in ["keys/", "data/", "index/", "snapshots/", "locks/", "records/"] {
             self.runtime.block_on(self.op.create_dir(dir)).map_err(|e| dal_error(format!("creating {dir}"), e))?;
         }
         if let Some(root) = self.local_root() {
             restrict_folder(root)?;
-            for dir in ["keys", "data", "index", "snapshots", "locks"] {
+            for dir in ["keys", "data", "index", "snapshots", "locks", "records"] {
                 restrict_folder(&root.join(dir))?;
             }
         }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pack_saver;
 pub mod progress;
 pub mod read_ahead;
+pub mod records;
 pub mod repository;
 pub mod retention;
 pub mod xattrs;

@@ -37,6 +37,7 @@ pub enum SealKind {
     Index = 6,
     Snapshot = 7,
     Lock = 8,
+    Record = 9,
 }
 
 impl SealKind {
@@ -50,6 +51,7 @@ impl SealKind {
             SealKind::Index => "index file",
             SealKind::Snapshot => "snapshot",
             SealKind::Lock => "lock file",
+            SealKind::Record => "record",
         }
     }
 }

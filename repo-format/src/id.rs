@@ -110,6 +110,10 @@ typed_id!(
     /// A key file: BLAKE3 of its stored bytes.
     KeyId, "key"
 );
+typed_id!(
+    /// A record of an operation (spec/records.md): BLAKE3 of its stored bytes.
+    RecordId, "record"
+);
 
 impl From<TreeId> for BlobId {
     fn from(t: TreeId) -> Self {

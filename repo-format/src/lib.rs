@@ -18,12 +18,13 @@ pub mod key;
 pub mod lock;
 pub mod object;
 pub mod pack;
+pub mod record;
 pub mod snapshot;
 pub mod tree;
 pub mod wire;
 
 pub use error::FormatError;
-pub use id::{BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
+pub use id::{BlobId, IndexId, KeyId, PackId, RecordId, SnapshotId, TreeId};
 
 /// Result type of every fallible function in this crate.
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;

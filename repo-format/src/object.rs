@@ -19,6 +19,8 @@ pub enum ObjectKind {
     Index,
     Snapshot,
     Lock,
+    /// A record of an operation (spec/records.md).
+    Record,
     /// The plaintext of a tree blob also carries a header, so a tree decoded from the wrong blob is
     /// refused before its fields are read.
     Tree,
@@ -34,6 +36,7 @@ impl ObjectKind {
             ObjectKind::Index => *b"CRNI",
             ObjectKind::Snapshot => *b"CRNS",
             ObjectKind::Lock => *b"CRNL",
+            ObjectKind::Record => *b"CRNR",
             ObjectKind::Tree => *b"CRNT",
         }
     }
@@ -47,6 +50,7 @@ impl ObjectKind {
             ObjectKind::Index => "index file",
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Lock => "lock file",
+            ObjectKind::Record => "record",
             ObjectKind::Tree => "tree",
         }
     }

@@ -28,6 +28,7 @@ use cairn_format::index::{CondemnedPack, IndexFile, IndexedPack};
 use cairn_format::key::{KdfParams, KeyFile, SALT_LEN};
 use cairn_format::lock::{Lock, LockKind};
 use cairn_format::pack::{self, BlobEntry, PackBuilder, TRAILER_LEN};
+use cairn_format::record::Record;
 use cairn_format::snapshot::{Snapshot, SourceKind, Summary};
 use cairn_format::tree::{Node, NodeKind, Tree, Xattr};
 use cairn_format::{BlobId, FormatError, IndexId, PackId, SnapshotId, TreeId};
@@ -123,6 +124,7 @@ macro_rules! for_each_vector {
             $f::<TreeXattrsVector>($($arg),*),
             $f::<SnapshotVector>($($arg),*),
             $f::<LockVector>($($arg),*),
+            $f::<RecordVector>($($arg),*),
             $f::<ChunkerVector>($($arg),*),
         ]
     };
@@ -229,6 +231,7 @@ fn seal_kind(byte: u8) -> SealKind {
         6 => SealKind::Index,
         7 => SealKind::Snapshot,
         8 => SealKind::Lock,
+        9 => SealKind::Record,
         _ => panic!("no seal kind {byte}"),
     }
 }
@@ -1401,6 +1404,129 @@ impl Vector for SnapshotVector {
         let key = master(&self.master_secret);
         for c in &self.cases {
             assert_eq!(Snapshot::decode(&unhex(&c.stored), &key).unwrap(), c.snapshot.to_snapshot());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// record.json
+
+#[derive(Serialize, Deserialize, Clone)]
+struct RecordJson {
+    #[serde(with = "dec")]
+    time_ns: i64,
+    #[serde(with = "dec")]
+    duration_ns: u64,
+    host: String,
+    user: String,
+    kind: String,
+    scope: String,
+    ok: bool,
+    summary: String,
+    details: String,
+    program_version: String,
+}
+
+impl RecordJson {
+    fn to_record(&self) -> Record {
+        Record {
+            time_ns: self.time_ns,
+            duration_ns: self.duration_ns,
+            host: self.host.clone(),
+            user: self.user.clone(),
+            kind: self.kind.clone(),
+            scope: self.scope.clone(),
+            ok: self.ok,
+            summary: self.summary.clone(),
+            details: self.details.clone(),
+            program_version: self.program_version.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct RecordCase {
+    nonce: String,
+    record: RecordJson,
+    /// Output: the plaintext inside the envelope.
+    plaintext: String,
+    /// Output: the stored record file.
+    stored: String,
+    /// Output: BLAKE3 of `stored`, the name under `records/`.
+    object_name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct RecordVector {
+    r#type: String,
+    description: String,
+    master_secret: String,
+    cases: Vec<RecordCase>,
+}
+
+impl Vector for RecordVector {
+    const TYPE: &'static str = "record";
+
+    fn fixed() -> Self {
+        let check = RecordJson {
+            time_ns: 1_700_000_400_000_000_000,
+            duration_ns: 12_500_000_000,
+            host: "db1.example".into(),
+            user: "root".into(),
+            kind: "check".into(),
+            scope: String::new(),
+            ok: true,
+            summary: "no damage found; read 5% of the packs".into(),
+            details: r#"{"damage":0,"level":"data","subset":"5%"}"#.into(),
+            program_version: "cairn 0.1.0".into(),
+        };
+        let failed_run = RecordJson {
+            time_ns: 1_700_086_400_000_000_000,
+            duration_ns: 0,
+            host: "files".into(),
+            user: "backup".into(),
+            kind: "run".into(),
+            scope: "nightly/uploads".into(),
+            ok: false,
+            summary: "source command 'pg_dump' exited with status 1".into(),
+            details: String::new(),
+            program_version: "cairn 0.1.0".into(),
+        };
+        let case = |nonce_start, record| RecordCase {
+            nonce: to_hex(&pattern(nonce_start, NONCE_LEN)),
+            record,
+            plaintext: String::new(),
+            stored: String::new(),
+            object_name: String::new(),
+        };
+        RecordVector {
+            r#type: Self::TYPE.into(),
+            description: "Records: header || envelope (seal kind 9, context = the 8 header bytes). The first is a \
+                          successful check with no scope and a details object, the second a failed run of a \
+                          profile's job with empty details."
+                .into(),
+            master_secret: fixed_master_secret(),
+            cases: vec![case(0x30, check), case(0x50, failed_run)],
+        }
+    }
+
+    fn compute(&self) -> Self {
+        let key = master(&self.master_secret);
+        let mut out = self.clone();
+        for c in &mut out.cases {
+            let stored = c.record.to_record().encode(&key, &nonce(&c.nonce));
+            let plaintext = key.open(SealKind::Record, &stored[..8], &stored[8..]).unwrap();
+            c.plaintext = to_hex(&plaintext);
+            c.object_name = object_name_hex(&stored);
+            c.stored = to_hex(&stored);
+        }
+        out
+    }
+
+    fn check_decode(&self) {
+        let key = master(&self.master_secret);
+        for c in &self.cases {
+            assert_eq!(Record::decode(&unhex(&c.stored), &key).unwrap(), c.record.to_record());
         }
     }
 }

@@ -105,7 +105,11 @@ fn summary(r: &CheckReport) -> String {
         format!(
             "checked without the key: {}, {} hashed, {} stored",
             count(st.keys, "key file", "key files"),
-            count(st.files_hashed.saturating_sub(st.keys), "index or snapshot file", "index and snapshot files"),
+            count(
+                st.files_hashed.saturating_sub(st.keys),
+                "index, snapshot or record file",
+                "index, snapshot and record files"
+            ),
             count(st.packs_stored, "pack", "packs")
         )
     } else {

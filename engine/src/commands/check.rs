@@ -20,7 +20,8 @@
 //! covers is decided by [`ReadSubset`]; percentages and sizes read the packs verified least recently
 //! first (remembered in the local cache), so a daily partial check continues where the last stopped.
 //!
-//! Check never writes to the repository and takes no lock. It builds a [`CheckReport`] (plain data)
+//! Check takes no lock and never changes what the repository stores (the command line adds a
+//! record of the check's outcome afterwards, see [`crate::records`]). It builds a [`CheckReport`] (plain data)
 //! and never prints.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -34,7 +35,7 @@ use cairn_format::key::KeyFile;
 use cairn_format::pack::{BlobEntry, TRAILER_LEN, decode_header, read_trailer, scan_frames};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::{NodeKind, Tree};
-use cairn_format::{BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
+use cairn_format::{BlobId, IndexId, KeyId, PackId, RecordId, SnapshotId, TreeId};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -206,6 +207,8 @@ pub struct CheckStats {
     pub blobs_read: u64,
     /// Snapshots, index files and key files whose bytes were hashed without the key.
     pub files_hashed: u64,
+    /// Records of operations that were read and decoded (spec/records.md).
+    pub records: u64,
 }
 
 /// What a check found.
@@ -257,6 +260,7 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         c.apply_read_outcomes(&mut view);
     }
     c.check_snapshots(repo, &view)?;
+    c.check_records(repo)?;
     c.point_missing_blobs_to_unindexed_packs();
     let mut index_at_end = repo.list_index_ids()?;
     let mut at_start = index_at_start;
@@ -299,7 +303,7 @@ pub fn check_without_key(location: &Location, opts: &CheckOptions, progress: &dy
             false,
         );
     }
-    for ft in [FileType::Index, FileType::Snapshot] {
+    for ft in [FileType::Index, FileType::Snapshot, FileType::Record] {
         let names: Vec<String> = backend.list(ft)?.into_iter().map(|o| o.name).collect();
         let hashed: Vec<(String, Result<bool>)> = names
             .par_iter()
@@ -311,6 +315,7 @@ pub fn check_without_key(location: &Location, opts: &CheckOptions, progress: &dy
                 Ok(false) => {
                     let (object, code) = match ft {
                         FileType::Index => ("index", "index_damaged"),
+                        FileType::Record => ("record", "record_damaged"),
                         _ => ("snapshot", "snapshot_damaged"),
                     };
                     c.add(
@@ -977,6 +982,38 @@ impl<'a> Checker<'a> {
                 if let Some(set) = self.affected[p].as_mut() {
                     set.insert(*id);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every record: its bytes must match its name and decode. A damaged record touches no
+    /// snapshot; deleting it loses only the note it held.
+    fn check_records(&mut self, repo: &Repository) -> Result<()> {
+        let ids = crate::records::list_ids(repo)?;
+        let loaded: Vec<(RecordId, Result<crate::records::Record>)> =
+            ids.par_iter().map(|id| (*id, crate::records::load(repo, *id))).collect();
+        for (id, r) in loaded {
+            match r {
+                Ok(_) => self.stats.records += 1,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    let hex = id.to_hex();
+                    let full = e.to_string();
+                    let message = full
+                        .strip_prefix(&format!("records/{hex}"))
+                        .map_or(full.as_str(), |rest| rest.trim_start_matches(':').trim_start())
+                        .to_owned();
+                    self.add(
+                        Severity::Damage,
+                        "record_damaged",
+                        "record",
+                        Some(hex),
+                        format!("{message}; it holds only a note about an operation: delete the file"),
+                        true,
+                    );
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(())
