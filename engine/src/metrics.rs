@@ -43,6 +43,21 @@ impl Metrics {
             .push((labels.clone(), value));
     }
 
+    /// Adds every sample of `other`, family by family (a family both have keeps this one's help).
+    pub fn merge(&mut self, other: Metrics) {
+        let mut other = other;
+        for name in other.order {
+            let Some(family) = other.families.remove(&name) else { continue };
+            match self.families.get_mut(&name) {
+                Some(mine) => mine.samples.extend(family.samples),
+                None => {
+                    self.order.push(name.clone());
+                    self.families.insert(name, family);
+                }
+            }
+        }
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();

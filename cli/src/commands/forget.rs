@@ -73,7 +73,8 @@ fn duration(v: &Option<String>) -> Result<Duration> {
     })
 }
 
-fn policy(a: &Args) -> Result<KeepPolicy> {
+/// The keep policy the options describe.
+pub fn policy(a: &Args) -> Result<KeepPolicy> {
     for (name, v) in [
         ("--keep-last", a.keep_last),
         ("--keep-hourly", a.keep_hourly),
