@@ -254,6 +254,22 @@ pub fn repository_metrics(report: &StatusReport, job: Option<&str>) -> Metrics {
         &total,
         f64::from(report.state.code()),
     );
+    if let Some(c) = &report.last_check {
+        m.gauge(
+            "cairn_last_check_success_timestamp_seconds",
+            "Unix time the last successful check of the repository ended (from its records).",
+            &total,
+            seconds(c.time_ns),
+        );
+    }
+    if let Some(d) = &report.last_drill {
+        m.gauge(
+            "cairn_last_drill_success_timestamp_seconds",
+            "Unix time the last successful restore drill ended (from the records).",
+            &total,
+            seconds(d.time_ns),
+        );
+    }
     for g in &report.groups {
         let mut labels = base_labels(g.group.host.as_deref().unwrap_or(""), job);
         labels.push(("paths".to_owned(), g.group.paths.as_ref().map(|p| p.join(",")).unwrap_or_default()));
@@ -285,6 +301,14 @@ pub fn repository_metrics(report: &StatusReport, job: Option<&str>) -> Metrics {
             &labels,
             g.warnings as f64,
         );
+        if let Some(d) = &g.last_drill {
+            m.gauge(
+                "cairn_group_last_drill_success_timestamp_seconds",
+                "Unix time the last successful restore drill of the group ended.",
+                &labels,
+                seconds(d.time_ns),
+            );
+        }
     }
     m
 }

@@ -64,6 +64,8 @@ pub struct Args {
     pub prune: bool,
     #[command(flatten)]
     pub prune_args: super::prune::PruneArgs,
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 fn duration(v: &Option<String>) -> Result<Duration> {
@@ -149,7 +151,16 @@ fn print_plan(plan: &ForgetPlan) -> Result<()> {
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
-    let policy = policy(&args)?;
+    let started = std::time::Instant::now();
+    let result = forget(global, &args);
+    if !args.dry_run {
+        args.metrics.write("forget", result.is_ok(), started, None);
+    }
+    result
+}
+
+fn forget(global: &GlobalArgs, args: &Args) -> Result<u8> {
+    let policy = policy(args)?;
     if !args.ids.is_empty() && !policy.is_empty() {
         bail!("give either snapshot ids or --keep-* options, not both");
     }

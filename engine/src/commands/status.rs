@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::commands::forget::{GroupBy, GroupKey};
 use crate::commands::snapshots::SnapshotFilter;
 use crate::error::{Error, Result};
+use crate::records::{RecordEntry, RecordQuery};
 use crate::repository::Repository;
 
 const NS_PER_S: i64 = 1_000_000_000;
@@ -120,6 +121,38 @@ pub struct GroupStatus {
     pub bytes_added_stored: u64,
     /// Entries that could not be read when that snapshot was taken.
     pub warnings: u64,
+    /// The last successful check of the repository (every group shares it: a check covers the
+    /// whole repository).
+    pub last_check: Option<LastSuccess>,
+    /// The last successful restore drill of one of this group's snapshots or paths.
+    pub last_drill: Option<LastSuccess>,
+}
+
+/// The newest successful record of a kind (spec/records.md), as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastSuccess {
+    /// RFC 3339 in UTC.
+    pub time: String,
+    pub time_ns: i64,
+    /// Seconds from then to now.
+    pub age_s: u64,
+    pub hostname: String,
+    pub scope: String,
+    pub summary: String,
+}
+
+impl LastSuccess {
+    fn of(e: &RecordEntry, now_ns: i64) -> Self {
+        let r = &e.record;
+        LastSuccess {
+            time: rfc3339(r.time_ns),
+            time_ns: r.time_ns,
+            age_s: (now_ns.saturating_sub(r.time_ns) / NS_PER_S).max(0) as u64,
+            hostname: r.host.clone(),
+            scope: r.scope.clone(),
+            summary: r.summary.clone(),
+        }
+    }
 }
 
 /// What `status` found.
@@ -137,6 +170,10 @@ pub struct StatusReport {
     pub damaged: usize,
     /// Groups in their sorted order.
     pub groups: Vec<GroupStatus>,
+    /// The last successful check of the repository, from its records.
+    pub last_check: Option<LastSuccess>,
+    /// The last successful restore drill of any snapshot, from the records.
+    pub last_drill: Option<LastSuccess>,
 }
 
 impl StatusReport {
@@ -194,6 +231,8 @@ pub fn evaluate(snapshots: &[(SnapshotId, Snapshot)], damaged: usize, opts: &Sta
                 bytes_added: s.summary.bytes_added_plain,
                 bytes_added_stored: s.summary.bytes_added_stored,
                 warnings: s.summary.warnings,
+                last_check: None,
+                last_drill: None,
             }
         })
         .collect();
@@ -209,13 +248,54 @@ pub fn evaluate(snapshots: &[(SnapshotId, Snapshot)], damaged: usize, opts: &Sta
         snapshots: total,
         damaged,
         groups,
+        last_check: None,
+        last_drill: None,
+    }
+}
+
+/// Adds the last successful check and drill from the records. A drill belongs to a group when
+/// its details name one of the group's snapshots (`snapshot_id`, full hex) or its scope is one
+/// of the group's paths.
+pub fn attach_records(
+    report: &mut StatusReport,
+    snapshots: &[(SnapshotId, Snapshot)],
+    records: &[RecordEntry],
+    opts: &StatusOptions,
+) {
+    let ok = |kind| RecordQuery { kind, host: None, scope: None, ok_only: true };
+    report.last_check = ok("check").newest(records).map(|e| LastSuccess::of(e, opts.now_ns));
+    report.last_drill = ok("drill").newest(records).map(|e| LastSuccess::of(e, opts.now_ns));
+    for g in &mut report.groups {
+        g.last_check = report.last_check.clone();
+        let members: std::collections::HashSet<String> = snapshots
+            .iter()
+            .filter(|(_, s)| opts.filter.matches(s) && GroupKey::of(s, opts.group_by) == g.group)
+            .map(|(id, _)| id.to_hex())
+            .collect();
+        let paths = g.group.paths.clone().unwrap_or_default();
+        let drills: Vec<RecordEntry> = records
+            .iter()
+            .filter(|e| {
+                let named = crate::records::details(&e.record)
+                    .get("snapshot_id")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|id| members.contains(id));
+                named || paths.contains(&e.record.scope)
+            })
+            .cloned()
+            .collect();
+        g.last_drill = ok("drill").newest(&drills).map(|e| LastSuccess::of(e, opts.now_ns));
     }
 }
 
 /// Lists the repository's snapshots and judges them.
 pub fn status(repo: &Repository, opts: &StatusOptions) -> Result<StatusReport> {
     let (all, damaged) = repo.load_snapshots()?;
-    Ok(evaluate(&all, damaged.len(), opts))
+    let mut report = evaluate(&all, damaged.len(), opts);
+    // Records only add facts: a repository whose records cannot be listed still has a status.
+    let (records, _) = crate::records::list(repo).unwrap_or_default();
+    attach_records(&mut report, &all, &records, opts);
+    Ok(report)
 }
 
 #[cfg(test)]
