@@ -20,6 +20,7 @@ mod interrupt;
 mod mount;
 mod operations;
 mod passwords;
+mod profiles;
 mod restic_parity;
 mod restore_safety;
 mod retention;

@@ -78,7 +78,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
                     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
                 }
                 if !global.quiet && !global.json {
-                    output::line(&format!("cairn-{profile}.service and cairn-{profile}.timer written to {}", dir.display()))?;
+                    output::line(&format!(
+                        "cairn-{profile}.service and cairn-{profile}.timer written to {}",
+                        dir.display()
+                    ))?;
                 }
             }
             None => {
