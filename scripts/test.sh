@@ -22,6 +22,8 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v promtool >/dev/null || need+=(prometheus)
 # man (man-db): the generated man pages are rendered.
 command -v man >/dev/null || need+=(man-db)
+# systemd-analyze (systemd): the generated service and timer of 'cairn generate --systemd' are verified.
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
