@@ -130,7 +130,7 @@ mod tests {
     fn round_trip_and_tamper() {
         let k = key();
         let bytes = sample().encode(&k, &[1u8; 24]);
-        assert_eq!(Record::decode(&bytes, &k).unwrap(), sample());
+        assert_eq!(Record::decode(&bytes, &k).expect("decodes"), sample());
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;

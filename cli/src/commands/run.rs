@@ -426,15 +426,13 @@ fn print_summary(global: &GlobalArgs, summary: &RunSummary) -> Result<()> {
         };
         output::line(&line)?;
     }
-    if let Some(p) = &summary.prune {
-        if let Some(r) = &p.report {
-            output::line(&format!(
-                "prune: deleted {} packs ({}), repacked {} blobs",
-                r.packs_deleted + r.unindexed_packs_deleted,
-                output::size(r.bytes_deleted),
-                r.blobs_repacked
-            ))?;
-        }
+    if let Some(r) = summary.prune.as_ref().and_then(|p| p.report.as_ref()) {
+        output::line(&format!(
+            "prune: deleted {} packs ({}), repacked {} blobs",
+            r.packs_deleted + r.unindexed_packs_deleted,
+            output::size(r.bytes_deleted),
+            r.blobs_repacked
+        ))?;
     }
     if let Some(c) = &summary.check
         && let Some(r) = &c.report
