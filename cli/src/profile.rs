@@ -243,9 +243,6 @@ pub fn load(path: &Path, cli: &clap::Command) -> Result<Profile> {
                     profile.jobs.push(load_job(path, cli, job, item)?);
                 }
             }
-            "run" => {
-                return Err(at(path, item.line, "'run' has no options of its own to set here; describe [jobs.NAME]"));
-            }
             command => {
                 let Some(sub) = cli.find_subcommand(command) else {
                     return Err(at(
