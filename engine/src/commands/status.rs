@@ -316,6 +316,66 @@ mod tests {
         assert!(parse_age("99999999999999999999w").is_err());
     }
 
+    fn snapshot(host: &str, path: &str, time_ns: i64) -> Snapshot {
+        Snapshot {
+            time_ns,
+            utc_offset_s: 0,
+            host: host.into(),
+            user: "u".into(),
+            uid: 0,
+            gid: 0,
+            tags: Vec::new(),
+            paths: vec![path.into()],
+            source: cairn_format::snapshot::SourceKind::Files,
+            source_detail: String::new(),
+            tree: cairn_format::TreeId::default(),
+            parent: None,
+            original: None,
+            program_version: "cairn test".into(),
+            summary: cairn_format::snapshot::Summary::default(),
+        }
+    }
+
+    fn entry(n: u8, kind: &str, scope: &str, time_ns: i64, ok: bool, details: serde_json::Value) -> RecordEntry {
+        RecordEntry {
+            id: cairn_format::RecordId::from_bytes([n; 32]),
+            record: crate::records::new_record(kind, scope, time_ns, 1, ok, format!("{kind} {n}"), details),
+        }
+    }
+
+    #[test]
+    fn checks_are_shared_and_drills_belong_to_the_group_they_name() {
+        const S: i64 = NS_PER_S;
+        let db = SnapshotId::from_bytes([1; 32]);
+        let files = SnapshotId::from_bytes([2; 32]);
+        let snapshots = vec![(db, snapshot("h", "/db.sql", 100 * S)), (files, snapshot("h", "/srv", 100 * S))];
+        let opts = StatusOptions {
+            filter: SnapshotFilter::default(),
+            group_by: GroupBy { host: true, paths: true, tags: false },
+            warn_s: None,
+            crit_s: Some(3600),
+            now_ns: 1000 * S,
+        };
+        let records = vec![
+            entry(1, "check", "", 200 * S, true, serde_json::json!({})),
+            entry(2, "check", "", 300 * S, false, serde_json::json!({})),
+            entry(3, "drill", "appdb", 400 * S, true, serde_json::json!({ "snapshot_id": db.to_hex() })),
+            entry(4, "drill", "/srv", 500 * S, false, serde_json::json!({})),
+            entry(5, "drill", "/srv", 350 * S, true, serde_json::json!({})),
+        ];
+        let mut report = evaluate(&snapshots, 0, &opts);
+        attach_records(&mut report, &snapshots, &records, &opts);
+        let check = report.last_check.as_ref().expect("a successful check");
+        assert_eq!((check.time_ns, check.age_s), (200 * S, 800), "the failed check is not the last successful one");
+        assert_eq!(report.last_drill.as_ref().map(|d| d.time_ns), Some(400 * S));
+        let group = |path: &str| {
+            report.groups.iter().find(|g| g.group.paths.as_deref() == Some(&[path.to_owned()][..])).expect("group")
+        };
+        assert_eq!(group("/db.sql").last_drill.as_ref().map(|d| d.time_ns), Some(400 * S), "named by its snapshot");
+        assert_eq!(group("/srv").last_drill.as_ref().map(|d| d.time_ns), Some(350 * S), "by scope; the failed one not");
+        assert!(report.groups.iter().all(|g| g.last_check.as_ref().map(|c| c.time_ns) == Some(200 * S)));
+    }
+
     #[test]
     fn states_order_as_exit_codes() {
         assert!(State::Ok < State::Warning && State::Warning < State::Critical && State::Critical < State::Unknown);
