@@ -61,7 +61,7 @@ impl Table {
     }
 }
 
-/// Commands the jobs of `cairn run` go through.
+/// Shell commands run (with `sh -c`) before and after a job, or a whole `cairn run`.
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
     pub before: Option<String>,
