@@ -14,7 +14,8 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Writes `profile.toml` (in a scratch folder) with `body` after a `[global]` table naming the
-/// test repository and cache; returns its path.
+/// test repository and cache (keys of `body` before its first table stay at the top); returns its
+/// path.
 fn profile(repo: &TestRepo, name: &str, body: &str) -> PathBuf {
     let dir = repo.scratch("profiles");
     let path = dir.join(format!("{name}.toml"));
@@ -23,7 +24,9 @@ fn profile(repo: &TestRepo, name: &str, body: &str) -> PathBuf {
         repo.repo_path().display(),
         repo.cache_path().display()
     );
-    std::fs::write(&path, global + body).expect("write profile");
+    let tables = body.find("\n[").map_or(0, |i| i + 1);
+    let top = if body.starts_with('[') { "" } else { &body[..tables] };
+    std::fs::write(&path, format!("{top}{global}{}", &body[top.len()..])).expect("write profile");
     path
 }
 
@@ -142,7 +145,9 @@ fn a_failing_source_command_saves_nothing_fires_on_error_and_the_other_job_still
     let hooks = repo.dir.path().join("hooks.log");
     let log = hooks.display();
     let body = format!(
-        r#"
+        r#"after = "echo run-after >> {log}"
+on-error = "echo run-on-error [$CAIRN_JOB] $CAIRN_RESULT $CAIRN_EXIT_CODE $CAIRN_ERROR >> {log}"
+
 [jobs.db]
 command = ["sh", "-c", "echo partial; exit 3"]
 stdin-filename = "db.sql"
@@ -167,7 +172,11 @@ on-error = "echo on-error $CAIRN_JOB >> {log}"
     let snaps = repo.json(&["snapshots"]);
     let paths: Vec<&str> = snaps.as_array().expect("list").iter().filter_map(|s| s["paths"][0].as_str()).collect();
     assert_eq!(paths, [src.display().to_string().as_str()], "no snapshot of the failed dump");
-    assert_eq!(lines_of(&hooks), ["on-error db failure 1 []", "after files success"]);
+    let fired = lines_of(&hooks);
+    assert_eq!(fired[..2], ["on-error db failure 1 []", "after files success"], "{fired:?}");
+    // The run's own hook fires once, after the jobs, with the run's result and first error.
+    assert_eq!(fired.len(), 3, "{fired:?}");
+    assert!(fired[2].starts_with("run-on-error [] failure 1 job db: "), "{fired:?}");
 }
 
 #[test]
