@@ -34,6 +34,8 @@ command -v gpg >/dev/null || need+=(gpg)
 # and drive pg_dump/pg_restore/psql; the mount tests run pg_restore on a dump read from a mount.
 { ls /usr/lib/postgresql/*/bin/initdb && command -v pg_restore && command -v pgbench; } >/dev/null 2>&1 \
   || need+=(postgresql postgresql-contrib)
+# systemd-analyze (systemd): the generated service and timer of 'cairn generate --systemd' are verified.
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

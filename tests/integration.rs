@@ -26,6 +26,7 @@ mod mount_pg;
 mod operations;
 mod passwords;
 mod pg;
+mod profiles;
 mod redis;
 mod restic_parity;
 mod restore_safety;

@@ -144,7 +144,7 @@ fn status_json_has_the_documented_shape() {
 
 /// Runs `promtool check metrics` on `text`; fails loudly when promtool is not installed
 /// (Debian package `prometheus`; scripts/test.sh installs it).
-fn assert_valid_exposition(text: &str) {
+pub(crate) fn assert_valid_exposition(text: &str) {
     use std::io::Write;
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])

@@ -2,21 +2,23 @@
 //! returns and maps errors to documented exit codes. No repository logic lives here.
 
 mod commands;
+mod log;
 mod metrics;
 mod output;
 mod password;
+mod profile;
 mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Exit codes (documented in README.md).
 pub mod exit {
     pub const OK: u8 = 0;
     pub const FATAL: u8 = 1;
-    /// The command line could not be parsed (a usage error).
+    /// The command line or a profile is not understood (a usage error).
     pub const USAGE: u8 = 2;
     /// Finished, but some files could not be read or restored.
     pub const INCOMPLETE: u8 = 3;
@@ -40,9 +42,15 @@ struct Cli {
 /// Options every command accepts. The environment variables are read after parsing
 /// ([`GlobalArgs::fill_from_env`]), not by clap: a usage error then shows only what was typed, not
 /// `--repo` because `CAIRN_REPOSITORY` happens to be set.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
+    /// Read options (and the jobs of `cairn run`) from this TOML file
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "profile")]
+    pub config: Option<PathBuf>,
+    /// Read options and jobs from the profile NAME: $XDG_CONFIG_HOME/cairn/NAME.toml, else /etc/cairn/NAME.toml
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Repository location (a local folder) [env: CAIRN_REPOSITORY]
     #[arg(short = 'r', long = "repo", global = true, value_name = "LOCATION")]
     pub repo: Option<String>,
@@ -61,12 +69,27 @@ pub struct GlobalArgs {
     /// Print nothing but warnings and errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Say more: `-v` lists each file a backup or restore processes (repeatable)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
     /// Print machine-readable JSON on standard output
     #[arg(long, global = true)]
     pub json: bool,
+    /// Say more: -v lists each file a backup or restore processes and each step of a run (on standard
+    /// error), -vv details too
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Append one timestamped line per event (start, steps, warnings, errors, end) to FILE
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The name of the profile in use (its file name without `.toml`), if any.
+    pub fn profile_name(&self) -> Option<String> {
+        match (&self.config, &self.profile) {
+            (Some(path), _) => path.file_stem().map(|s| s.to_string_lossy().into_owned()),
+            (None, Some(name)) => Some(name.clone()),
+            (None, None) => None,
+        }
+    }
 }
 
 impl GlobalArgs {
@@ -137,22 +160,31 @@ enum Command {
     Unlock(commands::unlock::Args),
     /// Check how fresh each backup group is (a monitoring plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
     Status(commands::status::Args),
-    /// Generate shell completions or man pages
+    /// Run the jobs of a profile: backup, forget, and prune and check when due
+    Run(commands::run::Args),
+    /// Generate shell completions, man pages or systemd units
     Generate(commands::generate::Args),
     /// Print version information
     Version(commands::version::Args),
 }
 
 fn main() -> ExitCode {
-    let mut cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let (mut cli, profile, name) = match parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
         Err(e) => {
-            // `--help` and `--version` are "errors" printed to standard output; they succeed.
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            eprintln!("cairn: {}", one_line(&e));
+            return ExitCode::from(exit::USAGE);
         }
     };
     cli.global.fill_from_env();
+    if let Err(e) = log::init(cli.global.log_file.as_deref(), cli.global.verbose) {
+        eprintln!("cairn: {}", one_line(&e));
+        return ExitCode::from(exit::FATAL);
+    }
+    log::info(&format!(
+        "cairn {name} started{}",
+        profile.as_ref().map(|p| format!(" (profile {})", p.path.display())).unwrap_or_default()
+    ));
     let result = match cli.command {
         Command::Init(a) => commands::init::run(&cli.global, a),
         Command::Backup(a) => commands::backup::run(&cli.global, a),
@@ -176,17 +208,64 @@ fn main() -> ExitCode {
         Command::Pg(a) => commands::pg::run(&cli.global, a),
         Command::Unlock(a) => commands::unlock::run(&cli.global, a),
         Command::Status(a) => commands::status::run(&cli.global, a),
+        Command::Run(a) => commands::run::run(&cli.global, profile.as_ref(), a),
         Command::Generate(a) => commands::generate::run(&cli.global, a),
         Command::Version(a) => commands::version::run(&cli.global, a),
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => {
+            log::info(&format!("cairn {name} ended with exit code {code}"));
+            ExitCode::from(code)
+        }
         Err(e) => {
             let code = exit_code(&e);
             if code != exit::OK {
                 eprintln!("cairn: {}", one_line(&e));
+                log::error(&one_line(&e));
             }
+            log::info(&format!("cairn {name} ended with exit code {code}"));
             ExitCode::from(code)
+        }
+    }
+}
+
+/// Parses the command line; with `--config`/`--profile`, parses it again with the profile's
+/// options for the global options and the chosen command added in front of `--`, leaving out
+/// those the command line sets itself (README "Operations": command line > file > environment).
+fn parse(argv: Vec<std::ffi::OsString>) -> anyhow::Result<(Cli, Option<profile::Profile>, String)> {
+    let cmd = Cli::command();
+    let matches = cmd.clone().try_get_matches_from(&argv).unwrap_or_else(|e| e.exit());
+    let name = matches.subcommand_name().unwrap_or_default().to_owned();
+    let path = match (matches.get_one::<PathBuf>("config"), matches.get_one::<String>("profile")) {
+        (Some(path), _) => path.clone(),
+        (None, Some(name)) => profile::find(name)?,
+        (None, None) => return Ok((Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()), None, name)),
+    };
+    let profile = profile::load(&path, &cmd)?;
+    let (sub_name, sub_matches) = matches.subcommand().expect("clap requires a command");
+    let typed = |id: &str| profile::typed_in(&matches, id) || profile::typed_in(sub_matches, id);
+    let mut extra = profile::args_for(&profile, &profile.global, &cmd, &typed)?;
+    if let (Some(t), Some(sub)) = (profile.commands.get(sub_name), cmd.find_subcommand(sub_name)) {
+        extra.extend(profile::args_for(&profile, t, sub, &typed)?);
+    }
+    let split = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    let with = |extra: &[(usize, Vec<String>)]| -> Vec<std::ffi::OsString> {
+        let mut out = argv[..split].to_vec();
+        out.extend(extra.iter().flat_map(|(_, args)| args.iter().map(std::ffi::OsString::from)));
+        out.extend_from_slice(&argv[split..]);
+        out
+    };
+    match Cli::command().try_get_matches_from(with(&extra)) {
+        Ok(m) => Ok((Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit()), Some(profile), name)),
+        Err(e) => {
+            // Name the line of the file whose option clap refused.
+            let culprit =
+                extra.iter().find(|one| Cli::command().try_get_matches_from(with(std::slice::from_ref(one))).is_err());
+            let first = e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            match culprit {
+                Some((line, _)) => anyhow::bail!("{}:{line}: {first}", path.display()),
+                None => anyhow::bail!("{}: {first}", path.display()),
+            }
         }
     }
 }

@@ -197,6 +197,7 @@ impl Progress for Bar {
         }
     }
     fn warn(&self, message: &str) {
+        crate::log::warn(message);
         match &self.bar {
             Some(b) => b.suspend(|| eprintln!("warning: {message}")),
             None => eprintln!("warning: {message}"),

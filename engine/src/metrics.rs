@@ -43,6 +43,21 @@ impl Metrics {
             .push((labels.clone(), value));
     }
 
+    /// Adds every sample of `other`, family by family (a family both have keeps this one's help).
+    pub fn merge(&mut self, other: Metrics) {
+        let mut other = other;
+        for name in other.order {
+            let Some(family) = other.families.remove(&name) else { continue };
+            match self.families.get_mut(&name) {
+                Some(mine) => mine.samples.extend(family.samples),
+                None => {
+                    self.order.push(name.clone());
+                    self.families.insert(name, family);
+                }
+            }
+        }
+    }
+
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -239,6 +254,22 @@ pub fn repository_metrics(report: &StatusReport, job: Option<&str>) -> Metrics {
         &total,
         f64::from(report.state.code()),
     );
+    if let Some(c) = &report.last_check {
+        m.gauge(
+            "cairn_last_check_success_timestamp_seconds",
+            "Unix time the last successful check of the repository ended (from its records).",
+            &total,
+            seconds(c.time_ns),
+        );
+    }
+    if let Some(d) = &report.last_drill {
+        m.gauge(
+            "cairn_last_drill_success_timestamp_seconds",
+            "Unix time the last successful restore drill ended (from the records).",
+            &total,
+            seconds(d.time_ns),
+        );
+    }
     for g in &report.groups {
         let mut labels = base_labels(g.group.host.as_deref().unwrap_or(""), job);
         labels.push(("paths".to_owned(), g.group.paths.as_ref().map(|p| p.join(",")).unwrap_or_default()));
@@ -270,6 +301,14 @@ pub fn repository_metrics(report: &StatusReport, job: Option<&str>) -> Metrics {
             &labels,
             g.warnings as f64,
         );
+        if let Some(d) = &g.last_drill {
+            m.gauge(
+                "cairn_group_last_drill_success_timestamp_seconds",
+                "Unix time the last successful restore drill of the group ended.",
+                &labels,
+                seconds(d.time_ns),
+            );
+        }
     }
     m
 }

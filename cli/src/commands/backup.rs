@@ -206,7 +206,8 @@ fn has_lists(args: &Args) -> bool {
     !(args.files_from.is_empty() && args.files_from_verbatim.is_empty() && args.files_from_raw.is_empty())
 }
 
-pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
+/// The engine's options and the metrics file for these arguments.
+pub fn options(args: Args) -> Result<(BackupOptions, Option<crate::metrics::BackupMetrics>)> {
     let source = if args.stdin_from_command {
         if args.command.is_empty() {
             bail!(
@@ -239,7 +240,7 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         host: args.host.clone().unwrap_or_else(cairn_engine::repository::hostname),
         job: args.metrics_job,
     });
-    let mut opts = BackupOptions {
+    let opts = BackupOptions {
         source,
         excludes: args.excludes,
         exclude_files: args.exclude_files,
@@ -262,6 +263,11 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         force: args.force,
         read_ahead: None,
     };
+    Ok((opts, metrics))
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
+    let (mut opts, metrics) = options(args)?;
     super::stop_on_signals()?;
     // The folders are read ahead while the key is derived from the password.
     opts.read_ahead = ReadAhead::for_backup(&opts);

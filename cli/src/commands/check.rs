@@ -3,6 +3,9 @@
 use anyhow::Result;
 use cairn_engine::commands::check::{CheckLevel, CheckOptions, CheckReport, Finding, ReadSubset};
 
+use cairn_engine::Repository;
+use cairn_engine::commands::backup::now_ns;
+
 use crate::progress::Bar;
 use crate::{GlobalArgs, exit, output};
 
@@ -28,7 +31,8 @@ pub struct Args {
     pub metrics: crate::metrics::MetricsArgs,
 }
 
-pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
+/// The engine's options for these arguments.
+pub fn options(global: &GlobalArgs, args: &Args) -> Result<CheckOptions> {
     let subset = match &args.read_data_subset {
         Some(s) => s.parse::<ReadSubset>()?,
         None => ReadSubset::All,
@@ -40,7 +44,29 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     } else {
         CheckLevel::Structure
     };
-    let opts = CheckOptions { level, subset, remember: !global.no_cache };
+    Ok(CheckOptions { level, subset, remember: !global.no_cache })
+}
+
+/// Saves the record of a check (spec/records.md) under the profile's name; a failure to save it
+/// is a warning, as the check's own outcome is what the exit code reports.
+pub fn save_record(
+    repo: &Repository,
+    outcome: std::result::Result<&CheckReport, &cairn_engine::Error>,
+    scope: &str,
+    time_ns: i64,
+    started: std::time::Instant,
+) {
+    let record = cairn_engine::commands::check::record(outcome, scope, time_ns, started.elapsed().as_nanos() as u64);
+    match cairn_engine::records::save(repo, &record) {
+        Ok((_, None)) => {}
+        Ok((_, Some(e))) => eprintln!("warning: older check records could not be deleted: {e}"),
+        Err(e) => eprintln!("warning: the check's record could not be saved: {e}"),
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
+    let opts = options(global, &args)?;
+    let level = opts.level;
     let started = std::time::Instant::now();
     let bar = Bar::new(!global.quiet && !global.json && level != CheckLevel::Structure, "check");
     let report = if args.no_key {
@@ -48,7 +74,10 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
         cairn_engine::commands::check::check_without_key(&location, &opts, &bar)
     } else {
         let repo = super::open(global)?;
-        cairn_engine::commands::check::check(&repo, &opts, &bar)
+        let report = cairn_engine::commands::check::check(&repo, &opts, &bar);
+        let scope = global.profile_name().unwrap_or_default();
+        save_record(&repo, report.as_ref(), &scope, now_ns(), started);
+        report
     };
     bar.finish();
     let (clean, damage) = report.as_ref().map_or((false, None), |r| (r.is_clean(), Some(r.damage.len())));

@@ -66,6 +66,8 @@ pub struct Args {
     pub prune: bool,
     #[command(flatten)]
     pub prune_args: super::prune::PruneArgs,
+    #[command(flatten)]
+    pub metrics: crate::metrics::MetricsArgs,
 }
 
 fn duration(v: &Option<String>) -> Result<Duration> {
@@ -75,7 +77,8 @@ fn duration(v: &Option<String>) -> Result<Duration> {
     })
 }
 
-fn policy(a: &Args) -> Result<KeepPolicy> {
+/// The keep policy the options describe.
+pub fn policy(a: &Args) -> Result<KeepPolicy> {
     for (name, v) in [
         ("--keep-last", a.keep_last),
         ("--keep-hourly", a.keep_hourly),
@@ -183,7 +186,16 @@ fn plan_json(plan: &ForgetPlan, snapshots: &[(SnapshotId, Snapshot)]) -> Result<
 }
 
 pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
-    let policy = policy(&args)?;
+    let started = std::time::Instant::now();
+    let result = forget(global, &args);
+    if !args.dry_run {
+        args.metrics.write("forget", result.is_ok(), started, None);
+    }
+    result
+}
+
+fn forget(global: &GlobalArgs, args: &Args) -> Result<u8> {
+    let policy = policy(args)?;
     if !args.ids.is_empty() && !policy.is_empty() {
         bail!("give either snapshot ids or --keep-* options, not both");
     }

@@ -18,6 +18,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod rewrite;
+pub mod run;
 pub mod snapshots;
 pub mod stats;
 pub mod status;

@@ -108,8 +108,9 @@ fn print(global: &GlobalArgs, report: &StatusReport) -> Result<u8> {
             State::Warning => report.warn_s.map(|w| format!(", more than {}", age(w))),
             _ => None,
         };
+        let drill = g.last_drill.as_ref().map(|d| format!("; last drill {} ago", age(d.age_s))).unwrap_or_default();
         output::line(&format!(
-            "{}: {}: newest snapshot {} at {} is {} old{}, added {}",
+            "{}: {}: newest snapshot {} at {} is {} old{}, added {}{drill}",
             g.state.as_str(),
             group_name(&g.group),
             g.short_id,
@@ -118,6 +119,21 @@ fn print(global: &GlobalArgs, report: &StatusReport) -> Result<u8> {
             limit.unwrap_or_default(),
             output::size(g.bytes_added),
         ))?;
+    }
+    for (what, last) in [("check", &report.last_check), ("restore drill", &report.last_drill)] {
+        let line = match last {
+            Some(l) => format!(
+                "last successful {what}: {} ({} ago) on {}: {}",
+                output::time(l.time_ns),
+                age(l.age_s),
+                l.hostname,
+                l.summary
+            ),
+            None => continue,
+        };
+        if !global.quiet {
+            output::line(&line)?;
+        }
     }
     if report.damaged > 0 {
         output::line(&format!("WARNING: {} snapshot file(s) could not be read (run 'cairn check')", report.damaged))?;

@@ -422,6 +422,8 @@ fn spawn_command(argv: &[OsString]) -> Result<std::process::Child> {
     let (program, args) = argv.split_first().ok_or_else(|| Error::invalid("--stdin-from-command needs a command"))?;
     std::process::Command::new(program)
         .args(args)
+        // The password is cairn's alone (a profile's dump command gets no copy of it).
+        .env_remove("CAIRN_PASSWORD")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())

@@ -231,6 +231,41 @@ impl CheckReport {
     }
 }
 
+/// The record of a check that ended at `time_ns` (spec/records.md, kind `check`): ok when it ran
+/// and found no damage.
+pub fn record(
+    outcome: std::result::Result<&CheckReport, &Error>,
+    scope: &str,
+    time_ns: i64,
+    duration_ns: u64,
+) -> crate::records::Record {
+    let (ok, summary, details) = match outcome {
+        Ok(r) => {
+            let damage = r.damage.len();
+            let read = match &r.subset {
+                Some(subset) => {
+                    format!("; read {} of {} packs (subset {subset})", r.stats.packs_read, r.stats.packs_stored)
+                }
+                None => String::new(),
+            };
+            let found = if damage == 0 { "no damage found".to_owned() } else { format!("{damage} problem(s) found") };
+            (
+                damage == 0,
+                format!("{found}{read}"),
+                serde_json::json!({
+                    "level": r.level,
+                    "subset": r.subset,
+                    "packs_read": r.stats.packs_read,
+                    "bytes_read": r.stats.bytes_read,
+                    "damage": damage,
+                }),
+            )
+        }
+        Err(e) => (false, format!("check failed: {e}"), serde_json::json!({ "error": e.to_string() })),
+    };
+    crate::records::new_record("check", scope, time_ns, duration_ns, ok, summary, details)
+}
+
 /// Runs a check of `repo` at the depth `opts` asks for.
 pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
     let mut c = Checker::new(repo.backend(), Some(repo), opts);

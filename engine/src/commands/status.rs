@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::commands::forget::{GroupBy, GroupKey};
 use crate::commands::snapshots::SnapshotFilter;
 use crate::error::{Error, Result};
+use crate::records::{RecordEntry, RecordQuery};
 use crate::repository::Repository;
 
 const NS_PER_S: i64 = 1_000_000_000;
@@ -120,6 +121,38 @@ pub struct GroupStatus {
     pub bytes_added_stored: u64,
     /// Entries that could not be read when that snapshot was taken.
     pub warnings: u64,
+    /// The last successful check of the repository (every group shares it: a check covers the
+    /// whole repository).
+    pub last_check: Option<LastSuccess>,
+    /// The last successful restore drill of one of this group's snapshots or paths.
+    pub last_drill: Option<LastSuccess>,
+}
+
+/// The newest successful record of a kind (spec/records.md), as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastSuccess {
+    /// RFC 3339 in UTC.
+    pub time: String,
+    pub time_ns: i64,
+    /// Seconds from then to now.
+    pub age_s: u64,
+    pub hostname: String,
+    pub scope: String,
+    pub summary: String,
+}
+
+impl LastSuccess {
+    fn of(e: &RecordEntry, now_ns: i64) -> Self {
+        let r = &e.record;
+        LastSuccess {
+            time: rfc3339(r.time_ns),
+            time_ns: r.time_ns,
+            age_s: (now_ns.saturating_sub(r.time_ns) / NS_PER_S).max(0) as u64,
+            hostname: r.host.clone(),
+            scope: r.scope.clone(),
+            summary: r.summary.clone(),
+        }
+    }
 }
 
 /// What `status` found.
@@ -137,6 +170,10 @@ pub struct StatusReport {
     pub damaged: usize,
     /// Groups in their sorted order.
     pub groups: Vec<GroupStatus>,
+    /// The last successful check of the repository, from its records.
+    pub last_check: Option<LastSuccess>,
+    /// The last successful restore drill of any snapshot, from the records.
+    pub last_drill: Option<LastSuccess>,
 }
 
 impl StatusReport {
@@ -194,6 +231,8 @@ pub fn evaluate(snapshots: &[(SnapshotId, Snapshot)], damaged: usize, opts: &Sta
                 bytes_added: s.summary.bytes_added_plain,
                 bytes_added_stored: s.summary.bytes_added_stored,
                 warnings: s.summary.warnings,
+                last_check: None,
+                last_drill: None,
             }
         })
         .collect();
@@ -209,13 +248,54 @@ pub fn evaluate(snapshots: &[(SnapshotId, Snapshot)], damaged: usize, opts: &Sta
         snapshots: total,
         damaged,
         groups,
+        last_check: None,
+        last_drill: None,
+    }
+}
+
+/// Adds the last successful check and drill from the records. A drill belongs to a group when
+/// its details name one of the group's snapshots (`snapshot_id`, full hex) or its scope is one
+/// of the group's paths.
+pub fn attach_records(
+    report: &mut StatusReport,
+    snapshots: &[(SnapshotId, Snapshot)],
+    records: &[RecordEntry],
+    opts: &StatusOptions,
+) {
+    let ok = |kind| RecordQuery { kind, host: None, scope: None, ok_only: true };
+    report.last_check = ok("check").newest(records).map(|e| LastSuccess::of(e, opts.now_ns));
+    report.last_drill = ok("drill").newest(records).map(|e| LastSuccess::of(e, opts.now_ns));
+    for g in &mut report.groups {
+        g.last_check = report.last_check.clone();
+        let members: std::collections::HashSet<String> = snapshots
+            .iter()
+            .filter(|(_, s)| opts.filter.matches(s) && GroupKey::of(s, opts.group_by) == g.group)
+            .map(|(id, _)| id.to_hex())
+            .collect();
+        let paths = g.group.paths.clone().unwrap_or_default();
+        let drills: Vec<RecordEntry> = records
+            .iter()
+            .filter(|e| {
+                let named = crate::records::details(&e.record)
+                    .get("snapshot_id")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|id| members.contains(id));
+                named || paths.contains(&e.record.scope)
+            })
+            .cloned()
+            .collect();
+        g.last_drill = ok("drill").newest(&drills).map(|e| LastSuccess::of(e, opts.now_ns));
     }
 }
 
 /// Lists the repository's snapshots and judges them.
 pub fn status(repo: &Repository, opts: &StatusOptions) -> Result<StatusReport> {
     let (all, damaged) = repo.load_snapshots()?;
-    Ok(evaluate(&all, damaged.len(), opts))
+    let mut report = evaluate(&all, damaged.len(), opts);
+    // Records only add facts: a repository whose records cannot be listed still has a status.
+    let (records, _) = crate::records::list(repo).unwrap_or_default();
+    attach_records(&mut report, &all, &records, opts);
+    Ok(report)
 }
 
 #[cfg(test)]
@@ -234,6 +314,66 @@ mod tests {
         assert!(parse_age("12h5").is_err());
         assert!(parse_age("h").is_err());
         assert!(parse_age("99999999999999999999w").is_err());
+    }
+
+    fn snapshot(host: &str, path: &str, time_ns: i64) -> Snapshot {
+        Snapshot {
+            time_ns,
+            utc_offset_s: 0,
+            host: host.into(),
+            user: "u".into(),
+            uid: 0,
+            gid: 0,
+            tags: Vec::new(),
+            paths: vec![path.into()],
+            source: cairn_format::snapshot::SourceKind::Files,
+            source_detail: String::new(),
+            tree: cairn_format::TreeId::default(),
+            parent: None,
+            original: None,
+            program_version: "cairn test".into(),
+            summary: cairn_format::snapshot::Summary::default(),
+        }
+    }
+
+    fn entry(n: u8, kind: &str, scope: &str, time_ns: i64, ok: bool, details: serde_json::Value) -> RecordEntry {
+        RecordEntry {
+            id: cairn_format::RecordId::from_bytes([n; 32]),
+            record: crate::records::new_record(kind, scope, time_ns, 1, ok, format!("{kind} {n}"), details),
+        }
+    }
+
+    #[test]
+    fn checks_are_shared_and_drills_belong_to_the_group_they_name() {
+        const S: i64 = NS_PER_S;
+        let db = SnapshotId::from_bytes([1; 32]);
+        let files = SnapshotId::from_bytes([2; 32]);
+        let snapshots = vec![(db, snapshot("h", "/db.sql", 100 * S)), (files, snapshot("h", "/srv", 100 * S))];
+        let opts = StatusOptions {
+            filter: SnapshotFilter::default(),
+            group_by: GroupBy { host: true, paths: true, tags: false },
+            warn_s: None,
+            crit_s: Some(3600),
+            now_ns: 1000 * S,
+        };
+        let records = vec![
+            entry(1, "check", "", 200 * S, true, serde_json::json!({})),
+            entry(2, "check", "", 300 * S, false, serde_json::json!({})),
+            entry(3, "drill", "appdb", 400 * S, true, serde_json::json!({ "snapshot_id": db.to_hex() })),
+            entry(4, "drill", "/srv", 500 * S, false, serde_json::json!({})),
+            entry(5, "drill", "/srv", 350 * S, true, serde_json::json!({})),
+        ];
+        let mut report = evaluate(&snapshots, 0, &opts);
+        attach_records(&mut report, &snapshots, &records, &opts);
+        let check = report.last_check.as_ref().expect("a successful check");
+        assert_eq!((check.time_ns, check.age_s), (200 * S, 800), "the failed check is not the last successful one");
+        assert_eq!(report.last_drill.as_ref().map(|d| d.time_ns), Some(400 * S));
+        let group = |path: &str| {
+            report.groups.iter().find(|g| g.group.paths.as_deref() == Some(&[path.to_owned()][..])).expect("group")
+        };
+        assert_eq!(group("/db.sql").last_drill.as_ref().map(|d| d.time_ns), Some(400 * S), "named by its snapshot");
+        assert_eq!(group("/srv").last_drill.as_ref().map(|d| d.time_ns), Some(350 * S), "by scope; the failed one not");
+        assert!(report.groups.iter().all(|g| g.last_check.as_ref().map(|c| c.time_ns) == Some(200 * S)));
     }
 
     #[test]
