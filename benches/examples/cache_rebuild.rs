@@ -129,9 +129,21 @@ fn main() {
     step("add one backup's index (20000 blobs)", 20_000, || cache.add_index(extra_id, &extra).expect("add"));
     let mut lookup_rng = XorShift::new(99);
     let probes: Vec<BlobId> = (0..100_000).map(|_| BlobId::from_bytes(id(&mut lookup_rng))).collect();
-    step("100000 lookups of absent ids", 100_000, || {
+    step("100000 locate() of absent ids", 100_000, || {
         for p in &probes {
             assert!(cache.locate(p).expect("lookup").is_none());
+        }
+    });
+    step("100000 has_blob() of absent ids", 100_000, || {
+        for p in &probes {
+            assert!(!cache.has_blob(p).expect("lookup"));
+        }
+    });
+    let present: Vec<BlobId> =
+        files.iter().flat_map(|f| &f.1.packs).flat_map(|p| &p.blobs).step_by(10).take(100_000).map(|b| b.id).collect();
+    step("100000 locate() of present ids", present.len(), || {
+        for p in &present {
+            assert!(cache.locate(p).expect("lookup").is_some());
         }
     });
 
@@ -145,9 +157,12 @@ fn main() {
     after.push(survivor_id);
     step("supersede half of the index files", blobs / 2, || {
         cache
-            .sync_index(|| Ok(after.clone()), |want| {
-                if want == survivor_id { Ok(survivor.clone()) } else { fetch(want) }
-            })
+            .sync_index(
+                || Ok(after.clone()),
+                |want| {
+                    if want == survivor_id { Ok(survivor.clone()) } else { fetch(want) }
+                },
+            )
             .expect("sync")
     });
     let (live, _) = cache.counts().expect("counts");
