@@ -495,7 +495,7 @@ impl Cache {
     ///
     /// Lookups by blob id join pack rows in Rust, not in SQL: SQLite prepared the joined statement
     /// again on every execution (four times the cost of the lookup itself).
-    fn blob_rows(&self, id: &BlobId) -> Result<Vec<(i64, (u8, u8, u32, u32, u32))>> {
+    fn blob_rows(&self, id: &BlobId) -> Result<Vec<NumberedRow>> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT pack_no, kind, compression, offset, stored_len, plain_len FROM blobs WHERE id = ?1")
@@ -1022,8 +1022,10 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 /// The columns `(first id, kind, compression, offset, stored_len, plain_len)` of a blob row.
 type EntryRow = (Vec<u8>, (u8, u8, u32, u32, u32));
 
-/// The columns `(pack row number, kind, compression, offset, stored_len, plain_len)` of a blob row.
-fn read_numbered_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, (u8, u8, u32, u32, u32))> {
+/// The columns `(pack row number, (kind, compression, offset, stored_len, plain_len))` of a blob row.
+type NumberedRow = (i64, (u8, u8, u32, u32, u32));
+
+fn read_numbered_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<NumberedRow> {
     Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
 }
 
