@@ -1,8 +1,9 @@
 //! `backup`: walk files (or read standard input or a command's output), chunk, deduplicate, store,
 //! and write a snapshot.
 //!
-//! The main thread walks, reads, chunks and hashes (about 1 GB/s per core); compression and sealing
-//! run on rayon's pool through the [`PackSaver`]. Unchanged files (same size, mtime, ctime, inode
+//! The main thread walks, reads, chunks and hashes small files; a large file or stream is read by
+//! one thread and chunked by another while the main thread hashes its chunks on every core
+//! (see `chunk_stream`). Compression and sealing run on rayon's pool through the [`PackSaver`]. Unchanged files (same size, mtime, ctime, inode
 //! and device as in the parent snapshot or the files cache) are not read again, provided every blob
 //! they list is still in the index. A snapshot is written only after every blob it references is in
 //! an index file; a failing source command produces no snapshot.
@@ -34,8 +35,9 @@ use crate::repository::{Repository, hostname, username};
 
 /// Bytes read from a source at a time (chunks are cut from these blocks).
 const READ_BLOCK: usize = 8 * 1024 * 1024;
-/// Blocks of one large stream in memory at once: one being filled, one queued, one being chunked.
-const READ_BLOCKS: usize = 3;
+/// Blocks of one large stream in memory at once: one being filled, one queued for the chunker,
+/// one being chunked, one queued for hashing and storing, one being hashed and stored.
+const READ_BLOCKS: usize = 5;
 /// Files-cache rows written per transaction.
 const FILES_CACHE_BATCH: usize = 4096;
 
@@ -648,16 +650,35 @@ fn blobs_in_missing_packs(repo: &Repository, progress: &dyn Progress) -> Result<
 /// each time, so the holes of a sparse file are neither chunked nor hashed byte by byte.
 #[derive(Default)]
 struct ZeroChunks {
-    /// `(length, at_end)` -> what [`Chunker::cut`] returns for that many zeros.
-    cuts: HashMap<(usize, bool), (Vec<usize>, usize)>,
+    cuts: ZeroCuts,
     ids: HashMap<usize, BlobId>,
 }
 
-impl ZeroChunks {
-    fn cut(&mut self, chunker: &Chunker, len: usize, at_end: bool) -> (Vec<usize>, usize) {
-        self.cuts.entry((len, at_end)).or_insert_with(|| chunker.cut(&vec![0; len], at_end)).clone()
-    }
+/// `(length, at_end)` -> what [`Chunker::cut`] returns for that many zeros.
+type ZeroCuts = HashMap<(usize, bool), (Vec<usize>, usize)>;
 
+/// Where the chunks of one block of a stream end.
+struct Cuts {
+    lengths: Vec<usize>,
+    /// Bytes of the block the chunks cover; the rest starts a chunk that ends in the next block.
+    used: usize,
+    /// The block is all zeros (its chunk ids are remembered, not hashed).
+    zeros: bool,
+}
+
+/// Cuts `data` into chunks; `at_end`: no data follows.
+fn cut_block(chunker: &Chunker, zero_cuts: &mut ZeroCuts, data: &[u8], at_end: bool) -> Cuts {
+    let zeros = is_all_zero(data);
+    let (lengths, used) = match zeros {
+        true => {
+            zero_cuts.entry((data.len(), at_end)).or_insert_with(|| chunker.cut(&vec![0; data.len()], at_end)).clone()
+        }
+        false => chunker.cut(data, at_end),
+    };
+    Cuts { lengths, used, zeros }
+}
+
+impl ZeroChunks {
     fn id(&mut self, key: &cairn_format::crypto::MasterKey, len: usize) -> BlobId {
         *self.ids.entry(len).or_insert_with(|| key.blob_id(&vec![0; len]))
     }
@@ -1156,8 +1177,15 @@ impl Walker<'_, '_> {
             self.buffer = block;
             return result.map(|()| content);
         }
-        std::thread::scope(|scope| -> Result<()> {
+        // Three threads, so that reading, chunking (about 0.5 CPU-s per GB) and hashing and
+        // storing overlap: a reader fills blocks, a chunker cuts them, and this thread hashes the
+        // chunks (on every core) and hands new ones to the pack saver. Blocks travel through
+        // bounded queues and come back to the reader, so memory stays at READ_BLOCKS blocks.
+        let chunker = self.chunker;
+        let mut zero_cuts = std::mem::take(&mut self.zeros.cuts);
+        let zero_cuts = std::thread::scope(|scope| -> Result<ZeroCuts> {
             let (full_tx, full_rx) = sync_channel::<std::io::Result<(Vec<u8>, usize, bool)>>(1);
+            let (cut_tx, cut_rx) = sync_channel::<std::io::Result<(Vec<u8>, usize, usize, bool, Cuts)>>(1);
             let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(READ_BLOCKS);
             scope.spawn(move || {
                 let mut allocated = 0;
@@ -1181,23 +1209,42 @@ impl Walker<'_, '_> {
                     }
                 }
             });
-            let mut previous: Option<Vec<u8>> = None;
-            let mut carry = 0;
-            for read in full_rx.iter() {
-                let (mut block, n, at_end) = read.map_err(|e| Error::io("reading", e))?;
-                if let Some(prev) = previous.take() {
-                    // The unconsumed tail of the previous block goes right in front of the new bytes.
-                    block[front - carry..front].copy_from_slice(&prev[front + READ_BLOCK - carry..]);
-                    let _ = spare_tx.try_send(prev);
+            let chunking = scope.spawn(move || {
+                // The unconsumed end of the previous block, copied out so that the block can go
+                // on at once; it goes right in front of the next block's bytes.
+                let mut tail: Vec<u8> = Vec::new();
+                for read in full_rx.iter() {
+                    let (mut block, n, at_end) = match read {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = cut_tx.send(Err(e));
+                            break;
+                        }
+                    };
+                    let start = front - tail.len();
+                    block[start..front].copy_from_slice(&tail);
+                    let data = &block[start..front + n];
+                    let cuts = cut_block(&chunker, &mut zero_cuts, data, at_end);
+                    tail.clear();
+                    tail.extend_from_slice(&data[cuts.used..]);
+                    if cut_tx.send(Ok((block, start, n, at_end, cuts))).is_err() || at_end {
+                        break;
+                    }
                 }
-                carry = self.take_block(&block, front, carry, n, at_end, &mut content)?;
+                zero_cuts
+            });
+            for cut in cut_rx.iter() {
+                let (block, start, n, at_end, cuts) = cut.map_err(|e| Error::io("reading", e))?;
+                self.store_block(&block[start..front + n], n, &cuts, &mut content)?;
+                let _ = spare_tx.try_send(block);
                 if at_end {
                     break;
                 }
-                previous = Some(block);
             }
-            Ok(())
+            drop(cut_rx);
+            chunking.join().map_err(|_| Error::new(ErrorKind::Bug, "the chunking thread panicked"))
         })?;
+        self.zeros.cuts = zero_cuts;
         Ok(content)
     }
 
@@ -1213,25 +1260,28 @@ impl Walker<'_, '_> {
         at_end: bool,
         content: &mut Vec<BlobId>,
     ) -> Result<usize> {
+        let data = &block[front - carry..front + n];
+        let cuts = cut_block(&self.chunker, &mut self.zeros.cuts, data, at_end);
+        self.store_block(data, n, &cuts, content)?;
+        // Not at the end, `fill` returned a full block, so the tail ends where the block ends.
+        Ok(data.len() - cuts.used)
+    }
+
+    /// Hashes the chunks `cuts` makes of `data` (of which `n` bytes are new from the source),
+    /// stores the new ones and appends every chunk id to `content`.
+    fn store_block(&mut self, data: &[u8], n: usize, cuts: &Cuts, content: &mut Vec<BlobId>) -> Result<()> {
         crate::cancel::check()?;
         self.summary.bytes_read += n as u64;
         self.progress.add_bytes(n as u64);
-        let start = front - carry;
-        let data = &block[start..front + n];
-        let zeros = is_all_zero(data);
-        let (lengths, used) = match zeros {
-            true => self.zeros.cut(&self.chunker, data.len(), at_end),
-            false => self.chunker.cut(data, at_end),
-        };
-        let mut spans = Vec::with_capacity(lengths.len());
+        let mut spans = Vec::with_capacity(cuts.lengths.len());
         let mut offset = 0;
-        for len in lengths {
+        for &len in &cuts.lengths {
             spans.push(offset..offset + len);
             offset += len;
         }
         // Hashing is a third of the per-byte work of an unchanged stream: spread it over the cores.
         let key = self.repo.key();
-        let ids: Vec<BlobId> = match zeros {
+        let ids: Vec<BlobId> = match cuts.zeros {
             true => spans.iter().map(|r| self.zeros.id(key, r.len())).collect(),
             false => spans.par_iter().map(|r| key.blob_id(&data[r.clone()])).collect(),
         };
@@ -1241,8 +1291,7 @@ impl Walker<'_, '_> {
                 self.save_blob(BlobKind::Data, id, data[span].to_vec())?;
             }
         }
-        // Not at the end, `fill` returned a full block, so the tail ends where the block ends.
-        Ok(data.len() - used)
+        Ok(())
     }
 }
 
