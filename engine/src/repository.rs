@@ -101,13 +101,6 @@ pub fn username() -> String {
         .unwrap_or_else(|| nix::unistd::getuid().to_string())
 }
 
-fn no_repository(location: &Location) -> Error {
-    Error::new(
-        ErrorKind::NoRepository,
-        format!("no repository at {location} (no config file there); create one with 'cairn init' or check -r/--repo"),
-    )
-}
-
 impl Repository {
     /// Creates a new repository at `location` and returns it unlocked.
     pub fn init(location: &Location, password: &[u8], init: &InitOptions, open: &OpenOptions) -> Result<Self> {
@@ -115,13 +108,10 @@ impl Repository {
         if backend.stat(FileType::Config, "")?.is_some() {
             return Err(Error::new(ErrorKind::AlreadyExists, format!("a repository already exists at {location}")));
         }
-        if let Some(root) = backend.local_root()
-            && root.exists()
-            && std::fs::read_dir(root).map(|mut d| d.next().is_some()).unwrap_or(false)
-        {
+        if !backend.is_empty()? {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
-                format!("{location} exists and is not empty; choose an empty or new folder"),
+                format!("{location} exists and is not empty; choose an empty or new folder (or prefix)"),
             ));
         }
         let key = MasterKey::from_random(random_bytes::<MASTER_SECRET_LEN>());
@@ -150,7 +140,7 @@ impl Repository {
         // The config is written last: a repository exists once its config does.
         backend.write(FileType::Config, "", config.encode(&key, &nonce()))?;
         let (cache, cache_notice) =
-            Cache::open_checked(open.cache_dir.as_deref(), &config.repository_id, &copy_identity(&backend));
+            Cache::open_checked(open.cache_dir.as_deref(), &config.repository_id, &backend.identity());
         Ok(Self { backend, key, key_id, config, cache: Mutex::new(cache), tree_packs: Mutex::default(), cache_notice })
     }
 
@@ -159,13 +149,13 @@ impl Repository {
         let backend = Backend::open(location, false)?;
         let config_bytes = match backend.read(FileType::Config, "") {
             Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(no_repository(location)),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(crate::backend::no_repository(location)),
             Err(e) => return Err(e),
         };
         let (key, key_id) = unlock(&backend, password)?;
         let config = Config::decode(&config_bytes, &key).map_err(|e| Error::format("reading the config", e))?;
         let (cache, cache_notice) =
-            Cache::open_checked(open.cache_dir.as_deref(), &config.repository_id, &copy_identity(&backend));
+            Cache::open_checked(open.cache_dir.as_deref(), &config.repository_id, &backend.identity());
         Ok(Self { backend, key, key_id, config, cache: Mutex::new(cache), tree_packs: Mutex::default(), cache_notice })
     }
 
@@ -236,7 +226,7 @@ impl Repository {
             Ok(stats) => stats.unreadable,
             // A cache file damaged where opening it did not look: rebuilt at once, not on the next run.
             Err(_) if Cache::take_damage_seen() => {
-                cache.rebuild(&copy_identity(&self.backend))?;
+                cache.rebuild(&self.backend.identity())?;
                 sync(&mut cache)?.unreadable
             }
             Err(e) => return Err(e),
@@ -489,17 +479,6 @@ pub fn kind_name(k: BlobKind) -> &'static str {
     match k {
         BlobKind::Data => "data",
         BlobKind::Tree => "tree",
-    }
-}
-
-/// Something only this copy of the repository has, so that a cache filled from another copy with
-/// the same repository id (`cp -a repo copy`, then one of them changes) is noticed: a local
-/// repository folder's device and inode (a copy is a new folder; a rename keeps them).
-fn copy_identity(backend: &Backend) -> Vec<u8> {
-    use std::os::unix::fs::MetadataExt;
-    match backend.local_root().map(std::fs::metadata) {
-        Some(Ok(m)) => format!("local {}:{}", m.dev(), m.ino()).into_bytes(),
-        _ => backend.location().to_string().into_bytes(),
     }
 }
 
