@@ -163,6 +163,12 @@ impl Backend {
         self.upload_slots
     }
 
+    /// Whether the local cache should keep copies of tree packs: for remote storage, where every
+    /// read is a request; a local folder reads them as fast as the cache would.
+    pub fn wants_cached_trees(&self) -> bool {
+        self.local.is_none()
+    }
+
     /// Whether the location holds nothing yet (a new or empty folder, an empty bucket or prefix):
     /// `init` refuses to write a repository among other files.
     pub fn is_empty(&self) -> Result<bool> {

@@ -327,6 +327,12 @@ impl Packer<'_> {
     }
 }
 
+/// Whether a pack holds trees (which the local cache keeps a copy of: they are small, and every
+/// listing and backup reads them).
+fn is_tree_pack(repo: &Repository, pack: &IndexedPack) -> bool {
+    repo.backend().wants_cached_trees() && pack.blobs.first().is_some_and(|b| b.kind == BlobKind::Tree)
+}
+
 /// Writes packs and the index files that name them, in that order: an index file only ever names
 /// packs that are already durable.
 struct Uploader<'r> {
@@ -382,8 +388,12 @@ impl Uploader<'_> {
                         if failed.load(Ordering::SeqCst) {
                             continue;
                         }
+                        let tree_pack = is_tree_pack(repo, &pack).then(|| bytes.clone());
                         // After this returns the pack is durable; only now may an index file name it.
                         let stored = repo.backend().write(FileType::Pack, &pack.id.to_hex(), bytes).map(|()| pack);
+                        if let (Ok(pack), Some(bytes)) = (&stored, tree_pack) {
+                            repo.keep_tree_pack(&pack.id, &bytes);
+                        }
                         if stored.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         }
@@ -432,8 +442,12 @@ impl Uploader<'_> {
     fn store_pack(&mut self, next: IndexedPackBytes) -> Result<()> {
         let IndexedPackBytes { pack, bytes } = next;
         if !self.dry_run {
+            let tree_pack = is_tree_pack(self.repo, &pack).then(|| bytes.clone());
             // After this returns the pack is durable; only now may an index file name it.
             self.repo.backend().write(FileType::Pack, &pack.id.to_hex(), bytes)?;
+            if let Some(bytes) = tree_pack {
+                self.repo.keep_tree_pack(&pack.id, &bytes);
+            }
         }
         self.note_stored(pack);
         Ok(())

@@ -391,10 +391,16 @@ impl Repository {
         if len > TREE_PACK_MAX {
             return Ok(None);
         }
-        let bytes = match self.backend.read(FileType::Pack, &id.to_hex()) {
-            Ok(b) => std::sync::Arc::new(b),
-            // Reading per blob gives the precise error (and may still find the blob).
-            Err(_) => return Ok(None),
+        let bytes = match self.cached_tree_pack(&id) {
+            Some(b) => std::sync::Arc::new(b),
+            None => match self.backend.read(FileType::Pack, &id.to_hex()) {
+                Ok(b) => {
+                    self.keep_tree_pack(&id, &b);
+                    std::sync::Arc::new(b)
+                }
+                // Reading per blob gives the precise error (and may still find the blob).
+                Err(_) => return Ok(None),
+            },
         };
         let mut packs = self.tree_packs.lock().unwrap_or_else(|p| p.into_inner());
         if packs.packs.len() >= TREE_PACKS_KEPT {
@@ -402,6 +408,33 @@ impl Repository {
         }
         packs.packs.push((id, bytes.clone()));
         Ok(Some(bytes))
+    }
+
+    /// The local cache's copy of a tree pack, if it has one whose bytes still match the pack's name.
+    fn cached_tree_pack(&self, id: &PackId) -> Option<Vec<u8>> {
+        if !self.backend.wants_cached_trees() {
+            return None;
+        }
+        let path = self.cache().tree_pack_path(id)?;
+        let bytes = std::fs::read(path).ok()?;
+        (object_name(&bytes) == *id.as_bytes()).then_some(bytes)
+    }
+
+    /// Keeps a copy of a tree pack in the local cache (best effort: the cache only accelerates).
+    /// Written under a temporary name and renamed, so a reader never sees part of one.
+    pub fn keep_tree_pack(&self, id: &PackId, bytes: &[u8]) {
+        if !self.backend.wants_cached_trees() {
+            return;
+        }
+        let Some(path) = self.cache().tree_pack_path(id) else { return };
+        let Some(folder) = path.parent() else { return };
+        if std::fs::create_dir_all(folder).is_err() {
+            return;
+        }
+        let temp = folder.join(format!(".{}.tmp-{}", id.to_hex(), std::process::id()));
+        if std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, &path)).is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
     }
 
     /// Loads and decodes a tree.

@@ -10,6 +10,7 @@ use assert_cmd::Command;
 pub mod craft;
 pub mod data;
 pub mod fstree;
+pub mod s3;
 
 /// The `cairn` binary under test: `CAIRN_BIN` when set, otherwise the one cargo built next to this
 /// test executable (`scripts/test.sh` builds it before running the tests). Fails loudly if absent.
