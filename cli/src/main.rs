@@ -40,11 +40,11 @@ struct Cli {
 /// Options every command accepts.
 #[derive(Debug, clap::Args)]
 pub struct GlobalArgs {
-    /// Repository location: a local folder, s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX], or opendal:SCHEME
+    /// Repository location: a local folder, s3:http(s)://HOST:PORT/BUCKET/PREFIX (prefix optional), or opendal:SCHEME
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true, value_name = "LOCATION")]
     pub repo: Option<String>,
     /// Storage setting (repeatable): connections=N, retries=N, timeout=SECS, s3.path-style=true|false,
-    /// s3.region=R, s3.<OpenDAL S3 setting>, or any OpenDAL setting of an opendal:SCHEME location
+    /// s3.region=R, s3.NAME (a setting of OpenDAL's S3 service), or any OpenDAL setting of an opendal:SCHEME location
     #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE", value_parser = parse_option)]
     pub options: Vec<(String, String)>,
     /// Read the password from this file (first line)
