@@ -78,6 +78,9 @@ pub struct Backend {
     upload_slots: usize,
 }
 
+/// Pack uploads in flight at most, whatever `connections` allows.
+const MAX_UPLOADS: usize = 4;
+
 /// The folder, inside the repository, for objects being written.
 const TEMP_DIR: &str = "tmp";
 
@@ -124,7 +127,9 @@ impl Backend {
                 runtime: Arc::new(runtime),
                 location: location.clone(),
                 local: None,
-                upload_slots: remote.settings.connections.clamp(1, 16),
+                // Each upload holds a whole pack (up to about 17 MiB) in memory: four at once keep a
+                // backup's memory within the bound of pack_saver.rs plus about 50 MiB.
+                upload_slots: remote.settings.connections.clamp(1, MAX_UPLOADS),
             },
         };
         if !create && backend.local.is_none() {
@@ -158,7 +163,7 @@ impl Backend {
     }
 
     /// How many pack uploads may run at once: one for a local folder (the disk is the limit, and
-    /// its fsyncs are better serial), `connections` for a remote store.
+    /// its fsyncs are better serial), `connections` (at most 4) for a remote store.
     pub fn upload_slots(&self) -> usize {
         self.upload_slots
     }
