@@ -116,6 +116,8 @@ impl Server {
             echo $! > "$PIDFILE"
             while kill -0 "$TESTPID" 2>/dev/null && kill -0 $! 2>/dev/null; do sleep 1; done
             kill -9 $! 2>/dev/null
+            # The unix sockets SeaweedFS makes beside its ports (a SIGKILL leaves them behind).
+            for p in "$P1" "$P2" "$P3" "$P4"; do rm -f /tmp/seaweedfs-*-"$p".sock /tmp/seaweedfs-*-$((p + 10000)).sock; done
             kill -0 "$TESTPID" 2>/dev/null || rm -rf "$DIR"
         "#;
         let child = Command::new("sh")
