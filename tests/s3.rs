@@ -231,7 +231,7 @@ fn a_store_killed_mid_backup_fails_the_run_and_the_next_one_reuses_the_uploaded_
     let target = repo.scratch("restored");
     repo.cairn().args(["restore", "latest", "--target"]).arg(&target).assert().success();
     assert_same_tree(&src, &restored_path(&target, &src));
-    server.kill();
+    server.destroy();
 }
 
 #[test]

@@ -176,6 +176,12 @@ impl Server {
         }
     }
 
+    /// Stops a private server for good and removes its data.
+    pub fn destroy(&self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     fn try_create_bucket(&self, name: &str) -> bool {
         let out = Command::new(weed_bin())
             .arg("shell")
