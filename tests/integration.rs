@@ -32,6 +32,7 @@ mod restic_parity;
 mod restore_safety;
 mod retention;
 mod roundtrip;
+mod s3;
 mod smoke;
 mod streams;
 mod terminal;
