@@ -254,8 +254,8 @@ pub fn evaluate(snapshots: &[(SnapshotId, Snapshot)], damaged: usize, opts: &Sta
 }
 
 /// Adds the last successful check and drill from the records. A drill belongs to a group when
-/// its details name one of the group's snapshots (`snapshot_id`, full hex) or its scope is one
-/// of the group's paths.
+/// its details name one of the group's snapshots (`snapshot_id` or, as `pg drill` writes it,
+/// `snapshot`: full hex) or its scope is one of the group's paths.
 pub fn attach_records(
     report: &mut StatusReport,
     snapshots: &[(SnapshotId, Snapshot)],
@@ -276,10 +276,11 @@ pub fn attach_records(
         let drills: Vec<RecordEntry> = records
             .iter()
             .filter(|e| {
-                let named = crate::records::details(&e.record)
-                    .get("snapshot_id")
-                    .and_then(|v| v.as_str())
-                    .is_some_and(|id| members.contains(id));
+                let details = crate::records::details(&e.record);
+                let named = ["snapshot_id", "snapshot"]
+                    .iter()
+                    .filter_map(|k| details.get(*k).and_then(|v| v.as_str()))
+                    .any(|id| members.contains(id));
                 named || paths.contains(&e.record.scope)
             })
             .cloned()
@@ -348,7 +349,12 @@ mod tests {
         const S: i64 = NS_PER_S;
         let db = SnapshotId::from_bytes([1; 32]);
         let files = SnapshotId::from_bytes([2; 32]);
-        let snapshots = vec![(db, snapshot("h", "/db.sql", 100 * S)), (files, snapshot("h", "/srv", 100 * S))];
+        let pg = SnapshotId::from_bytes([3; 32]);
+        let snapshots = vec![
+            (db, snapshot("h", "/db.sql", 100 * S)),
+            (files, snapshot("h", "/srv", 100 * S)),
+            (pg, snapshot("h", "/pgdb", 100 * S)),
+        ];
         let opts = StatusOptions {
             filter: SnapshotFilter::default(),
             group_by: GroupBy { host: true, paths: true, tags: false },
@@ -361,6 +367,7 @@ mod tests {
             entry(2, "check", "", 300 * S, false, serde_json::json!({})),
             entry(3, "drill", "appdb", 400 * S, true, serde_json::json!({ "snapshot_id": db.to_hex() })),
             entry(4, "drill", "/srv", 500 * S, false, serde_json::json!({})),
+            entry(6, "drill", "pgdb", 380 * S, true, serde_json::json!({ "snapshot": pg.to_hex() })),
             entry(5, "drill", "/srv", 350 * S, true, serde_json::json!({})),
         ];
         let mut report = evaluate(&snapshots, 0, &opts);
@@ -373,6 +380,7 @@ mod tests {
         };
         assert_eq!(group("/db.sql").last_drill.as_ref().map(|d| d.time_ns), Some(400 * S), "named by its snapshot");
         assert_eq!(group("/srv").last_drill.as_ref().map(|d| d.time_ns), Some(350 * S), "by scope; the failed one not");
+        assert_eq!(group("/pgdb").last_drill.as_ref().map(|d| d.time_ns), Some(380 * S), "pg drill's `snapshot` key");
         assert!(report.groups.iter().all(|g| g.last_check.as_ref().map(|c| c.time_ns) == Some(200 * S)));
     }
 
