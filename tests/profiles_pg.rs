@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::operations::assert_valid_exposition;
 use crate::support::TestRepo;
 use crate::support::pg::cluster;
 
@@ -77,9 +78,10 @@ check-sql = ["SELECT count(*) = 500 FROM orders"]
     );
     let profile = profile(&repo, &body);
 
+    let metrics = repo.dir.path().join("run.prom");
     let mut summaries = Vec::new();
     for (i, time) in [days_ago(2), days_ago(1)].iter().enumerate() {
-        let out = run(&repo, &profile, &["--time", time, "--json"]);
+        let out = run(&repo, &profile, &["--time", time, "--json", "--metrics-file", &metrics.display().to_string()]);
         assert!(out.status.success(), "run {i}: {}{}", text(&out.stdout), text(&out.stderr));
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
         assert_eq!(summary["exit_code"], 0, "{summary}");
@@ -109,6 +111,15 @@ check-sql = ["SELECT count(*) = 500 FROM orders"]
     let pg_id = app(&summaries[1])["snapshot_id"].as_str().expect("pg snapshot id").to_owned();
     assert_eq!(pg_snaps[0]["id"], pg_id.as_str());
 
+    // The pg job's backup metrics are labelled with the job, and the file is valid.
+    let prom = std::fs::read_to_string(&metrics).expect("metrics file written");
+    assert_valid_exposition(&prom);
+    assert!(
+        prom.lines()
+            .any(|l| l.starts_with("cairn_backup_last_success_timestamp_seconds{") && l.contains("job=\"ops/app\"")),
+        "{prom}"
+    );
+
     // The after hook fired once per run with the pg snapshot.
     let log = std::fs::read_to_string(&hooks).expect("hooks ran");
     let lines: Vec<&str> = log.lines().collect();
@@ -126,10 +137,8 @@ check-sql = ["SELECT count(*) = 500 FROM orders"]
     let status = repo.json(&["status"]);
     let groups = status["groups"].as_array().expect("groups");
     assert_eq!(groups.len(), 2, "{status}");
-    let pg_group = groups
-        .iter()
-        .find(|g| g["group"]["paths"][0].as_str() != Some(&src_path))
-        .expect("the database's group");
+    let pg_group =
+        groups.iter().find(|g| g["group"]["paths"][0].as_str() != Some(&src_path)).expect("the database's group");
     assert_eq!(pg_group["id"], pg_id.as_str(), "{status}");
     assert!(pg_group["last_drill"]["time"].is_string(), "{status}");
     let out = repo.cairn().args(["status"]).output().expect("runs");
@@ -164,7 +173,11 @@ after = "echo after $CAIRN_JOB $CAIRN_RESULT >> {log}"
     assert_eq!(out.status.code(), Some(1), "{}{stderr}", text(&out.stdout));
     let errors: Vec<&str> = stderr.lines().collect();
     assert_eq!(errors.len(), 1, "one line per error: {stderr}");
-    assert!(errors[0].starts_with("cairn: job gone: ") && errors[0].contains("no_such_database_here"), "{stderr}");
+    assert!(
+        errors[0].starts_with("cairn: job gone: cannot connect to database 'no_such_database_here' on 127.0.0.1:")
+            && errors[0].ends_with("does not exist"),
+        "{stderr}"
+    );
 
     let log = std::fs::read_to_string(&hooks).expect("hooks ran");
     assert_eq!(log.lines().collect::<Vec<_>>(), ["on-error gone failure 1", "after files success"], "{log}");
@@ -172,6 +185,43 @@ after = "echo after $CAIRN_JOB $CAIRN_RESULT >> {log}"
     let snaps = snaps.as_array().expect("list");
     assert_eq!(snaps.len(), 1, "only the folder job saved a snapshot: {snaps:?}");
     assert_eq!(snaps[0]["paths"][0], src.display().to_string());
+}
+
+#[test]
+fn a_failing_drill_fails_the_job_with_exit_code_4_and_stays_due() {
+    let c = cluster();
+    let db = c.create_db("profile_drill");
+    c.psql(&db, "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10) g");
+    let repo = TestRepo::new();
+    let hooks = repo.dir.path().join("hooks.log");
+    let body = format!(
+        r#"
+[jobs.app]
+pg = "{url}"
+on-error = "echo on-error $CAIRN_JOB $CAIRN_EXIT_CODE $CAIRN_SNAPSHOT_ID >> {log}"
+
+[jobs.app.drill]
+every = "30d"
+check-sql = ["SELECT count(*) = 11 FROM t"]
+"#,
+        url = c.url(&db),
+        log = hooks.display()
+    );
+    let profile = profile(&repo, &body);
+    for i in 0..2 {
+        let out = run(&repo, &profile, &["--json"]);
+        assert_eq!(out.status.code(), Some(4), "run {i}: {}{}", text(&out.stdout), text(&out.stderr));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+        let job = &summary["jobs"][0];
+        assert_eq!(job["ok"], false, "{summary}");
+        assert!(job["snapshot_id"].is_string(), "the backup itself was saved: {summary}");
+        assert_eq!(job["drill"]["report"]["passed"], false, "run {i}: a failed drill is due again: {summary}");
+        assert!(job["errors"][0].as_str().is_some_and(|e| e.starts_with("drill failed: ")), "{summary}");
+    }
+    let log = std::fs::read_to_string(&hooks).expect("hooks ran");
+    assert_eq!(log.lines().filter(|l| l.starts_with("on-error app 4 ")).count(), 2, "{log}");
+    let status = repo.json(&["status"]);
+    assert!(status["last_drill"].is_null(), "no successful drill: {status}");
 }
 
 #[test]

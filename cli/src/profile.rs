@@ -350,9 +350,9 @@ fn load_job(path: &Path, cli: &clap::Command, name: String, item: Item) -> Resul
             };
             let mut d = table(path, &format!("jobs.{name}.drill"), i)?;
             normalise(&mut d);
-            let every = d.remove("every").ok_or_else(|| {
-                at(path, line, format!("[jobs.{name}.drill]: give 'every' (e.g. every = \"7d\")"))
-            })?;
+            let every = d
+                .remove("every")
+                .ok_or_else(|| at(path, line, format!("[jobs.{name}.drill]: give 'every' (e.g. every = \"7d\")")))?;
             let text = string(path, "every", &every)?;
             let secs = cairn_engine::commands::status::parse_age(&text)
                 .map_err(|e| at(path, every.line, format!("'every': {e}")))?;

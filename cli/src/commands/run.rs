@@ -14,9 +14,9 @@ use cairn_engine::commands::check::{CheckReport, ReadSubset, check};
 use cairn_engine::commands::forget::{self as forget_plan, GroupBy};
 use cairn_engine::commands::pg_backup::pg_backup;
 use cairn_engine::commands::pg_drill::{PgDrillOptions, PgDrillReport, pg_drill};
-use cairn_engine::postgres::PgTarget;
 use cairn_engine::commands::prune::PruneReport;
 use cairn_engine::metrics::{Metrics, backup_metrics, base_labels, maintenance_metrics, previous_value, write_atomic};
+use cairn_engine::postgres::PgTarget;
 use cairn_engine::records::{self, RecordEntry, RecordQuery};
 use clap::{CommandFactory, Parser};
 use serde::Serialize;
@@ -216,7 +216,13 @@ fn pg_drill_options(profile: &Profile, job: &Job, snapshot: &str) -> Result<PgDr
 
 /// The drill of a pg job's new snapshot, when its last successful drill of `database` is older
 /// than the job's `every` (measured by the clock, as drills record the real time).
-fn run_drill(repo: &Repository, profile: &Profile, job: &Job, database: &str, snapshot: &str) -> Option<StepOutcome<PgDrillReport>> {
+fn run_drill(
+    repo: &Repository,
+    profile: &Profile,
+    job: &Job,
+    database: &str,
+    snapshot: &str,
+) -> Option<StepOutcome<PgDrillReport>> {
     let drill = job.drill.as_ref()?;
     let entries = match records::list(repo) {
         Ok((entries, _)) => entries,
@@ -236,7 +242,8 @@ fn run_drill(repo: &Repository, profile: &Profile, job: &Job, database: &str, sn
             if let Some(w) = &r.record_warning {
                 log::warn(&format!("job {}: {w}", job.name));
             }
-            let error = (!r.passed).then(|| format!("drill failed: {}", r.problems.first().cloned().unwrap_or_default()));
+            let error =
+                (!r.passed).then(|| format!("drill failed: {}", r.problems.first().cloned().unwrap_or_default()));
             StepOutcome { ok: r.passed, error, report: Some(r) }
         }
         Err(e) => StepOutcome { ok: false, error: Some(format!("drill: {}", crate::one_line(&e))), report: None },
