@@ -27,6 +27,7 @@ mod operations;
 mod passwords;
 mod pg;
 mod profiles;
+mod profiles_pg;
 mod redis;
 mod restic_parity;
 mod restore_safety;
