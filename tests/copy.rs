@@ -278,7 +278,12 @@ pub fn a_snapshot_sharing_data_adds_little(src: Place, dst: Place, share_ids: bo
 
     // The same snapshot alone into a repository that holds the data but not the parent's copy.
     let latest = src.snapshot_ids().pop().expect("a snapshot");
-    let other = Place::at(format!("{}-other", dst.location), dst.env.clone(), tempfile::tempdir().expect("folder"));
+    // Beside the destination: a sibling folder, or another prefix of the same bucket.
+    let other_location = match dst.location.strip_prefix("s3:") {
+        Some(_) => format!("{}/other", dst.location),
+        None => format!("{}-other", dst.location),
+    };
+    let other = Place::at(other_location, dst.env.clone(), tempfile::tempdir().expect("folder"));
     let mut init = other.cairn();
     init.args(["init", "--kdf-memory-kib", "64", "--kdf-time", "1"]);
     if share_ids {
