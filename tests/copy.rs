@@ -278,7 +278,12 @@ pub fn a_snapshot_sharing_data_adds_little(src: Place, dst: Place, share_ids: bo
 
     // The same snapshot alone into a repository that holds the data but not the parent's copy.
     let latest = src.snapshot_ids().pop().expect("a snapshot");
-    let other = Place::at(format!("{}-other", dst.location), dst.env.clone(), tempfile::tempdir().expect("folder"));
+    // Beside the destination: a sibling folder, or another prefix of the same bucket.
+    let other_location = match dst.location.strip_prefix("s3:") {
+        Some(_) => format!("{}/other", dst.location),
+        None => format!("{}-other", dst.location),
+    };
+    let other = Place::at(other_location, dst.env.clone(), tempfile::tempdir().expect("folder"));
     let mut init = other.cairn();
     init.args(["init", "--kdf-memory-kib", "64", "--kdf-time", "1"]);
     if share_ids {
@@ -450,4 +455,35 @@ fn local_damaged_source_snapshot_is_skipped_with_a_warning_and_exit_3() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(ids(&report["copied"]), vec![good], "{report}");
     assert_eq!(dst.snapshot_ids().len(), 1);
+}
+
+/// A new bucket on the shared SeaweedFS server of the test binary, as a copy location.
+fn s3() -> Place {
+    let server = crate::support::s3::Server::shared();
+    let env = server.env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    Place::at(server.repo_url(&server.new_bucket()), env, tempfile::tempdir().expect("temporary folder"))
+}
+
+#[test]
+fn local_to_s3_restores_byte_exact_and_copies_once() {
+    copies_restore_byte_exact_and_a_second_copy_copies_nothing(Place::local(), s3(), &[]);
+}
+
+#[test]
+fn s3_to_local_with_copied_chunker_params_restores_byte_exact_and_copies_once() {
+    copies_restore_byte_exact_and_a_second_copy_copies_nothing(
+        s3(),
+        Place::local(),
+        &["--from-repo", "{src}", "--copy-chunker-params"],
+    );
+}
+
+#[test]
+fn s3_to_s3_copy_of_a_snapshot_sharing_data_adds_little() {
+    a_snapshot_sharing_data_adds_little(s3(), s3(), false);
+}
+
+#[test]
+fn local_to_s3_copy_stopped_at_any_write_is_completed_by_the_next() {
+    a_copy_stopped_at_any_write_is_completed_by_the_next(Place::local(), &s3);
 }

@@ -287,6 +287,15 @@ fn drill_passes_on_a_good_snapshot_and_fails_naming_a_damaged_table() {
         records.iter().map(|e| (e.record.kind.clone(), e.record.scope.clone(), e.record.ok)).collect();
     let drill = |ok| ("drill".to_owned(), src.clone(), ok);
     assert_eq!(outcomes, vec![drill(true), drill(false), drill(false)]);
+
+    // `status` shows the passed drill in the group of the snapshot it restored.
+    let out = repo.cairn().args(["status", "--json"]).output().expect("runs");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    let groups = report["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 1, "{report}");
+    let last_drill = &groups[0]["last_drill"];
+    assert_eq!(last_drill["scope"], serde_json::json!(src), "{report}");
+    assert!(last_drill["summary"].as_str().is_some_and(|s| !s.contains("failed")), "{report}");
 }
 
 #[test]

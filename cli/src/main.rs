@@ -27,6 +27,8 @@ pub mod exit {
     pub const NO_REPOSITORY: u8 = 10;
     pub const LOCKED: u8 = 11;
     pub const WRONG_PASSWORD: u8 = 12;
+    /// The storage refused the credentials.
+    pub const ACCESS_DENIED: u8 = 13;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -51,9 +53,14 @@ pub struct GlobalArgs {
     /// Read options and jobs from the profile NAME: $XDG_CONFIG_HOME/cairn/NAME.toml, else /etc/cairn/NAME.toml
     #[arg(long, global = true, value_name = "NAME")]
     pub profile: Option<String>,
-    /// Repository location (a local folder) [env: CAIRN_REPOSITORY]
+    /// Repository location: a local folder, s3:http(s)://HOST:PORT/BUCKET/PREFIX (prefix optional), or
+    /// opendal:SCHEME [env: CAIRN_REPOSITORY]
     #[arg(short = 'r', long = "repo", global = true, value_name = "LOCATION")]
     pub repo: Option<String>,
+    /// Storage setting (repeatable): connections=N, retries=N, timeout=SECS, s3.path-style=true|false,
+    /// s3.region=R, s3.NAME (a setting of OpenDAL's S3 service), or any OpenDAL setting of an opendal:SCHEME location
+    #[arg(short = 'o', long = "option", global = true, value_name = "KEY=VALUE", value_parser = parse_option)]
+    pub options: Vec<(String, String)>,
     /// Read the password from this file (first line) [env: CAIRN_PASSWORD_FILE]
     #[arg(long, global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
@@ -270,6 +277,14 @@ fn parse(argv: Vec<std::ffi::OsString>) -> anyhow::Result<(Cli, Option<profile::
     }
 }
 
+/// A `--option KEY=VALUE` setting.
+fn parse_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
 /// The error chain on one line.
 fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -289,6 +304,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return match engine.kind() {
                 K::NoRepository => exit::NO_REPOSITORY,
                 K::WrongPassword => exit::WRONG_PASSWORD,
+                K::AccessDenied => exit::ACCESS_DENIED,
                 K::Locked => exit::LOCKED,
                 // A closed output pipe ends quietly.
                 K::OutputClosed => exit::OK,

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::parser::ValueSource;
 
 /// Keys that are profile structure, not options.
-const JOB_KEYS: &[&str] = &["paths", "command", "before", "after", "on-error", "forget"];
+const JOB_KEYS: &[&str] = &["paths", "command", "pg", "before", "after", "on-error", "forget", "drill"];
 /// Options a profile cannot set: they choose the profile, or make no sense in a file.
 const NOT_IN_FILES: &[&str] = &["config", "profile", "help", "version"];
 
@@ -77,8 +77,18 @@ pub enum JobSource {
     /// A command whose standard output is backed up (as `backup --stdin-from-command`): an array
     /// is the program and its arguments; a string is run by `sh -c`.
     Command(Vec<String>),
-    // Extension point: database sources (`pg = "appdb"`) add a variant here and a branch where
-    // `commands::run` turns a source into a backup.
+    /// A PostgreSQL database backed up as `cairn pg backup` does: `pg = "postgresql://…"` names
+    /// it (`Some`), `pg = true` takes it from the `PG*` variables (`None`).
+    Pg(Option<String>),
+}
+
+/// When and how `cairn run` drills a pg job's newest snapshot (`[jobs.NAME.drill]`).
+#[derive(Debug, Clone)]
+pub struct Drill {
+    /// `every`: the drill runs when the last successful drill of the database is older.
+    pub every: (u64, String),
+    /// The other keys: options of `cairn pg drill` (`scratch-db`, `check-sql`, `jobs`).
+    pub options: Table,
 }
 
 /// One job of a profile.
@@ -91,6 +101,8 @@ pub struct Job {
     /// Retention: `forget` options of this job (over the profile's `[forget]`).
     pub forget: Table,
     pub hooks: Hooks,
+    /// The drill schedule of a pg job.
+    pub drill: Option<Drill>,
 }
 
 /// A loaded, checked profile.
@@ -291,14 +303,36 @@ fn load_job(path: &Path, cli: &clap::Command, name: String, item: Item) -> Resul
             _ => Some(strings(path, "command", &i)?),
         },
     };
-    let source = match (paths, command) {
-        (Some(p), None) if !p.is_empty() => JobSource::Paths(p),
-        (None, Some(c)) if !c.is_empty() => JobSource::Command(c),
-        (Some(_), Some(_)) => {
-            return Err(at(path, line, format!("[jobs.{name}]: give 'paths' or 'command', not both")));
+    let pg = match t.remove("pg") {
+        None => None,
+        Some(i) => match &i.value {
+            Value::String(s) if !s.is_empty() => Some(Some(s.clone())),
+            Value::Boolean(true) => Some(None),
+            _ => {
+                return Err(at(
+                    path,
+                    i.line,
+                    format!("[jobs.{name}]: 'pg' must be a database URL or true (the PG* variables)"),
+                ));
+            }
+        },
+    };
+    let source = match (paths, command, pg) {
+        (Some(p), None, None) if !p.is_empty() => JobSource::Paths(p),
+        (None, Some(c), None) if !c.is_empty() => JobSource::Command(c),
+        (None, None, Some(db)) => JobSource::Pg(db),
+        (None, None, None) => {
+            return Err(at(
+                path,
+                line,
+                format!("[jobs.{name}]: give 'paths' (folders), 'command' (a dump command) or 'pg' (a database)"),
+            ));
+        }
+        (Some(_), None, None) | (None, Some(_), None) => {
+            return Err(at(path, line, format!("[jobs.{name}]: 'paths' or 'command' is empty")));
         }
         _ => {
-            return Err(at(path, line, format!("[jobs.{name}]: give 'paths' (folders) or 'command' (a dump command)")));
+            return Err(at(path, line, format!("[jobs.{name}]: give one of 'paths', 'command' or 'pg'")));
         }
     };
     let mut forget = match t.remove("forget") {
@@ -308,6 +342,34 @@ fn load_job(path: &Path, cli: &clap::Command, name: String, item: Item) -> Resul
     normalise(&mut forget);
     let forget_cmd = cli.find_subcommand("forget").expect("forget is a command");
     check_options(path, &format!("[jobs.{name}.forget]"), &forget, forget_cmd, false)?;
+    let drill = match t.remove("drill") {
+        None => None,
+        Some(i) => {
+            let JobSource::Pg(_) = source else {
+                return Err(at(path, i.line, format!("[jobs.{name}]: 'drill' is for pg jobs only")));
+            };
+            let mut d = table(path, &format!("jobs.{name}.drill"), i)?;
+            normalise(&mut d);
+            let every = d
+                .remove("every")
+                .ok_or_else(|| at(path, line, format!("[jobs.{name}.drill]: give 'every' (e.g. every = \"7d\")")))?;
+            let text = string(path, "every", &every)?;
+            let secs = cairn_engine::commands::status::parse_age(&text)
+                .map_err(|e| at(path, every.line, format!("'every': {e}")))?;
+            let drill_cmd = pg_command(cli, "drill");
+            check_options(path, &format!("[jobs.{name}.drill]"), &d, drill_cmd, false)?;
+            Some(Drill { every: (secs, text), options: d })
+        }
+    };
+    if let JobSource::Pg(_) = source {
+        if let Some((_, i)) = t.entries.iter().find(|(k, _)| k == "db") {
+            return Err(at(path, i.line, format!("[jobs.{name}]: the database is given by 'pg'")));
+        }
+        check_options(path, &format!("[jobs.{name}]"), &t, pg_command(cli, "backup"), false).map_err(|e| {
+            anyhow::anyhow!("{e} (a pg job takes {} and the options of 'cairn pg backup')", JOB_KEYS.join(", "))
+        })?;
+        return Ok(Job { name, source, backup: t, forget, hooks, drill });
+    }
     let backup_cmd = cli.find_subcommand("backup").expect("backup is a command");
     for (k, i) in &t.entries {
         if matches!(k.as_str(), "stdin" | "stdin-from-command" | "dry-run") {
@@ -316,7 +378,12 @@ fn load_job(path: &Path, cli: &clap::Command, name: String, item: Item) -> Resul
     }
     check_options(path, &format!("[jobs.{name}]"), &t, backup_cmd, false)
         .map_err(|e| anyhow::anyhow!("{e} (a job takes {} and the options of 'cairn backup')", JOB_KEYS.join(", ")))?;
-    Ok(Job { name, source, backup: t, forget, hooks })
+    Ok(Job { name, source, backup: t, forget, hooks, drill })
+}
+
+/// `cairn pg NAME`'s definition.
+pub fn pg_command<'c>(cli: &'c clap::Command, name: &str) -> &'c clap::Command {
+    cli.find_subcommand("pg").and_then(|pg| pg.find_subcommand(name)).expect("pg backup and pg drill are commands")
 }
 
 /// The option of `cmd` whose long name is `key`.

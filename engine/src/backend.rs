@@ -2,14 +2,24 @@
 //! a name; this module maps them to paths and runs OpenDAL's async API on a private runtime so the
 //! rest of the engine stays synchronous.
 //!
-//! Writes go to a temporary name and are renamed into place once complete and synced, so a reader
-//! never sees a partial object under its final name, even after SIGKILL.
+//! Every read, write, listing and deletion of a repository object goes through [`Backend`]. How an
+//! object becomes durable is a property of the storage behind it:
+//! - a local folder: a write goes to a temporary name and is renamed into place once complete and
+//!   synced (then the folder is synced), so a reader never sees a partial object under its final
+//!   name, even after SIGKILL or a power cut;
+//! - an object store (S3): a write is one PUT, which the store makes visible whole or not at all;
+//!   requests are retried with backoff and jitter, bounded in time, and run several at once
+//!   (spec/object-store.md).
+
+mod location;
 
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use opendal::{ErrorKind as DalKind, Operator};
+
+pub use location::{COMPILED_SERVICES, Location, Remote, RemoteSettings};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::fault::{self, Op};
@@ -51,50 +61,6 @@ impl FileType {
     }
 }
 
-/// A repository location: where its objects are stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A directory on a local filesystem.
-    Local(PathBuf),
-}
-
-impl Location {
-    /// Parses a `-r/--repo` value. A plain path (or `local:PATH`) is a local directory.
-    pub fn parse(s: &str) -> Result<Self> {
-        if s.is_empty() {
-            return Err(Error::invalid("the repository location is empty; set -r/--repo or CAIRN_REPOSITORY"));
-        }
-        if let Some(scheme) = unsupported_scheme(s) {
-            return Err(Error::invalid(format!(
-                "repository location '{s}': '{scheme}:' locations are not supported yet; use a local folder (a path or local:PATH)"
-            )));
-        }
-        let path = s.strip_prefix("local:").unwrap_or(s);
-        let path = std::path::absolute(path).map_err(|e| Error::io(format!("resolving {path}"), e))?;
-        Ok(Location::Local(path))
-    }
-}
-
-/// The scheme of a location such as `s3:bucket/path` or `sftp:host:/path` that cairn cannot store
-/// to: a `scheme:` prefix of two or more letters, digits, `+`, `-` or `.` (starting with a letter),
-/// other than `local`. Such a location must never be taken for a local folder named `s3:...`.
-/// (A path meant literally can be written `./s3:...` or `local:s3:...`.)
-fn unsupported_scheme(s: &str) -> Option<&str> {
-    let (scheme, _) = s.split_once(':')?;
-    let well_formed = scheme.len() >= 2
-        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    (well_formed && scheme != "local").then_some(scheme)
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::Local(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
 /// Name and size of a listed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -108,34 +74,36 @@ pub struct Backend {
     op: Operator,
     runtime: Arc<tokio::runtime::Runtime>,
     location: Location,
+    /// The folder of a local repository: its objects are files there, made durable by fsync and
+    /// rename. `None` for remote storage.
+    local: Option<PathBuf>,
+    /// Pack uploads that may run at once.
+    upload_slots: usize,
 }
+
+/// Pack uploads in flight at most, whatever `connections` allows.
+const MAX_UPLOADS: usize = 2;
 
 /// The folder, inside the repository, for objects being written.
 const TEMP_DIR: &str = "tmp";
 
 impl Backend {
-    /// Connects to `location`. Unless `create` is set, a local location must already exist: merely
-    /// looking for a repository never creates folders.
+    /// Connects to `location`. Unless `create` is set, a repository must already exist there (a
+    /// config object): merely looking for a repository never creates folders, and a location that
+    /// cannot be reached, a missing bucket, refused credentials or a prefix without a repository each
+    /// give their own error.
     pub fn open(location: &Location, create: bool) -> Result<Self> {
-        if let Location::Local(path) = location
-            && !create
-            && !path.join("config").exists()
-        {
-            return Err(Error::new(
-                ErrorKind::NoRepository,
-                format!(
-                    "no repository at {location} (no config file there); create one with 'cairn init' or check -r/--repo"
-                ),
-            ));
-        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-io")
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the I/O runtime", e))?;
-        let op = match location {
+        let backend = match location {
             Location::Local(path) => {
+                if !create && !path.join("config").exists() {
+                    return Err(no_repository(location));
+                }
                 let root = path.to_string_lossy().into_owned();
                 let temp = path.join(TEMP_DIR).to_string_lossy().into_owned();
                 // OpenDAL creates the temporary folder on build; do not create a repository folder
@@ -149,10 +117,43 @@ impl Backend {
                     // Best effort: in a repository another user created, the folder is theirs.
                     let _ = restrict_folder(&path.join(TEMP_DIR));
                 }
-                op
+                Self {
+                    op,
+                    runtime: Arc::new(runtime),
+                    location: location.clone(),
+                    local: Some(path.clone()),
+                    upload_slots: 1,
+                }
             }
+            Location::Remote(remote) => Self {
+                op: remote_operator(location, remote)?,
+                runtime: Arc::new(runtime),
+                location: location.clone(),
+                local: None,
+                // Each upload holds a whole pack (up to about 17 MiB) in memory: two at once keep a
+                // backup's peak memory near a local backup's (measured: 108 MB with one upload,
+                // 172 MB with four, for 256 MiB of new data).
+                upload_slots: remote.settings.connections.clamp(1, MAX_UPLOADS),
+            },
         };
-        Ok(Self { op, runtime: Arc::new(runtime), location: location.clone() })
+        if !create && backend.local.is_none() {
+            backend.look_for_repository()?;
+        }
+        Ok(backend)
+    }
+
+    /// Whether a remote location holds a repository: its config object exists. Only when it does
+    /// not is the location listed, to tell a missing bucket from a prefix with no repository (a
+    /// HEAD request gets the same 404 for both).
+    fn look_for_repository(&self) -> Result<()> {
+        if self.stat(FileType::Config, "")?.is_some() {
+            return Ok(());
+        }
+        fault::before(Op::List, "")?;
+        self.runtime
+            .block_on(self.op.list_with("/").limit(1).into_future())
+            .map_err(|e| self.error(format!("listing {}", self.location), e))?;
+        Err(no_repository(&self.location))
     }
 
     /// Re-opens after `init` created the repository folder, so writes become atomic.
@@ -165,10 +166,42 @@ impl Backend {
         &self.location
     }
 
-    /// The local directory, for a local repository.
-    pub fn local_root(&self) -> Option<&Path> {
-        match &self.location {
-            Location::Local(p) => Some(p),
+    /// How many pack uploads may run at once: one for a local folder (the disk is the limit, and
+    /// its fsyncs are better serial), `connections` (at most 2) for a remote store.
+    pub fn upload_slots(&self) -> usize {
+        self.upload_slots
+    }
+
+    /// Whether the local cache should keep copies of tree packs: for remote storage, where every
+    /// read is a request; a local folder reads them as fast as the cache would.
+    pub fn wants_cached_trees(&self) -> bool {
+        self.local.is_none()
+    }
+
+    /// Whether the location holds nothing yet (a new or empty folder, an empty bucket or prefix):
+    /// `init` refuses to write a repository among other files.
+    pub fn is_empty(&self) -> Result<bool> {
+        if let Some(root) = &self.local {
+            return Ok(!root.exists() || std::fs::read_dir(root).map(|mut d| d.next().is_none()).unwrap_or(true));
+        }
+        fault::before(Op::List, "")?;
+        let found = self
+            .runtime
+            .block_on(self.op.list_with("/").limit(1).into_future())
+            .map_err(|e| self.error(format!("listing {}", self.location), e))?;
+        // The listing of a prefix may name the prefix itself.
+        Ok(found.iter().all(|e| e.path() == "/" || e.path().is_empty()))
+    }
+
+    /// Something only this copy of the repository has, so that a cache filled from another copy
+    /// with the same repository id (`cp -a repo copy`, then one of them changes) is noticed: a
+    /// local folder's device and inode (a copy is a new folder; a rename keeps them), or a remote
+    /// location's text.
+    pub fn identity(&self) -> Vec<u8> {
+        use std::os::unix::fs::MetadataExt;
+        match self.local.as_deref().map(std::fs::metadata) {
+            Some(Ok(m)) => format!("local {}:{}", m.dev(), m.ino()).into_bytes(),
+            _ => self.location.to_string().into_bytes(),
         }
     }
 
@@ -179,7 +212,7 @@ impl Backend {
         self.runtime
             .block_on(self.op.read(&path))
             .map(|b| b.to_vec())
-            .map_err(|e| dal_error(format!("reading {path}"), e))
+            .map_err(|e| self.error(format!("reading {path}"), e))
     }
 
     /// Reads `len` bytes at `offset`. The bytes are the storage layer's own buffer (no copy when
@@ -190,7 +223,7 @@ impl Backend {
         let buf = self
             .runtime
             .block_on(self.op.read_with(&path).range(offset..offset + len).into_future())
-            .map_err(|e| dal_error(format!("reading {path}"), e))?;
+            .map_err(|e| self.error(format!("reading {path}"), e))?;
         if buf.len() as u64 != len {
             return Err(Error::corrupt(format!("{path} is shorter than the index says (truncated pack?)")));
         }
@@ -199,7 +232,8 @@ impl Backend {
 
     /// Writes a whole object. After this returns the object is durable under its final name; when
     /// it fails, nothing of it is left behind, not even the partly written temporary file (on a
-    /// full disk that file would hold the very room the next command needs).
+    /// full disk that file would hold the very room the next command needs). On an object store
+    /// the object is one PUT request: visible whole once it succeeded, not at all before.
     pub fn write(&self, ft: FileType, name: &str, bytes: Vec<u8>) -> Result<()> {
         let path = ft.path(name);
         fault::before(Op::Write, &path)?;
@@ -216,44 +250,13 @@ impl Backend {
                 }
                 written
             })
-            .map_err(|e| dal_error(format!("writing {path}"), e))?;
-        self.restrict_object(ft, &path)?;
-        self.sync_folder_of(&path)?;
+            .map_err(|e| self.error(format!("writing {path}"), e))?;
+        if let Some(root) = &self.local {
+            restrict_object(root, ft, &path)?;
+            sync_folder_of(root, &path)?;
+        }
         fault::after(Op::Write, &path);
         Ok(())
-    }
-
-    /// Makes a written object (and the pack folder it may have created) private to the owner:
-    /// files 0600, folders 0700, whatever the umask (spec/layout.md). The object is already in its
-    /// final place, but it was written inside the private temporary folder of a private repository
-    /// folder, so no other user could open it meanwhile.
-    fn restrict_object(&self, ft: FileType, path: &str) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let Location::Local(root) = &self.location;
-        let full = root.join(path);
-        std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::io(format!("restricting the permissions of {path}"), e))?;
-        // A pack's folder, and `records/` in a repository made before records existed, may have
-        // been created by this write.
-        if matches!(ft, FileType::Pack | FileType::Record)
-            && let Some(folder) = full.parent()
-        {
-            // Best effort, as for the temporary folder: another user may have created it.
-            let _ = restrict_folder(folder);
-        }
-        Ok(())
-    }
-
-    /// Makes a new name in a local folder durable: the file system's `fsync` of the written file
-    /// covers its contents, and only an `fsync` of the folder covers the rename that published it
-    /// (the write order of spec/ordering.md needs both before the next object may name it).
-    fn sync_folder_of(&self, path: &str) -> Result<()> {
-        let Location::Local(root) = &self.location;
-        let full = root.join(path);
-        let folder = full.parent().unwrap_or(root);
-        std::fs::File::open(folder)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(format!("syncing the folder of {path}"), e))
     }
 
     /// Size of an object, or `None` when it does not exist.
@@ -263,7 +266,7 @@ impl Backend {
         match self.runtime.block_on(self.op.stat(&path)) {
             Ok(m) => Ok(Some(m.content_length())),
             Err(e) if e.kind() == DalKind::NotFound => Ok(None),
-            Err(e) => Err(dal_error(format!("looking up {path}"), e)),
+            Err(e) => Err(self.error(format!("looking up {path}"), e)),
         }
     }
 
@@ -271,7 +274,7 @@ impl Backend {
     pub fn delete(&self, ft: FileType, name: &str) -> Result<()> {
         let path = ft.path(name);
         fault::before(Op::Delete, &path)?;
-        self.runtime.block_on(self.op.delete(&path)).map_err(|e| dal_error(format!("deleting {path}"), e))?;
+        self.runtime.block_on(self.op.delete(&path)).map_err(|e| self.error(format!("deleting {path}"), e))?;
         fault::after(Op::Delete, &path);
         Ok(())
     }
@@ -280,7 +283,7 @@ impl Backend {
     /// read can start now (a local file system reads them into its cache in the background). Only
     /// a hint: errors are ignored, and object stores ignore it.
     pub fn will_read(&self, ft: FileType, name: &str, offset: u64, len: u64) {
-        let Location::Local(root) = &self.location;
+        let Some(root) = &self.local else { return };
         if let Ok(file) = std::fs::File::open(root.join(ft.path(name))) {
             let _ = nix::fcntl::posix_fadvise(
                 &file,
@@ -294,12 +297,12 @@ impl Backend {
     /// Deletes many objects, several at a time (a deletion is mostly waiting, on a local file
     /// system as on object storage). Returns one result per name, in order.
     pub fn delete_all(&self, ft: FileType, names: &[String]) -> Vec<Result<()>> {
-        const AT_ONCE: usize = 8;
+        let at_once = self.upload_slots.max(8);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let results: Vec<std::sync::Mutex<Option<Result<()>>>> =
             names.iter().map(|_| std::sync::Mutex::new(None)).collect();
         std::thread::scope(|scope| {
-            for _ in 0..AT_ONCE.min(names.len()) {
+            for _ in 0..at_once.min(names.len()) {
                 scope.spawn(|| {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -331,7 +334,7 @@ impl Backend {
                 Err(e) => Err(e),
             }
         });
-        let entries = entries.map_err(|e| dal_error(format!("listing {dir}"), e))?;
+        let entries = entries.map_err(|e| self.error(format!("listing {dir}"), e))?;
         let mut out = Vec::new();
         for e in entries {
             if e.metadata().is_dir() {
@@ -351,24 +354,23 @@ impl Backend {
         Ok(out)
     }
 
-    /// Creates the folders of a new repository (a no-op for object stores).
+    /// Creates the folders of a new repository (a no-op for object stores, which have no folders).
     pub fn create_layout(&self) -> Result<()> {
+        let Some(root) = &self.local else { return Ok(()) };
         for dir in ["keys/", "data/", "index/", "snapshots/", "locks/", "records/"] {
             self.runtime.block_on(self.op.create_dir(dir)).map_err(|e| dal_error(format!("creating {dir}"), e))?;
         }
-        if let Some(root) = self.local_root() {
-            restrict_folder(root)?;
-            for dir in ["keys", "data", "index", "snapshots", "locks", "records"] {
-                restrict_folder(&root.join(dir))?;
-            }
+        restrict_folder(root)?;
+        for dir in ["keys", "data", "index", "snapshots", "locks", "records"] {
+            restrict_folder(&root.join(dir))?;
         }
         Ok(())
     }
 
     /// Deletes leftovers of interrupted writes older than `min_age`: partial objects never renamed into
-    /// place. Only local repositories have them.
+    /// place. Only local repositories have them (an object store never shows an unfinished PUT).
     pub fn clean_temporary(&self, min_age: std::time::Duration) -> Result<usize> {
-        let Some(root) = self.local_root() else { return Ok(0) };
+        let Some(root) = &self.local else { return Ok(0) };
         let dir = root.join(TEMP_DIR);
         fault::before(Op::List, TEMP_DIR)?;
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(0) };
@@ -388,6 +390,37 @@ impl Backend {
     }
 }
 
+/// Makes a written object (and the pack folder it may have created) private to the owner:
+/// files 0600, folders 0700, whatever the umask (spec/layout.md). The object is already in its
+/// final place, but it was written inside the private temporary folder of a private repository
+/// folder, so no other user could open it meanwhile.
+fn restrict_object(root: &Path, ft: FileType, path: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let full = root.join(path);
+    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(format!("restricting the permissions of {path}"), e))?;
+    // A pack's folder, and `records/` in a repository made before records existed, may have been
+    // created by this write.
+    if matches!(ft, FileType::Pack | FileType::Record)
+        && let Some(folder) = full.parent()
+    {
+        // Best effort, as for the temporary folder: another user may have created it.
+        let _ = restrict_folder(folder);
+    }
+    Ok(())
+}
+
+/// Makes a new name in a local folder durable: the file system's `fsync` of the written file
+/// covers its contents, and only an `fsync` of the folder covers the rename that published it
+/// (the write order of spec/ordering.md needs both before the next object may name it).
+fn sync_folder_of(root: &Path, path: &str) -> Result<()> {
+    let full = root.join(path);
+    let folder = full.parent().unwrap_or(root);
+    std::fs::File::open(folder)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(format!("syncing the folder of {path}"), e))
+}
+
 /// Sets a local folder's mode to 0700 unless it already is: repository and cache folders are the
 /// owner's alone (the repository holds key files that enable offline password guessing).
 pub(crate) fn restrict_folder(folder: &Path) -> Result<()> {
@@ -398,6 +431,118 @@ pub(crate) fn restrict_folder(folder: &Path) -> Result<()> {
             .map_err(|e| Error::io(format!("restricting the permissions of {}", folder.display()), e))?;
     }
     Ok(())
+}
+
+/// The error for a location with no repository (no config object).
+pub(crate) fn no_repository(location: &Location) -> Error {
+    let what = if matches!(location, Location::Remote(_)) { "no config object" } else { "no config file" };
+    Error::new(
+        ErrorKind::NoRepository,
+        format!("no repository at {location} ({what} there); create one with 'cairn init' or check -r/--repo"),
+    )
+}
+
+/// An OpenDAL operator for a remote location, with cairn's request policy: at most `connections`
+/// requests at once, a time limit per request, and retries with exponential backoff and jitter
+/// for what may pass (a reset connection, a 5xx answer, a timeout).
+fn remote_operator(location: &Location, remote: &Remote) -> Result<Operator> {
+    use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
+    static SETUP: std::sync::Once = std::sync::Once::new();
+    SETUP.call_once(|| {
+        // HTTPS through rustls with ring. rustls deprecates ring's provider for lacking
+        // post-quantum key exchange; its replacement (aws-lc-rs) costs a long C build on every
+        // machine that builds cairn, and ring's classical suites are what S3 endpoints use today.
+        #[allow(deprecated)]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Registers the compiled-in services for `Operator::via_iter`, and the HTTP client.
+        opendal::init_default_registry();
+        opendal::HttpTransporter::install_default(opendal_http_transport_reqwest::ReqwestTransport::default());
+    });
+    let config = remote.config().iter().map(|(k, v)| (k.clone(), v.clone()));
+    // Only OpenDAL's message: its full error may quote the configuration, secrets included.
+    let op = Operator::via_iter(remote.scheme(), config)
+        .map_err(|e| Error::invalid(format!("repository location {location}: {}", e.message())))?;
+    let s = remote.settings;
+    // The retry layer sits outside the timeout layer, so that a request that timed out is retried.
+    Ok(op
+        .layer(TimeoutLayer::new().with_timeout(s.timeout).with_io_timeout(s.timeout))
+        .layer(
+            RetryLayer::new()
+                .with_max_times(s.retries)
+                .with_jitter()
+                .with_min_delay(std::time::Duration::from_millis(200))
+                .with_max_delay(std::time::Duration::from_secs(10)),
+        )
+        .layer(ConcurrentLimitLayer::new(s.connections)))
+}
+
+impl Backend {
+    /// An engine error for a failed storage request while doing `what` (which names the object).
+    /// On a remote store the usual causes get their own line: refused credentials, a missing
+    /// bucket, a server that cannot be reached.
+    fn error(&self, what: String, e: opendal::Error) -> Error {
+        let Location::Remote(remote) = &self.location else { return dal_error(what, e) };
+        let code = s3_code(e.message());
+        let cause = root_cause(&e);
+        let retried = if e.is_persistent() || e.is_temporary() {
+            format!(" (after {} retries)", remote.settings.retries)
+        } else {
+            String::new()
+        };
+        match e.kind() {
+            DalKind::PermissionDenied => Error::new(
+                ErrorKind::AccessDenied,
+                format!(
+                    "{what}: {} refused the request{}; check the credentials (AWS_ACCESS_KEY_ID, \
+                     AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or AWS_PROFILE) and their rights on the bucket",
+                    self.location,
+                    code.map(|c| format!(" ({c})")).unwrap_or_default()
+                ),
+            ),
+            DalKind::ConfigInvalid if code == Some("NoSuchBucket") => Error::new(
+                ErrorKind::NoRepository,
+                format!(
+                    "the bucket '{}' of {} does not exist; create it first (cairn does not create buckets) or check \
+                     -r/--repo",
+                    remote.bucket().unwrap_or("?"),
+                    self.location
+                ),
+            ),
+            DalKind::NotFound => Error::new(ErrorKind::NotFound, format!("{what}: not found in {}", self.location)),
+            _ if cause.as_ref().is_some_and(|c| c.contains("onnection refused") || c.contains("dns error")) => {
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "{what}: cannot reach {} ({}){retried}; check the address and that the server is running",
+                        self.location,
+                        cause.unwrap_or_default()
+                    ),
+                )
+            }
+            _ => {
+                let detail = code
+                    .map(str::to_owned)
+                    .or(cause)
+                    .unwrap_or_else(|| e.message().lines().next().unwrap_or_default().to_owned());
+                Error::new(ErrorKind::Io, format!("{what} on {}: {detail}{retried}", self.location))
+            }
+        }
+    }
+}
+
+/// The error code of an S3 error answer, as OpenDAL quotes it (`S3Error { code: "NoSuchBucket", ... }`).
+fn s3_code(message: &str) -> Option<&str> {
+    let rest = &message[message.find("code: \"")? + "code: \"".len()..];
+    Some(&rest[..rest.find('"')?]).filter(|c| !c.is_empty())
+}
+
+/// The innermost cause of an error, on one line (a reset connection, a refused connection).
+fn root_cause(e: &opendal::Error) -> Option<String> {
+    let mut cause: &dyn std::error::Error = std::error::Error::source(e)?;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    Some(cause.to_string().lines().next().unwrap_or_default().to_owned())
 }
 
 fn dal_error(what: String, e: opendal::Error) -> Error {
@@ -427,20 +572,29 @@ impl Backend {
     /// [`Backend::read`].
     pub fn read_into(&self, ft: FileType, name: &str, out: &mut Vec<u8>) -> Result<()> {
         out.clear();
-        match &self.location {
-            Location::Local(root) => {
-                use std::io::Read;
-                let path = ft.path(name);
-                fault::before(Op::Read, &path)?;
-                let mut file = std::fs::File::open(root.join(&path)).map_err(|e| {
-                    let kind =
-                        if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Io };
-                    Error::new(kind, format!("reading {path}: {e}"))
-                })?;
-                file.read_to_end(out).map_err(|e| Error::io(format!("reading {path}"), e))?;
-                Ok(())
-            }
-        }
+        let Some(root) = &self.local else {
+            out.extend_from_slice(&self.read_range_all(ft, name)?);
+            return Ok(());
+        };
+        use std::io::Read;
+        let path = ft.path(name);
+        fault::before(Op::Read, &path)?;
+        let mut file = std::fs::File::open(root.join(&path)).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Io };
+            Error::new(kind, format!("reading {path}: {e}"))
+        })?;
+        file.read_to_end(out).map_err(|e| Error::io(format!("reading {path}"), e))?;
+        Ok(())
+    }
+
+    /// Reads a whole object as the storage layer's buffer.
+    fn read_range_all(&self, ft: FileType, name: &str) -> Result<bytes::Bytes> {
+        let path = ft.path(name);
+        fault::before(Op::Read, &path)?;
+        self.runtime
+            .block_on(self.op.read(&path))
+            .map(|b| b.to_bytes())
+            .map_err(|e| self.error(format!("reading {path}"), e))
     }
 }
 
@@ -449,15 +603,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locations_with_a_scheme_cairn_cannot_store_to_are_refused() {
-        for s in ["s3:bucket/path", "sftp:host:/srv", "rest:http://x/", "b2:b", "azure:c", "s3+x.y-z:p"] {
-            let e = Location::parse(s).expect_err(s);
-            assert_eq!(e.kind(), ErrorKind::InvalidInput);
-            assert!(e.to_string().contains("not supported yet"), "{e}");
-        }
-        for s in ["/srv/repo", "repo", "./s3:bucket", "local:s3:bucket", "local:/srv/repo", "c:repo", "a b:c", "9p:x"] {
-            assert!(matches!(Location::parse(s), Ok(Location::Local(_))), "{s}");
-        }
-        assert_eq!(Location::parse("local:/srv/repo").ok(), Some(Location::Local(PathBuf::from("/srv/repo"))));
+    fn s3_error_codes_are_found_in_opendal_messages() {
+        assert_eq!(
+            s3_code(r#"S3Error { code: "NoSuchBucket", message: "The specified bucket does not exist" }"#),
+            Some("NoSuchBucket")
+        );
+        assert_eq!(s3_code("plain text"), None);
+        assert_eq!(s3_code(r#"code: """#), None);
     }
 }

@@ -616,6 +616,13 @@ impl Cache {
             .map_err(sql("snapshots"))
     }
 
+    /// Where a copy of a tree pack is kept beside the database (none for an in-memory cache), so
+    /// that listing, diffing and an unchanged backup read no pack from remote storage. The files
+    /// are named by the pack's hash and checked against it when read.
+    pub fn tree_pack_path(&self, id: &PackId) -> Option<PathBuf> {
+        Some(self.path.as_ref()?.parent()?.join("tree-packs").join(id.to_hex()))
+    }
+
     /// Caches the stored bytes of a snapshot file.
     pub fn store_snapshot_bytes(&self, id: &[u8; 32], bytes: &[u8]) -> Result<()> {
         self.conn

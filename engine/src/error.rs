@@ -12,6 +12,8 @@ pub enum ErrorKind {
     AlreadyExists,
     /// The password opened no key file.
     WrongPassword,
+    /// The storage refused the credentials (or their rights do not cover the request).
+    AccessDenied,
     /// A stored object is damaged or fails authentication.
     Corrupt,
     /// Snapshots use blobs that no index file locates, and packs no index file names may hold

@@ -17,7 +17,9 @@
 //! - `fail-at=N`: the Nth mutating operation fails with an I/O error (later ones work again);
 //! - `fail-at-op=N`: the Nth operation of any kind fails with an I/O error;
 //! - `trace`: print every operation on standard error as
-//!   `cairn-fault: op ALL mutating M|- KIND PATH`, so a test learns how many a command runs.
+//!   `cairn-fault: op ALL mutating M|- KIND PATH`, so a test learns how many a command runs, and
+//!   `cairn-fault: done KIND PATH` once a write or delete is durable (so a test can stop the
+//!   storage just after a given object was stored).
 //!
 //! Operations that run concurrently (pack uploads, parallel deletions) are numbered in the order
 //! they start, which may differ between two runs of the same command; a crash point is a count of
@@ -125,6 +127,9 @@ mod hooks {
     }
 
     pub fn after(op: Op, path: &str) {
+        if PLAN.trace {
+            eprintln!("cairn-fault: done {op:?} {path}");
+        }
         let done = COMPLETED.fetch_add(1, Ordering::SeqCst) + 1;
         if PLAN.crash_after.is_some_and(|n| n == done) {
             crash("after", done, op, path);

@@ -1,6 +1,8 @@
 //! The write side of the pipeline: blobs are compressed and sealed on rayon's pool, gathered into
 //! packs (data and tree blobs apart) by one packer thread, and written (then named in index files)
-//! by an uploader thread, so that sealing goes on while a pack is written and synced.
+//! by an uploader thread, so that sealing goes on while a pack is written and synced. On a remote
+//! store the uploader runs [`Backend::upload_slots`](crate::backend::Backend::upload_slots)
+//! uploads at once (a PUT is mostly waiting), each holding one finished pack.
 //!
 //! Blobs saved but not yet named by an index file in the local cache are remembered as *pending*,
 //! so a run never stores a blob twice; once their index file is saved they leave that set (the
@@ -251,7 +253,7 @@ fn run_packer(
                 dry_run,
                 pending,
             };
-            let result = u.run(queued);
+            let result = u.run(queued, failed);
             if result.is_err() {
                 failed.store(true, Ordering::SeqCst);
             }
@@ -325,6 +327,12 @@ impl Packer<'_> {
     }
 }
 
+/// Whether a pack holds trees (which the local cache keeps a copy of: they are small, and every
+/// listing and backup reads them).
+fn is_tree_pack(repo: &Repository, pack: &IndexedPack) -> bool {
+    repo.backend().wants_cached_trees() && pack.blobs.first().is_some_and(|b| b.kind == BlobKind::Tree)
+}
+
 /// Writes packs and the index files that name them, in that order: an index file only ever names
 /// packs that are already durable.
 struct Uploader<'r> {
@@ -339,7 +347,11 @@ struct Uploader<'r> {
 }
 
 impl Uploader<'_> {
-    fn run(&mut self, queued: Receiver<IndexedPackBytes>) -> Result<()> {
+    fn run(&mut self, queued: Receiver<IndexedPackBytes>, failed: &AtomicBool) -> Result<()> {
+        let slots = if self.dry_run { 1 } else { self.repo.backend().upload_slots() };
+        if slots > 1 {
+            return self.run_parallel(queued, slots, failed);
+        }
         loop {
             let wait = match self.oldest_unindexed {
                 Some(t) => INDEX_FLUSH_AGE.saturating_sub(t.elapsed()),
@@ -360,17 +372,93 @@ impl Uploader<'_> {
         self.flush_index()
     }
 
+    /// Uploads packs `slots` at a time, and names each in an index file once its upload succeeded
+    /// (so the index order rule holds whatever order the uploads finish in). After the first
+    /// failure the rest of the queue is drained without writing, so the packer never blocks.
+    fn run_parallel(&mut self, queued: Receiver<IndexedPackBytes>, slots: usize, failed: &AtomicBool) -> Result<()> {
+        let queued = Mutex::new(queued);
+        let (done, finished) = std::sync::mpsc::channel::<Result<IndexedPack>>();
+        std::thread::scope(|scope| {
+            for _ in 0..slots {
+                let (done, queued, repo) = (done.clone(), &queued, self.repo);
+                scope.spawn(move || {
+                    loop {
+                        let next = queued.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(IndexedPackBytes { pack, bytes }) = next else { break };
+                        if failed.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        let tree_pack = is_tree_pack(repo, &pack).then(|| bytes.clone());
+                        // After this returns the pack is durable; only now may an index file name it.
+                        let stored = repo.backend().write(FileType::Pack, &pack.id.to_hex(), bytes).map(|()| pack);
+                        if let (Ok(pack), Some(bytes)) = (&stored, tree_pack) {
+                            repo.keep_tree_pack(&pack.id, &bytes);
+                        }
+                        if stored.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        let _ = done.send(stored);
+                    }
+                });
+            }
+            drop(done);
+            let mut first_error = None;
+            loop {
+                let wait = match self.oldest_unindexed {
+                    Some(t) => INDEX_FLUSH_AGE.saturating_sub(t.elapsed()),
+                    None => INDEX_FLUSH_AGE,
+                };
+                match finished.recv_timeout(wait) {
+                    Ok(Ok(pack)) => self.note_stored(pack),
+                    Ok(Err(e)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                let due = self.oldest_unindexed.is_some_and(|t| t.elapsed() >= INDEX_FLUSH_AGE)
+                    || self.unindexed.len() >= INDEX_FLUSH_PACKS
+                    || self.unindexed_blobs >= INDEX_FLUSH_BLOBS;
+                if due
+                    && first_error.is_none()
+                    && let Err(e) = self.flush_index()
+                {
+                    failed.store(true, Ordering::SeqCst);
+                    first_error = Some(e);
+                }
+            }
+            match first_error {
+                // The packs stored before the failure are named in an index file if the store
+                // still takes one, so that the next run reuses them.
+                Some(e) => {
+                    let _ = self.flush_index();
+                    Err(e)
+                }
+                None => self.flush_index(),
+            }
+        })
+    }
+
     fn store_pack(&mut self, next: IndexedPackBytes) -> Result<()> {
         let IndexedPackBytes { pack, bytes } = next;
         if !self.dry_run {
+            let tree_pack = is_tree_pack(self.repo, &pack).then(|| bytes.clone());
             // After this returns the pack is durable; only now may an index file name it.
             self.repo.backend().write(FileType::Pack, &pack.id.to_hex(), bytes)?;
+            if let Some(bytes) = tree_pack {
+                self.repo.keep_tree_pack(&pack.id, &bytes);
+            }
         }
+        self.note_stored(pack);
+        Ok(())
+    }
+
+    /// Remembers a durable pack for the next index file.
+    fn note_stored(&mut self, pack: IndexedPack) {
         self.packs += 1;
         self.unindexed_blobs += pack.blobs.len();
         self.unindexed.push(pack);
         self.oldest_unindexed.get_or_insert_with(Instant::now);
-        Ok(())
     }
 
     fn flush_index(&mut self) -> Result<()> {

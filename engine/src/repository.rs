@@ -104,13 +104,6 @@ pub fn username() -> String {
         .unwrap_or_else(|| nix::unistd::getuid().to_string())
 }
 
-fn no_repository(location: &Location) -> Error {
-    Error::new(
-        ErrorKind::NoRepository,
-        format!("no repository at {location} (no config file there); create one with 'cairn init' or check -r/--repo"),
-    )
-}
-
 impl Repository {
     /// Creates a new repository at `location` and returns it unlocked.
     pub fn init(location: &Location, password: &[u8], init: &InitOptions, open: &OpenOptions) -> Result<Self> {
@@ -118,13 +111,10 @@ impl Repository {
         if backend.stat(FileType::Config, "")?.is_some() {
             return Err(Error::new(ErrorKind::AlreadyExists, format!("a repository already exists at {location}")));
         }
-        if let Some(root) = backend.local_root()
-            && root.exists()
-            && std::fs::read_dir(root).map(|mut d| d.next().is_some()).unwrap_or(false)
-        {
+        if !backend.is_empty()? {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
-                format!("{location} exists and is not empty; choose an empty or new folder"),
+                format!("{location} exists and is not empty; choose an empty or new folder (or prefix)"),
             ));
         }
         let key = MasterKey::from_random(random_bytes::<MASTER_SECRET_LEN>());
@@ -155,7 +145,7 @@ impl Repository {
         // The config is written last: a repository exists once its config does.
         backend.write(FileType::Config, "", config.encode(&key, &nonce()))?;
         let (cache, cache_notice) =
-            Cache::open_checked(open.cache_dir.as_deref(), &config.repository_id, &copy_identity(&backend));
+            Cache::open_checked(open.cache_dir.as_deref(), &config.repository_id, &backend.identity());
         Ok(Self { backend, key, key_id, config, cache: Mutex::new(cache), tree_packs: Mutex::default(), cache_notice })
     }
 
@@ -164,13 +154,13 @@ impl Repository {
         let backend = Backend::open(location, false)?;
         let config_bytes = match backend.read(FileType::Config, "") {
             Ok(b) => b,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Err(no_repository(location)),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(crate::backend::no_repository(location)),
             Err(e) => return Err(e),
         };
         let (key, key_id) = unlock(&backend, password)?;
         let config = Config::decode(&config_bytes, &key).map_err(|e| Error::format("reading the config", e))?;
         let (cache, cache_notice) =
-            Cache::open_checked(open.cache_dir.as_deref(), &config.repository_id, &copy_identity(&backend));
+            Cache::open_checked(open.cache_dir.as_deref(), &config.repository_id, &backend.identity());
         Ok(Self { backend, key, key_id, config, cache: Mutex::new(cache), tree_packs: Mutex::default(), cache_notice })
     }
 
@@ -241,7 +231,7 @@ impl Repository {
             Ok(stats) => stats.unreadable,
             // A cache file damaged where opening it did not look: rebuilt at once, not on the next run.
             Err(_) if Cache::take_damage_seen() => {
-                cache.rebuild(&copy_identity(&self.backend))?;
+                cache.rebuild(&self.backend.identity())?;
                 sync(&mut cache)?.unreadable
             }
             Err(e) => return Err(e),
@@ -406,10 +396,16 @@ impl Repository {
         if len > TREE_PACK_MAX {
             return Ok(None);
         }
-        let bytes = match self.backend.read(FileType::Pack, &id.to_hex()) {
-            Ok(b) => std::sync::Arc::new(b),
-            // Reading per blob gives the precise error (and may still find the blob).
-            Err(_) => return Ok(None),
+        let bytes = match self.cached_tree_pack(&id) {
+            Some(b) => std::sync::Arc::new(b),
+            None => match self.backend.read(FileType::Pack, &id.to_hex()) {
+                Ok(b) => {
+                    self.keep_tree_pack(&id, &b);
+                    std::sync::Arc::new(b)
+                }
+                // Reading per blob gives the precise error (and may still find the blob).
+                Err(_) => return Ok(None),
+            },
         };
         let mut packs = self.tree_packs.lock().unwrap_or_else(|p| p.into_inner());
         if packs.packs.len() >= TREE_PACKS_KEPT {
@@ -417,6 +413,33 @@ impl Repository {
         }
         packs.packs.push((id, bytes.clone()));
         Ok(Some(bytes))
+    }
+
+    /// The local cache's copy of a tree pack, if it has one whose bytes still match the pack's name.
+    fn cached_tree_pack(&self, id: &PackId) -> Option<Vec<u8>> {
+        if !self.backend.wants_cached_trees() {
+            return None;
+        }
+        let path = self.cache().tree_pack_path(id)?;
+        let bytes = std::fs::read(path).ok()?;
+        (object_name(&bytes) == *id.as_bytes()).then_some(bytes)
+    }
+
+    /// Keeps a copy of a tree pack in the local cache (best effort: the cache only accelerates).
+    /// Written under a temporary name and renamed, so a reader never sees part of one.
+    pub fn keep_tree_pack(&self, id: &PackId, bytes: &[u8]) {
+        if !self.backend.wants_cached_trees() {
+            return;
+        }
+        let Some(path) = self.cache().tree_pack_path(id) else { return };
+        let Some(folder) = path.parent() else { return };
+        if std::fs::create_dir_all(folder).is_err() {
+            return;
+        }
+        let temp = folder.join(format!(".{}.tmp-{}", id.to_hex(), std::process::id()));
+        if std::fs::write(&temp, bytes).and_then(|()| std::fs::rename(&temp, &path)).is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
     }
 
     /// Loads and decodes a tree.
@@ -494,17 +517,6 @@ pub fn kind_name(k: BlobKind) -> &'static str {
     match k {
         BlobKind::Data => "data",
         BlobKind::Tree => "tree",
-    }
-}
-
-/// Something only this copy of the repository has, so that a cache filled from another copy with
-/// the same repository id (`cp -a repo copy`, then one of them changes) is noticed: a local
-/// repository folder's device and inode (a copy is a new folder; a rename keeps them).
-fn copy_identity(backend: &Backend) -> Vec<u8> {
-    use std::os::unix::fs::MetadataExt;
-    match backend.local_root().map(std::fs::metadata) {
-        Some(Ok(m)) => format!("local {}:{}", m.dev(), m.ino()).into_bytes(),
-        _ => backend.location().to_string().into_bytes(),
     }
 }
 

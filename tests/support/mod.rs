@@ -12,6 +12,7 @@ pub mod data;
 pub mod fstree;
 pub mod pg;
 pub mod pg_cluster_mount;
+pub mod s3;
 
 /// The `cairn` binary under test: `CAIRN_BIN` when set, otherwise the one cargo built next to this
 /// test executable (`scripts/test.sh` builds it before running the tests). Fails loudly if absent.

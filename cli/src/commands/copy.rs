@@ -33,7 +33,8 @@ impl FromRepoArgs {
         let spec = self.from_repo.as_deref().ok_or_else(|| {
             anyhow::anyhow!("no source repository given: use --from-repo or set CAIRN_FROM_REPOSITORY")
         })?;
-        let location = Location::parse(spec)?;
+        // The -o/--option settings apply to the source as to the destination (as restic's -o).
+        let location = Location::parse_with_options(spec, &global.options)?;
         cairn_engine::backend::Backend::open(&location, false).map_err(|e| e.context("source repository"))?;
         let source = PasswordSource {
             file: self.from_password_file.as_deref(),

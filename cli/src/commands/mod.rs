@@ -52,7 +52,7 @@ pub fn stop_on_signals() -> Result<()> {
 /// The repository location from `-r/--repo` or `CAIRN_REPOSITORY`.
 pub fn location(global: &GlobalArgs) -> Result<Location> {
     let repo = global.repo.as_deref().context("no repository given: use -r/--repo or set CAIRN_REPOSITORY")?;
-    Ok(Location::parse(repo)?)
+    Ok(Location::parse_with_options(repo, &global.options)?)
 }
 
 /// Where the local cache lives, per the global options.

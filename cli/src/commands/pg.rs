@@ -106,15 +106,21 @@ pub fn run(global: &GlobalArgs, args: Args) -> Result<u8> {
     }
 }
 
-fn backup(global: &GlobalArgs, a: BackupArgs) -> Result<u8> {
-    let opts = PgBackupOptions {
+/// The engine's options for `pg backup` ARGS, the snapshot dated `time_ns` (default: now).
+pub fn backup_options(a: BackupArgs, time_ns: Option<i64>) -> Result<PgBackupOptions> {
+    Ok(PgBackupOptions {
         target: PgTarget::new(a.db.as_deref())?,
         jobs: a.jobs,
         tables: a.tables,
         exclude_tables: a.exclude_tables,
         tags: a.tags.into_iter().filter(|t| !t.is_empty()).collect(),
         host: a.host,
-    };
+        time_ns,
+    })
+}
+
+fn backup(global: &GlobalArgs, a: BackupArgs) -> Result<u8> {
+    let opts = backup_options(a, None)?;
     super::stop_on_signals()?;
     let repo = super::open(global)?;
     let bar = Bar::new(!global.quiet && !global.json, "pg backup");

@@ -12,8 +12,11 @@ use cairn_engine::Repository;
 use cairn_engine::commands::backup::{BackupReport, backup, now_ns};
 use cairn_engine::commands::check::{CheckReport, ReadSubset, check};
 use cairn_engine::commands::forget::{self as forget_plan, GroupBy};
+use cairn_engine::commands::pg_backup::pg_backup;
+use cairn_engine::commands::pg_drill::{PgDrillOptions, PgDrillReport, Scratch, pg_drill};
 use cairn_engine::commands::prune::PruneReport;
 use cairn_engine::metrics::{Metrics, backup_metrics, base_labels, maintenance_metrics, previous_value, write_atomic};
+use cairn_engine::postgres::PgTarget;
 use cairn_engine::records::{self, RecordEntry, RecordQuery};
 use clap::{CommandFactory, Parser};
 use serde::Serialize;
@@ -47,7 +50,24 @@ struct JobOutcome {
     /// Snapshots its retention removed.
     removed: usize,
     backup: Option<BackupReport>,
+    /// A pg job's database facts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<DatabaseOutcome>,
+    /// A pg job's drill, when one was due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drill: Option<StepOutcome<PgDrillReport>>,
     duration_ns: u64,
+}
+
+/// What a pg job read from its database.
+#[derive(Debug, Serialize)]
+struct DatabaseOutcome {
+    database: String,
+    server_version: String,
+    snapshot_lsn: String,
+    tables: u64,
+    rows: u64,
+    large_objects: u64,
 }
 
 /// What a prune or check of the run did.
@@ -148,11 +168,84 @@ fn backup_args(profile: &Profile, job: &Job, time: Option<&str>) -> Result<crate
             args.push("--".to_owned());
             args.extend(argv.iter().cloned());
         }
+        JobSource::Pg(_) => unreachable!("pg jobs are backed up by pg_backup_args"),
     }
     match parse_command("backup", args)? {
         Command::Backup(a) => Ok(a),
         _ => unreachable!("parsed as backup"),
     }
+}
+
+/// The `cairn pg backup` options of a pg job: its own options and its database.
+fn pg_backup_args(profile: &Profile, job: &Job, db: Option<&String>) -> Result<crate::commands::pg::BackupArgs> {
+    let cli = Cli::command();
+    let cmd = crate::profile::pg_command(&cli, "backup");
+    let mut args = vec!["backup".to_owned()];
+    args.extend(crate::profile::args_for(profile, &job.backup, cmd, &|_| false)?.into_iter().flat_map(|(_, a)| a));
+    if let Some(db) = db {
+        args.push(format!("--db={db}"));
+    }
+    match parse_command("pg", args)? {
+        Command::Pg(crate::commands::pg::Args { what: crate::commands::pg::What::Backup(a) }) => Ok(a),
+        _ => unreachable!("parsed as pg backup"),
+    }
+}
+
+/// The `cairn pg drill` options of a pg job's drill of `snapshot`: the drill table's options
+/// (its scratch server defaults to the job's database server, connecting to its database).
+fn pg_drill_options(profile: &Profile, job: &Job, snapshot: &str) -> Result<PgDrillOptions> {
+    let drill = job.drill.as_ref().context("the job has no drill")?;
+    let cli = Cli::command();
+    let cmd = crate::profile::pg_command(&cli, "drill");
+    let mut args = vec!["drill".to_owned(), snapshot.to_owned()];
+    args.extend(crate::profile::args_for(profile, &drill.options, cmd, &|_| false)?.into_iter().flat_map(|(_, a)| a));
+    let a = match parse_command("pg", args)? {
+        Command::Pg(crate::commands::pg::Args { what: crate::commands::pg::What::Drill(a) }) => a,
+        _ => unreachable!("parsed as pg drill"),
+    };
+    let scratch = match (a.scratch_cluster, &a.scratch_db, &job.source) {
+        (true, _, _) => Scratch::Cluster,
+        (false, Some(url), _) => Scratch::Server(Box::new(PgTarget::new(Some(url))?)),
+        (false, None, JobSource::Pg(db)) => Scratch::Server(Box::new(PgTarget::new(db.as_deref())?)),
+        (false, None, _) => Scratch::Server(Box::new(PgTarget::new(None)?)),
+    };
+    Ok(PgDrillOptions { scratch, check_sql: a.check_sql, jobs: a.jobs })
+}
+
+/// The drill of a pg job's new snapshot, when its last successful drill of `database` is older
+/// than the job's `every` (measured by the clock, as drills record the real time).
+fn run_drill(
+    repo: &Repository,
+    profile: &Profile,
+    job: &Job,
+    database: &str,
+    snapshot: &str,
+) -> Option<StepOutcome<PgDrillReport>> {
+    let drill = job.drill.as_ref()?;
+    let entries = match records::list(repo) {
+        Ok((entries, _)) => entries,
+        Err(e) => {
+            log::warn(&format!("job {}: records could not be listed, so the drill counts as due: {e}", job.name));
+            Vec::new()
+        }
+    };
+    if !due(&entries, "drill", database, Some(&drill.every), now_ns()) {
+        return None;
+    }
+    log::info(&format!("job {}: drill due, started", job.name));
+    let result = pg_drill_options(profile, job, snapshot)
+        .and_then(|opts| Ok(pg_drill(repo, snapshot, &Default::default(), &opts)?));
+    Some(match result {
+        Ok(r) => {
+            if let Some(w) = &r.record_warning {
+                log::warn(&format!("job {}: {w}", job.name));
+            }
+            let error =
+                (!r.passed).then(|| format!("drill failed: {}", r.problems.first().cloned().unwrap_or_default()));
+            StepOutcome { ok: r.passed, error, report: Some(r) }
+        }
+        Err(e) => StepOutcome { ok: false, error: Some(format!("drill: {}", crate::one_line(&e))), report: None },
+    })
 }
 
 /// Applies the job's retention to the group of the snapshot it just made (unless the options
@@ -206,14 +299,34 @@ fn run_job(
         snapshot_id: None,
         removed: 0,
         backup: None,
+        database: None,
+        drill: None,
         duration_ns: 0,
     };
     log::info(&format!("job {}: started", job.name));
     let steps = (|| -> Result<()> {
         run_hook("before", job.hooks.before.as_ref(), &env)?;
-        let (opts, _) = crate::commands::backup::options(backup_args(profile, job, time)?)?;
         let bar = Bar::new(false, "backup");
-        let report = backup(repo, opts, &bar)?;
+        let report = match &job.source {
+            JobSource::Pg(db) => {
+                let args = pg_backup_args(profile, job, db.as_ref())?;
+                let opts = crate::commands::pg::backup_options(args, time.map(|_| now))?;
+                let r = pg_backup(repo, opts, &bar)?;
+                outcome.database = Some(DatabaseOutcome {
+                    database: r.database,
+                    server_version: r.server_version,
+                    snapshot_lsn: r.snapshot_lsn,
+                    tables: r.tables,
+                    rows: r.rows,
+                    large_objects: r.large_objects,
+                });
+                r.backup
+            }
+            _ => {
+                let (opts, _) = crate::commands::backup::options(backup_args(profile, job, time)?)?;
+                backup(repo, opts, &bar)?
+            }
+        };
         outcome.snapshot_id = report.snapshot_id.map(|id| id.to_hex());
         if !report.warnings.is_empty() {
             outcome.exit_code = exit::INCOMPLETE;
@@ -229,12 +342,22 @@ fn run_job(
         if outcome.removed > 0 {
             log::info(&format!("job {}: retention removed {} snapshot(s)", job.name, outcome.removed));
         }
+        if let (Some(db), Some(id)) = (&outcome.database, &outcome.snapshot_id) {
+            outcome.drill = run_drill(repo, profile, job, &db.database, id);
+        }
         Ok(())
     })();
     if let Err(e) = steps {
         outcome.ok = false;
         outcome.exit_code = crate::exit_code(&e).max(exit::FATAL);
         outcome.errors.push(crate::one_line(&e));
+    }
+    if let Some(d) = &outcome.drill
+        && !d.ok
+    {
+        outcome.ok = false;
+        outcome.exit_code = outcome.exit_code.max(if d.report.is_some() { exit::DAMAGE } else { exit::FATAL });
+        outcome.errors.extend(d.error.clone());
     }
     env.snapshot = outcome.snapshot_id.clone();
     env.result = Some((outcome.ok, outcome.exit_code));
@@ -262,6 +385,8 @@ fn run_job(
             "snapshot_id": outcome.snapshot_id,
             "exit_code": outcome.exit_code,
             "removed": outcome.removed,
+            "database": outcome.database.as_ref().map(|d| &d.database),
+            "drill_passed": outcome.drill.as_ref().map(|d| d.ok),
         }),
     );
     if let Err(e) = records::save(repo, &record) {
@@ -425,6 +550,22 @@ fn print_summary(global: &GlobalArgs, summary: &RunSummary) -> Result<()> {
             (None, _) => format!("job {}: FAILED", j.job),
         };
         output::line(&line)?;
+        if let Some(d) = &j.database {
+            output::line(&format!(
+                "job {}: database {} (PostgreSQL {}, LSN {}): {} tables, {} rows, {} large objects",
+                j.job, d.database, d.server_version, d.snapshot_lsn, d.tables, d.rows, d.large_objects
+            ))?;
+        }
+        if let Some(r) = j.drill.as_ref().and_then(|d| d.report.as_ref()) {
+            output::line(&format!(
+                "job {}: drill of snapshot {} {}: {} tables compared, recovery time {}",
+                j.job,
+                r.snapshot.short(),
+                if r.passed { "PASSED" } else { "FAILED" },
+                r.tables.len(),
+                output::duration(r.recovery_ns)
+            ))?;
+        }
     }
     if let Some(r) = summary.prune.as_ref().and_then(|p| p.report.as_ref()) {
         output::line(&format!(

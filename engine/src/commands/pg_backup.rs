@@ -41,6 +41,8 @@ pub struct PgBackupOptions {
     pub exclude_tables: Vec<String>,
     pub tags: Vec<String>,
     pub host: Option<String>,
+    /// The snapshot's time (default: now), as `backup --time`.
+    pub time_ns: Option<i64>,
 }
 
 /// What `pg backup` did.
@@ -176,7 +178,7 @@ pub fn pg_backup(repo: &Repository, opts: PgBackupOptions, progress: &dyn Progre
         one_file_system: false,
         tags: opts.tags,
         host: opts.host,
-        time_ns: None,
+        time_ns: opts.time_ns,
         dry_run: false,
         parent: ParentChoice::Auto,
         force: false,

@@ -254,6 +254,8 @@ fn record(repo: &Repository, report: &mut PgDrillReport) {
     };
     let details = serde_json::json!({
         "snapshot": report.snapshot.to_string(),
+        // `status` shows this drill in the group of the snapshot it restored.
+        "snapshot_id": report.snapshot.to_hex(),
         "tables": report.tables.len(),
         "checks": report.checks.len(),
         "recovery_ns": report.recovery_ns,

@@ -254,8 +254,9 @@ pub fn evaluate(snapshots: &[(SnapshotId, Snapshot)], damaged: usize, opts: &Sta
 }
 
 /// Adds the last successful check and drill from the records. A drill belongs to a group when
-/// its details name one of the group's snapshots (`snapshot_id`, full hex) or its scope is one
-/// of the group's paths.
+/// its details name one of the group's snapshots (`snapshot_id` or, as `pg drill` writes it,
+/// `snapshot`: full hex) or its scope is one of the group's paths or, for a database's snapshots,
+/// the database's name (the drill of a snapshot that retention has since removed still counts).
 pub fn attach_records(
     report: &mut StatusReport,
     snapshots: &[(SnapshotId, Snapshot)],
@@ -267,19 +268,27 @@ pub fn attach_records(
     report.last_drill = ok("drill").newest(records).map(|e| LastSuccess::of(e, opts.now_ns));
     for g in &mut report.groups {
         g.last_check = report.last_check.clone();
-        let members: std::collections::HashSet<String> = snapshots
+        let in_group: Vec<&(SnapshotId, Snapshot)> = snapshots
             .iter()
             .filter(|(_, s)| opts.filter.matches(s) && GroupKey::of(s, opts.group_by) == g.group)
-            .map(|(id, _)| id.to_hex())
             .collect();
-        let paths = g.group.paths.clone().unwrap_or_default();
+        let members: std::collections::HashSet<String> = in_group.iter().map(|(id, _)| id.to_hex()).collect();
+        let mut paths = g.group.paths.clone().unwrap_or_default();
+        // A database's drill is scoped by the database's name, its snapshots' source detail.
+        paths.extend(
+            in_group
+                .iter()
+                .filter(|(_, s)| s.source == cairn_format::snapshot::SourceKind::Postgres)
+                .map(|(_, s)| s.source_detail.clone()),
+        );
         let drills: Vec<RecordEntry> = records
             .iter()
             .filter(|e| {
-                let named = crate::records::details(&e.record)
-                    .get("snapshot_id")
-                    .and_then(|v| v.as_str())
-                    .is_some_and(|id| members.contains(id));
+                let details = crate::records::details(&e.record);
+                let named = ["snapshot_id", "snapshot"]
+                    .iter()
+                    .filter_map(|k| details.get(*k).and_then(|v| v.as_str()))
+                    .any(|id| members.contains(id));
                 named || paths.contains(&e.record.scope)
             })
             .cloned()
@@ -348,7 +357,20 @@ mod tests {
         const S: i64 = NS_PER_S;
         let db = SnapshotId::from_bytes([1; 32]);
         let files = SnapshotId::from_bytes([2; 32]);
-        let snapshots = vec![(db, snapshot("h", "/db.sql", 100 * S)), (files, snapshot("h", "/srv", 100 * S))];
+        let pg = SnapshotId::from_bytes([3; 32]);
+        let snapshots = vec![
+            (db, snapshot("h", "/db.sql", 100 * S)),
+            (files, snapshot("h", "/srv", 100 * S)),
+            (pg, snapshot("h", "/pgdb", 100 * S)),
+            (
+                SnapshotId::from_bytes([4; 32]),
+                Snapshot {
+                    source: cairn_format::snapshot::SourceKind::Postgres,
+                    source_detail: "shop".into(),
+                    ..snapshot("h", "/shop", 100 * S)
+                },
+            ),
+        ];
         let opts = StatusOptions {
             filter: SnapshotFilter::default(),
             group_by: GroupBy { host: true, paths: true, tags: false },
@@ -361,6 +383,8 @@ mod tests {
             entry(2, "check", "", 300 * S, false, serde_json::json!({})),
             entry(3, "drill", "appdb", 400 * S, true, serde_json::json!({ "snapshot_id": db.to_hex() })),
             entry(4, "drill", "/srv", 500 * S, false, serde_json::json!({})),
+            entry(6, "drill", "pgdb", 380 * S, true, serde_json::json!({ "snapshot": pg.to_hex() })),
+            entry(7, "drill", "shop", 370 * S, true, serde_json::json!({ "snapshot": "ab".repeat(32) })),
             entry(5, "drill", "/srv", 350 * S, true, serde_json::json!({})),
         ];
         let mut report = evaluate(&snapshots, 0, &opts);
@@ -373,6 +397,8 @@ mod tests {
         };
         assert_eq!(group("/db.sql").last_drill.as_ref().map(|d| d.time_ns), Some(400 * S), "named by its snapshot");
         assert_eq!(group("/srv").last_drill.as_ref().map(|d| d.time_ns), Some(350 * S), "by scope; the failed one not");
+        assert_eq!(group("/pgdb").last_drill.as_ref().map(|d| d.time_ns), Some(380 * S), "pg drill's `snapshot` key");
+        assert_eq!(group("/shop").last_drill.as_ref().map(|d| d.time_ns), Some(370 * S), "by database name");
         assert!(report.groups.iter().all(|g| g.last_check.as_ref().map(|c| c.time_ns) == Some(200 * S)));
     }
 
