@@ -8,6 +8,8 @@
 # Each step prints wall seconds and CPU seconds (user + system of cairn/restic/pg_dump/psql, not of
 # the server). A throwaway cluster on its own port and socket folder under WORKDIR; removed at the end.
 #
+# Each restored database is dropped once measured; `cairn pg drill --scratch-cluster` is measured too.
+#
 # usage: benches/pg.sh [--scale N] [--jobs J] [WORKDIR]     (defaults: 150, 2, /var/tmp/cairn-pg-bench)
 # environment: CAIRN (default target/release/cairn), PG_BIN (default: newest /usr/lib/postgresql/*/bin)
 set -euo pipefail
@@ -33,7 +35,8 @@ mkdir "$work/pg"; [ "$(id -u)" = 0 ] && chown postgres "$work/pg"
 "${owner[@]}" "$pgbin/initdb" -D "$work/pg/data" -A trust -U postgres --no-sync >/dev/null
 "${owner[@]}" "$pgbin/pg_ctl" -D "$work/pg/data" -w -l "$work/pg/log" \
   -o "-k $work/pg -p $port -c listen_addresses=127.0.0.1 -c max_wal_size=4GB" start >/dev/null
-trap '"${owner[@]}" "$pgbin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true' EXIT
+# Everything under WORKDIR goes at the end (tens of GB at scale 150) unless KEEP=1.
+trap '"${owner[@]}" "$pgbin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true; [ "${KEEP:-}" = 1 ] || rm -rf "$work"' EXIT
 url="postgresql://postgres@127.0.0.1:$port"
 
 measure() { # LABEL CMD...: prints "LABEL  wall  cpu"
@@ -62,13 +65,20 @@ echo "== first backup"; round
 "$pgbin/pgbench" -n -t 2000 -c 2 src >/dev/null 2>&1
 echo "== hourly backup after 4000 pgbench transactions"; round
 
-echo "== restore"
+echo "== restore; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$pgbin/createdb" r_cairn
 measure "cairn pg restore --jobs $jobs" env CAIRN_REPOSITORY="$work/repo-pg" CAIRN_CACHE_DIR="$work/cache-pg" "$cairn" -q pg restore latest --db "$url/r_cairn" --jobs "$jobs"
+"$pgbin/dropdb" r_cairn
 "$pgbin/createdb" r_table
 measure "cairn pg restore --table pgbench_branches" env CAIRN_REPOSITORY="$work/repo-pg" CAIRN_CACHE_DIR="$work/cache-pg" "$cairn" -q pg restore latest --db "$url/r_table" --table pgbench_branches
+"$pgbin/dropdb" r_table
 pg_dump src > "$work/plain.sql"
 "$pgbin/createdb" r_psql
 measure "psql < plain dump" sh -c "psql -q -d r_psql < '$work/plain.sql'"
+"$pgbin/dropdb" r_psql; rm -f "$work/plain.sql"
 "$pgbin/createdb" r_pgrestore
 measure "pg_restore -j $jobs (directory dump)" pg_restore -j "$jobs" -d r_pgrestore "$work/dir.dump"
+"$pgbin/dropdb" r_pgrestore
+mkdir -m 755 "$work/drilltmp"
+measure "cairn pg drill --scratch-cluster --jobs $jobs" sh -c "TMPDIR='$work/drilltmp' CAIRN_REPOSITORY='$work/repo-pg' CAIRN_CACHE_DIR='$work/cache-pg' '$cairn' pg drill latest --scratch-cluster --jobs '$jobs' > '$work/drill.txt'"
+sed 's/^/  /' "$work/drill.txt"

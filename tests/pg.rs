@@ -382,3 +382,122 @@ fn ctrl_c_during_pg_backup_ends_the_server_side_copy_and_writes_no_snapshot() {
     pg_backup(&repo, c, &src, &[]);
     assert_eq!(snapshot_count(&repo), 1);
 }
+
+/// A folder for the throwaway clusters of `--scratch-cluster` drills (their `TMPDIR`), reachable
+/// by the postgres user when the tests run as root.
+fn scratch_tmpdir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from("/tmp").join(format!("cairn-pg-scratch-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch TMPDIR");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+fn folder_entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Processes whose command line mentions `needle` (a server left running in a removed folder).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[test]
+fn drill_in_a_scratch_cluster_passes_fails_and_always_removes_the_cluster() {
+    let c = cluster();
+    let src = c.create_db("drillcl");
+    c.psql_script(
+        &src,
+        "CREATE TABLE keep (id int PRIMARY KEY, v text); INSERT INTO keep SELECT i, md5(i::text) FROM generate_series(1, 1000) i;
+         CREATE SEQUENCE counter START 40; SELECT nextval('counter');
+         CREATE TABLE victim (id int PRIMARY KEY, v text); INSERT INTO victim SELECT i, md5((i * 7)::text) FROM generate_series(1, 5000) i;",
+    );
+    let repo = TestRepo::new();
+    pg_backup(&repo, c, &src, &[]);
+    let tmp = scratch_tmpdir("drill");
+    let drill = |checks: &[&str]| {
+        let mut cmd = repo.cairn();
+        cmd.env("TMPDIR", &tmp).args(["pg", "drill", "latest", "--scratch-cluster", "--json"]);
+        for sql in checks {
+            cmd.args(["--check-sql", sql]);
+        }
+        let out = cmd.output().expect("runs");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("JSON report: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), report)
+    };
+
+    let (code, good) = drill(&["SELECT count(*) = 5000 FROM victim", "SELECT last_value = 40 FROM counter"]);
+    assert_eq!(code, Some(0), "{good:#}");
+    assert_eq!(good["passed"], true);
+    assert_eq!(good["tables"].as_array().expect("tables").len(), 2);
+    assert!(good["recovery_ns"].as_u64().expect("recovery time") > 0);
+    let folder = good["scratch_cluster"].as_str().expect("the cluster's folder is reported").to_owned();
+    assert!(folder.starts_with(tmp.to_str().expect("utf-8")), "the cluster lives in TMPDIR: {folder}");
+    assert!(!std::path::Path::new(&folder).exists(), "the cluster's folder {folder} was removed");
+    assert_eq!(folder_entries(&tmp), Vec::<String>::new(), "nothing left in TMPDIR");
+    assert_eq!(processes_mentioning(&folder), Vec::<String>::new(), "no server left running");
+    // The source cluster never saw a scratch database.
+    assert_eq!(c.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'"), "0");
+
+    damage_file(&repo, &format!("/{src}/data/public.victim.copy"));
+    let (code, bad) = drill(&[]);
+    assert_eq!(code, Some(4), "{bad:#}");
+    assert_eq!(bad["passed"], false);
+    let problems = bad["problems"].to_string();
+    assert!(problems.contains("public.victim") && !problems.contains("public.keep"), "{problems}");
+    let folder = bad["scratch_cluster"].as_str().expect("folder").to_owned();
+    assert!(!std::path::Path::new(&folder).exists(), "the cluster was removed after a failed drill too");
+    assert_eq!(folder_entries(&tmp), Vec::<String>::new());
+
+    // Both drills were recorded like scratch-database drills.
+    let (records, _) = cairn_engine::records::list(&open_repo(&repo)).expect("records");
+    let outcomes: Vec<(String, bool)> = records.iter().map(|e| (e.record.kind.clone(), e.record.ok)).collect();
+    assert_eq!(outcomes, vec![("drill".to_owned(), true), ("drill".to_owned(), false)]);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn interrupted_scratch_cluster_drill_removes_the_cluster_and_records_nothing() {
+    let c = cluster();
+    let src = c.create_db("drillint");
+    c.psql_script(&src, "CREATE TABLE big (id int PRIMARY KEY, v text); INSERT INTO big SELECT i, md5(i::text) FROM generate_series(1, 300000) i;");
+    let repo = TestRepo::new();
+    pg_backup(&repo, c, &src, &[]);
+    let tmp = scratch_tmpdir("interrupt");
+    let mut child = repo
+        .cairn_std()
+        .env("TMPDIR", &tmp)
+        .args(["pg", "drill", "latest", "--scratch-cluster"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the drill");
+    // Ctrl-C as soon as the cluster's folder exists (the drill is then starting or restoring it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while folder_entries(&tmp).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the drill never created its cluster");
+        assert!(child.try_wait().expect("try_wait").is_none(), "the drill ended before it created its cluster");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let folder = tmp.join(&folder_entries(&tmp)[0]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .expect("SIGINT");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!folder.exists(), "the cluster's folder was removed after Ctrl-C");
+    assert_eq!(processes_mentioning(&folder.display().to_string()), Vec::<String>::new(), "no server left running");
+    let (records, _) = cairn_engine::records::list(&open_repo(&repo)).expect("records");
+    assert!(records.is_empty(), "an interrupted drill is not recorded");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

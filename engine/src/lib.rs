@@ -14,6 +14,7 @@ pub mod filter;
 pub mod lock;
 pub mod metrics;
 pub mod pack_saver;
+pub mod pg_cluster;
 pub mod postgres;
 pub mod progress;
 pub mod read_ahead;

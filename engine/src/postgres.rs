@@ -92,6 +92,13 @@ impl PgTarget {
         Ok(Self { config })
     }
 
+    /// A server reached through its Unix socket in `dir` (no password, no `PG*` variables).
+    pub fn unix_socket(dir: &std::path::Path, port: u16, user: &str, dbname: &str) -> Self {
+        let mut config = Config::new();
+        config.host_path(dir).port(port).user(user).dbname(dbname).application_name("cairn");
+        Self { config }
+    }
+
     /// The same server, another database.
     pub fn with_dbname(&self, dbname: &str) -> Self {
         let mut config = self.config.clone();

@@ -3,9 +3,9 @@
 //! (a `postgresql://` URL or `key=value` string) completed from the usual `PG*` variables; its
 //! password goes to pg_dump/pg_restore only through their environment.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use cairn_engine::commands::pg_backup::{PgBackupOptions, pg_backup};
-use cairn_engine::commands::pg_drill::{PgDrillOptions, pg_drill};
+use cairn_engine::commands::pg_drill::{PgDrillOptions, Scratch, pg_drill};
 use cairn_engine::commands::pg_restore::{PgRestoreOptions, Sections, pg_restore};
 use cairn_engine::postgres::PgTarget;
 
@@ -84,7 +84,8 @@ pub struct DrillArgs {
     /// Server to create the scratch database on (connects to the database named, e.g. postgres)
     #[arg(long, value_name = "URL")]
     pub scratch_db: Option<String>,
-    /// Start a throwaway cluster with initdb (not supported yet)
+    /// Restore into a throwaway cluster started with initdb (in $TMPDIR; newest server under
+    /// /usr/lib/postgresql or PG_BIN), removed after the drill
     #[arg(long, conflicts_with = "scratch_db")]
     pub scratch_cluster: bool,
     /// An assertion run in the restored database: its first row's first column must be true (repeatable)
@@ -191,16 +192,13 @@ fn restore(global: &GlobalArgs, a: RestoreArgs) -> Result<u8> {
 }
 
 fn drill(global: &GlobalArgs, a: DrillArgs) -> Result<u8> {
-    if a.scratch_cluster {
-        bail!(
-            "--scratch-cluster is not supported yet: give --scratch-db URL of a server where a scratch database may be created"
-        );
-    }
-    let opts = PgDrillOptions {
-        scratch_server: PgTarget::new(a.scratch_db.as_deref())?,
-        check_sql: a.check_sql,
-        jobs: a.jobs,
+    let scratch = if a.scratch_cluster {
+        Scratch::Cluster
+    } else {
+        Scratch::Server(Box::new(PgTarget::new(a.scratch_db.as_deref())?))
     };
+    let opts = PgDrillOptions { scratch, check_sql: a.check_sql, jobs: a.jobs };
+    super::stop_on_signals()?;
     let repo = super::open(global)?;
     let report = pg_drill(&repo, &a.snapshot, &a.filter.to_filter(), &opts)?;
     if global.json {
@@ -215,6 +213,12 @@ fn drill(global: &GlobalArgs, a: DrillArgs) -> Result<u8> {
             report.checks.len(),
             output::duration(report.recovery_ns)
         ))?;
+        if report.scratch_cluster.is_some() {
+            output::line(&format!(
+                "  scratch cluster started in {}, stopped and removed",
+                output::duration(report.cluster_setup_ns)
+            ))?;
+        }
         for p in &report.problems {
             output::line(&format!("  {p}"))?;
         }

@@ -13,7 +13,7 @@ use cairn_engine::commands::backup::{BackupReport, backup, now_ns};
 use cairn_engine::commands::check::{CheckReport, ReadSubset, check};
 use cairn_engine::commands::forget::{self as forget_plan, GroupBy};
 use cairn_engine::commands::pg_backup::pg_backup;
-use cairn_engine::commands::pg_drill::{PgDrillOptions, PgDrillReport, pg_drill};
+use cairn_engine::commands::pg_drill::{PgDrillOptions, PgDrillReport, Scratch, pg_drill};
 use cairn_engine::commands::prune::PruneReport;
 use cairn_engine::metrics::{Metrics, backup_metrics, base_labels, maintenance_metrics, previous_value, write_atomic};
 use cairn_engine::postgres::PgTarget;
@@ -203,15 +203,13 @@ fn pg_drill_options(profile: &Profile, job: &Job, snapshot: &str) -> Result<PgDr
         Command::Pg(crate::commands::pg::Args { what: crate::commands::pg::What::Drill(a) }) => a,
         _ => unreachable!("parsed as pg drill"),
     };
-    if a.scratch_cluster {
-        bail!("'scratch-cluster' is not supported by cairn run: give 'scratch-db' in the drill table");
-    }
-    let scratch = match (&a.scratch_db, &job.source) {
-        (Some(url), _) => Some(url.clone()),
-        (None, JobSource::Pg(db)) => db.clone(),
-        (None, _) => None,
+    let scratch = match (a.scratch_cluster, &a.scratch_db, &job.source) {
+        (true, _, _) => Scratch::Cluster,
+        (false, Some(url), _) => Scratch::Server(Box::new(PgTarget::new(Some(url))?)),
+        (false, None, JobSource::Pg(db)) => Scratch::Server(Box::new(PgTarget::new(db.as_deref())?)),
+        (false, None, _) => Scratch::Server(Box::new(PgTarget::new(None)?)),
     };
-    Ok(PgDrillOptions { scratch_server: PgTarget::new(scratch.as_deref())?, check_sql: a.check_sql, jobs: a.jobs })
+    Ok(PgDrillOptions { scratch, check_sql: a.check_sql, jobs: a.jobs })
 }
 
 /// The drill of a pg job's new snapshot, when its last successful drill of `database` is older

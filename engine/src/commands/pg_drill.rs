@@ -2,6 +2,10 @@
 //! snapshot into it, reads every table back with `COPY ... TO STDOUT` and compares its row count
 //! and BLAKE3 with the manifest, runs the caller's assertions, and drops the scratch database
 //! whatever happened. It never prints; the report says what passed and how long recovery took.
+//!
+//! With [`Scratch::Cluster`] the scratch database lives in a throwaway cluster
+//! ([`crate::pg_cluster::ScratchCluster`]) started for the drill and removed after it, also when
+//! the drill fails or is interrupted.
 
 use std::time::Instant;
 
@@ -11,14 +15,23 @@ use serde::Serialize;
 use crate::commands::pg_restore::{PgRestoreOptions, PgSnapshot, Sections, restore_into};
 use crate::commands::snapshots::SnapshotFilter;
 use crate::error::Result;
+use crate::pg_cluster::{ScratchCluster, major_version};
 use crate::postgres::{CopyReader, PgTarget, copy_table_out, pg_error, pg_message, quote_ident};
 use crate::repository::Repository;
+
+/// Where the scratch database is created.
+#[derive(Debug, Clone)]
+pub enum Scratch {
+    /// On this server (the database named is only connected to).
+    Server(Box<PgTarget>),
+    /// In a throwaway cluster started with `initdb` for the drill and removed after it.
+    Cluster,
+}
 
 /// Options of `pg drill`.
 #[derive(Debug, Clone)]
 pub struct PgDrillOptions {
-    /// The server the scratch database is created on (the database named is only connected to).
-    pub scratch_server: PgTarget,
+    pub scratch: Scratch,
     /// Assertions: each must return one row whose first column is true.
     pub check_sql: Vec<String>,
     pub jobs: usize,
@@ -48,6 +61,10 @@ pub struct PgDrillReport {
     pub snapshot: SnapshotId,
     pub database: String,
     pub scratch_database: String,
+    /// The throwaway cluster's folder (removed when the drill ended), with `--scratch-cluster`.
+    pub scratch_cluster: Option<String>,
+    /// Time to create and start the throwaway cluster (0 without one).
+    pub cluster_setup_ns: u64,
     pub passed: bool,
     /// Why the drill failed, one line per problem.
     pub problems: Vec<String>,
@@ -73,17 +90,30 @@ pub fn pg_drill(
     let started = Instant::now();
     let snap = PgSnapshot::open(repo, spec, filter)?;
     let rt = crate::postgres::runtime()?;
-    let admin = rt.block_on(opts.scratch_server.connect())?;
+    let cluster = match &opts.scratch {
+        Scratch::Server(_) => None,
+        Scratch::Cluster => Some(ScratchCluster::start(major_version(&snap.manifest.server_version))?),
+    };
+    let cluster_setup_ns = started.elapsed().as_nanos() as u64;
+    let server = match (&opts.scratch, &cluster) {
+        (_, Some(c)) => c.target(),
+        (Scratch::Server(t), None) => (**t).clone(),
+        (Scratch::Cluster, None) => unreachable!("a cluster drill has its cluster"),
+    };
+    crate::cancel::check()?;
+    let admin = rt.block_on(server.connect())?;
     let suffix: [u8; 6] = crate::repository::random_bytes();
     let scratch_name = format!("cairn_drill_{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
     rt.block_on(admin.batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(&scratch_name))))
-        .map_err(|e| pg_error(format!("creating the scratch database on {}", opts.scratch_server.server()), &e))?;
-    let scratch = opts.scratch_server.with_dbname(&scratch_name);
+        .map_err(|e| pg_error(format!("creating the scratch database on {}", server.server()), &e))?;
+    let scratch = server.with_dbname(&scratch_name);
 
     let mut report = PgDrillReport {
         snapshot: snap.id,
         database: snap.manifest.database.clone(),
         scratch_database: scratch_name.clone(),
+        scratch_cluster: cluster.as_ref().map(|c| c.dir().display().to_string()),
+        cluster_setup_ns,
         passed: false,
         problems: Vec::new(),
         tables: Vec::new(),
@@ -103,6 +133,15 @@ pub fn pg_drill(
     if let Err(e) = dropped {
         report.problems.push(format!("could not drop the scratch database {scratch_name}: {}", pg_message(&e)));
     }
+    drop(admin);
+    if let Some(c) = cluster {
+        let dir = c.dir().display().to_string();
+        if let Err(e) = c.remove() {
+            report.problems.push(format!("could not remove the scratch cluster {dir}: {e}"));
+        }
+    }
+    // An interrupted drill proves nothing either way: it is not recorded.
+    crate::cancel::check()?;
     report.passed = report.problems.is_empty();
     report.duration_ns = started.elapsed().as_nanos() as u64;
     record(repo, &mut report);
@@ -220,6 +259,7 @@ fn record(repo: &Repository, report: &mut PgDrillReport) {
         "tables": report.tables.len(),
         "checks": report.checks.len(),
         "recovery_ns": report.recovery_ns,
+        "scratch_cluster": report.scratch_cluster.is_some(),
         "problems": report.problems,
     });
     let rec = crate::records::new_record(

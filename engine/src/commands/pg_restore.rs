@@ -257,8 +257,15 @@ pub fn restore_into(
     if opts.sections != Sections::SchemaOnly {
         restored = load_tables(repo, snap, &rt, &opts.target, &data_tables, opts.jobs)?;
     }
-    // Sequences' values and large objects.
-    run("data", 1)?;
+    // Sequences' values and large objects. A table restore whose tables own no sequence has none:
+    // one pg_restore run (a process and a connection) less.
+    let data_section = match &list {
+        Some(l) => std::fs::read_to_string(l).map(|t| t.contains(" SEQUENCE SET ")).unwrap_or(true),
+        None => true,
+    };
+    if data_section {
+        run("data", 1)?;
+    }
     if opts.sections != Sections::DataOnly {
         run("post-data", opts.jobs)?;
     }
