@@ -235,6 +235,69 @@ fn a_store_killed_mid_backup_fails_the_run_and_the_next_one_reuses_the_uploaded_
 }
 
 #[test]
+fn a_store_killed_mid_prune_fails_the_run_and_the_next_prune_finishes_the_work() {
+    let server: &'static Server = Box::leak(Box::new(Server::start()));
+    let repo = S3Repo::uninitialised(server);
+    repo.cairn().args(["init", "--kdf-memory-kib", "64", "--kdf-time", "1"]).assert().success();
+    let src = repo.scratch("src");
+    for i in 0..4 {
+        write_random_file(&src.join(format!("part{i}")), 200 + i, 12 << 20);
+    }
+    repo.cairn().arg("backup").arg(&src).assert().success();
+    // The second snapshot keeps half of the data: prune deletes the packs of the other half.
+    for i in 0..2 {
+        write_random_file(&src.join(format!("part{i}")), 300 + i, 12 << 20);
+    }
+    repo.cairn().arg("backup").arg(&src).assert().success();
+    let oldest = repo.json(&["snapshots"])[0]["id"].as_str().expect("id").to_owned();
+    repo.cairn().args(["forget", &oldest]).assert().success();
+
+    // The prune stops itself just before its first deletion (its new index is stored by then);
+    // the store is killed there, and only then does the prune go on.
+    let mut child = repo
+        .cairn_std()
+        .env("CAIRN_FAULT", "pause-before=delete")
+        .args(["-o", "retries=1", "-o", "timeout=10", "prune"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    let mut killed = false;
+    while stderr.read_line(&mut line).expect("read") > 0 {
+        if !killed && line.starts_with("cairn-fault: pausing before Delete") {
+            // The prune is stopped (SIGSTOP) until it is let go.
+            server.kill();
+            killed = true;
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("continue the prune");
+        }
+        lines.push(std::mem::take(&mut line));
+    }
+    let status = child.wait().expect("wait");
+    assert!(killed, "the prune deleted nothing: {}", lines.concat());
+    assert!(!status.success(), "the prune succeeded although its store was killed: {}", lines.concat());
+    let errors: Vec<&String> = lines.iter().filter(|l| !l.starts_with("cairn-fault:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line: {errors:?}");
+
+    // After a restart nothing blocks the next run (the killed prune's lock is stale: its process is
+    // gone), nothing was lost, and the next prune finishes the work.
+    server.launch();
+    repo.cairn().args(["check", "--read-data"]).assert().success();
+    repo.cairn().arg("prune").assert().success();
+    repo.cairn().args(["check", "--read-data"]).assert().success();
+    let stats = repo.json(&["stats", "--mode", "raw-data"]);
+    let stored = stats["total_size"].as_u64().expect("total_size");
+    assert!(stored < 60 << 20, "the forgotten half is still stored after the second prune: {stats}");
+    let target = repo.scratch("restored");
+    repo.cairn().args(["restore", "latest", "--target"]).arg(&target).assert().success();
+    assert_same_tree(&src, &restored_path(&target, &src));
+    server.destroy();
+}
+
+#[test]
 fn many_hosts_back_up_into_one_bucket_while_another_forgets_and_prunes() {
     let repo = S3Repo::new();
     let hosts: Vec<(String, std::path::PathBuf)> = (0..3)

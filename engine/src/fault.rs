@@ -16,6 +16,10 @@
 //!   a crash leaves what a finished run leaves, but stops before the process's own clean-up);
 //! - `fail-at=N`: the Nth mutating operation fails with an I/O error (later ones work again);
 //! - `fail-at-op=N`: the Nth operation of any kind fails with an I/O error;
+//! - `pause-before=KIND` (`write`, `delete`, `read`, `list`, `stat`): just before the first
+//!   operation of that kind, print `cairn-fault: pausing before KIND PATH` and stop the process
+//!   with SIGSTOP, so a test can change the world (kill the storage server, say) at that exact
+//!   point and then let it go on with SIGCONT;
 //! - `trace`: print every operation on standard error as
 //!   `cairn-fault: op ALL mutating M|- KIND PATH`, so a test learns how many a command runs, and
 //!   `cairn-fault: done KIND PATH` once a write or delete is durable (so a test can stop the
@@ -54,7 +58,7 @@ mod hooks {
 #[cfg(feature = "fault-injection")]
 mod hooks {
     use std::sync::LazyLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use super::Op;
     use crate::error::{Error, ErrorKind, Result};
@@ -66,6 +70,7 @@ mod hooks {
         crash_after: Option<u64>,
         fail_at: Option<u64>,
         fail_at_op: Option<u64>,
+        pause_before: Option<Op>,
         trace: bool,
     }
 
@@ -73,6 +78,7 @@ mod hooks {
     static ALL: AtomicU64 = AtomicU64::new(0);
     static MUTATING: AtomicU64 = AtomicU64::new(0);
     static COMPLETED: AtomicU64 = AtomicU64::new(0);
+    static PAUSED: AtomicBool = AtomicBool::new(false);
 
     fn parse(setting: &str) -> Plan {
         let mut plan = Plan::default();
@@ -84,6 +90,7 @@ mod hooks {
                 "crash-after" => plan.crash_after = n,
                 "fail-at" => plan.fail_at = n,
                 "fail-at-op" => plan.fail_at_op = n,
+                "pause-before" if op_kind(value).is_some() => plan.pause_before = op_kind(value),
                 "trace" => plan.trace = true,
                 // A typo must not silently test nothing.
                 _ => {
@@ -93,6 +100,17 @@ mod hooks {
             }
         }
         plan
+    }
+
+    fn op_kind(name: &str) -> Option<Op> {
+        Some(match name {
+            "read" => Op::Read,
+            "list" => Op::List,
+            "stat" => Op::Stat,
+            "write" => Op::Write,
+            "delete" => Op::Delete,
+            _ => return None,
+        })
     }
 
     fn mutating(op: Op) -> bool {
@@ -114,6 +132,10 @@ mod hooks {
         if plan.trace {
             let m_text = m.map_or_else(|| "-".to_owned(), |m| m.to_string());
             eprintln!("cairn-fault: op {all} mutating {m_text} {op:?} {path}");
+        }
+        if plan.pause_before == Some(op) && !PAUSED.swap(true, Ordering::SeqCst) {
+            eprintln!("cairn-fault: pausing before {op:?} {path}");
+            let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGSTOP);
         }
         if let Some(m) = m
             && plan.crash_at == Some(m)
