@@ -7,7 +7,7 @@
 //! mounted appear (and forgotten ones go). Folders of snapshots are read from their trees when first
 //! looked at. Inode numbers are hashes of what an entry is, so they are the same in every mount and
 //! never change or get reused while mounted (a made-up folder, a snapshot's folder in a list and
-//! `latest` keep theirs across refreshes); names that are hard links of one another within a
+//! `latest`, while it points to the same folder, keep theirs across refreshes); names that are hard links of one another within a
 //! snapshot share one inode number.
 //!
 //! A file opened for reading gets a table of where each of its chunks starts; a read at any offset
@@ -268,7 +268,10 @@ impl Inodes {
             node.links = 1;
             node.kind = NodeKind::Symlink { target: target.as_bytes().to_vec() };
             node.size = target.len() as u64;
-            let key = format!("{path}/latest");
+            // One inode per target: the kernel keeps a link's target (FUSE_CACHE_SYMLINKS) for as
+            // long as it keeps the inode, so a `latest` that now points elsewhere is a new inode,
+            // which the kernel finds when the listing's short entry time runs out.
+            let key = format!("{path}/latest/{}", target.to_string_lossy());
             let ino = match self.made_up.get(&key).copied() {
                 Some(ino) => {
                     *self.get_mut(ino).expect("made-up inodes stay in the table") =
@@ -772,6 +775,9 @@ impl fuser::Filesystem for SnapshotFs {
         // without it (or without parallel lookups in one folder) are served all the same.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // Every path through `snapshots/latest/...` reads the link again unless the kernel keeps
+        // link targets; they never change for one inode here (see `Inodes::snapshot_list`).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
         Ok(())
     }
 
@@ -957,7 +963,9 @@ mod tests {
         inodes.rebuild(&[b.clone(), c.clone()]);
         assert_eq!(entry(&inodes, 1, "snapshots"), Some(snapshots));
         assert_eq!(entry(&inodes, 1, "ids"), Some(ids));
-        assert_eq!(entry(&inodes, snapshots, "latest"), Some(latest));
+        // `latest` now points to another folder: another inode (the kernel caches link targets).
+        let moved = entry(&inodes, snapshots, "latest").expect("latest");
+        assert_ne!(moved, latest);
         assert_eq!(names(&inodes, ids), [b.0.short(), c.0.short()]);
         let times = names(&inodes, snapshots);
         assert_eq!(times.len(), 3, "{times:?}");
@@ -968,5 +976,6 @@ mod tests {
         // A snapshot seen again keeps its folder's inode; a forgotten one is unreachable.
         inodes.rebuild(&[a.clone(), b, c]);
         assert_eq!(entry(&inodes, ids, &a.0.short()), Some(a_root));
+        assert_eq!(entry(&inodes, snapshots, "latest"), Some(moved), "same target, same inode");
     }
 }
