@@ -7,8 +7,8 @@
 //! mounted appear (and forgotten ones go). Folders of snapshots are read from their trees when first
 //! looked at. Inode numbers are hashes of what an entry is, so they are the same in every mount and
 //! never change or get reused while mounted (a made-up folder, a snapshot's folder in a list and
-//! `latest`, while it points to the same folder, keep theirs across refreshes); names that are hard links of one another within a
-//! snapshot share one inode number.
+//! `latest`, while it points to the same folder, keep theirs across refreshes); names that are
+//! hard links of one another within a snapshot share one inode number.
 //!
 //! A file opened for reading gets a table of where each of its chunks starts; a read at any offset
 //! finds its first chunk by binary search and reads only the chunks it needs, through a cache of a
