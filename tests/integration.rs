@@ -23,6 +23,7 @@ mod interrupt;
 mod mount;
 mod mount_live;
 mod mount_pg;
+mod mount_read_ahead;
 mod operations;
 mod passwords;
 mod pg;

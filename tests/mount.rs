@@ -150,7 +150,7 @@ fn mount_serves_every_snapshot_in_restics_layout_and_reads_at_any_offset() {
 }
 
 /// Finds the file of a pack below the repository's data folder.
-fn pack_file(repo: &TestRepo, pack: &str) -> PathBuf {
+pub(crate) fn pack_file(repo: &TestRepo, pack: &str) -> PathBuf {
     let mut found = None;
     crate::support::fstree::walk(&repo.repo_path().join("data"), &mut |p, _| {
         if p.file_name().and_then(|n| n.to_str()) == Some(pack) {

@@ -7,13 +7,15 @@
 //! mounted appear (and forgotten ones go). Folders of snapshots are read from their trees when first
 //! looked at. Inode numbers are hashes of what an entry is, so they are the same in every mount and
 //! never change or get reused while mounted (a made-up folder, a snapshot's folder in a list and
-//! `latest` keep theirs across refreshes); names that are hard links of one another within a
-//! snapshot share one inode number.
+//! `latest`, while it points to the same folder, keep theirs across refreshes); names that are
+//! hard links of one another within a snapshot share one inode number.
 //!
 //! A file opened for reading gets a table of where each of its chunks starts; a read at any offset
 //! finds its first chunk by binary search and reads only the chunks it needs, through a cache of a
 //! bounded number of opened chunks. A reader that reads on from where it stopped gets the next
-//! chunks opened ahead of it by one background thread, into the same bounded cache. Any failure
+//! chunks opened ahead of it in parallel by a few background threads (one per core, at most
+//! four), into the same bounded cache. Folders are listed with their entries' attributes
+//! (readdirplus), so `ls -l` and `find` need no lookup per entry. Any failure
 //! to read (a pack gone, a damaged blob) is EIO: a reader never gets wrong bytes. Four threads
 //! answer the kernel, so a read waiting on slow storage does not hold up listings or other readers.
 
@@ -21,7 +23,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -32,7 +34,7 @@ use cairn_format::tree::{Node, NodeKind};
 use cairn_format::{BlobId, SnapshotId, TreeId};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
 
 use crate::commands::snapshots::SnapshotFilter;
@@ -135,7 +137,12 @@ const TTL: Duration = Duration::from_secs(60);
 /// The same for the made-up folders and `latest`, which change when snapshots come and go.
 const LISTING_TTL: Duration = Duration::from_secs(1);
 /// Chunks opened ahead of a sequential reader (at most; never more than half the cache).
-const READ_AHEAD: usize = 2;
+const READ_AHEAD: usize = 8;
+/// Threads opening chunks ahead of sequential readers, at most (fewer on a machine with fewer
+/// cores): a chunk costs a decrypt and a decompress, so one thread per core keeps up with `dump`.
+const READ_AHEAD_THREADS: usize = 4;
+/// How far from where the last read ended a read may start and still count as sequential.
+const SEQUENTIAL_SLACK: u64 = 1 << 20;
 /// Threads answering the kernel's requests.
 const SERVING_THREADS: usize = 4;
 /// The root folder's inode number (FUSE's fixed choice).
@@ -261,7 +268,10 @@ impl Inodes {
             node.links = 1;
             node.kind = NodeKind::Symlink { target: target.as_bytes().to_vec() };
             node.size = target.len() as u64;
-            let key = format!("{path}/latest");
+            // One inode per target: the kernel keeps a link's target (FUSE_CACHE_SYMLINKS) for as
+            // long as it keeps the inode, so a `latest` that now points elsewhere is a new inode,
+            // which the kernel finds when the listing's short entry time runs out.
+            let key = format!("{path}/latest/{}", target.to_string_lossy());
             let ino = match self.made_up.get(&key).copied() {
                 Some(ino) => {
                     *self.get_mut(ino).expect("made-up inodes stay in the table") =
@@ -374,8 +384,11 @@ impl Blobs {
 }
 
 /// Opens the chunks sent to it until every sender is gone (the file system was unmounted).
-fn read_ahead_worker(blobs: Arc<Blobs>, wanted: Receiver<BlobId>) {
-    for id in wanted {
+/// Several workers share one queue, so the chunks ahead of a reader are opened in parallel.
+fn read_ahead_worker(blobs: Arc<Blobs>, wanted: Arc<Mutex<Receiver<BlobId>>>) {
+    loop {
+        let next = wanted.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(id) = next else { return };
         if !blobs.has(&id) {
             // A failure is not kept: the reader that needs the chunk reads it again and gets EIO.
             let _ = blobs.get(&id);
@@ -388,8 +401,10 @@ struct OpenFile {
     starts: Vec<u64>,
     blobs: Vec<BlobId>,
     size: u64,
-    /// Where the last read ended: a read starting there is sequential.
+    /// Where the last read ended: a read starting near there is sequential.
     next_offset: AtomicU64,
+    /// The chunks before this index were already sent to the read-ahead workers.
+    ahead_until: AtomicUsize,
 }
 
 struct Refresh {
@@ -466,12 +481,19 @@ impl SnapshotFs {
         // Read-ahead never takes more than half the cache, so it cannot evict what a reader is on.
         let read_ahead_depth = READ_AHEAD.min(capacity / 2);
         let read_ahead = if read_ahead_depth > 0 {
-            let (send, receive) = std::sync::mpsc::sync_channel(read_ahead_depth * 2);
-            let worker_blobs = blobs.clone();
-            std::thread::Builder::new()
-                .name("cairn-read-ahead".into())
-                .spawn(move || read_ahead_worker(worker_blobs, receive))
-                .map_err(|e| Error::io("starting the read-ahead thread", e))?;
+            // The queue holds at most one read-ahead window: what a reader asks for beyond it
+            // while the workers are busy is dropped, and read by the reader itself if needed.
+            let (send, receive) = std::sync::mpsc::sync_channel(read_ahead_depth);
+            let receive = Arc::new(Mutex::new(receive));
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, READ_AHEAD_THREADS);
+            for _ in 0..threads {
+                let worker_blobs = blobs.clone();
+                let worker_queue = receive.clone();
+                std::thread::Builder::new()
+                    .name("cairn-read-ahead".into())
+                    .spawn(move || read_ahead_worker(worker_blobs, worker_queue))
+                    .map_err(|e| Error::io("starting the read-ahead threads", e))?;
+            }
             Some(send)
         } else {
             None
@@ -597,6 +619,22 @@ impl SnapshotFs {
         Ok(entries)
     }
 
+    /// The entry `name` of folder `parent`, found where the folder's entries are kept.
+    fn child(&self, parent: u64, name: &OsStr) -> std::result::Result<Option<u64>, Errno> {
+        let find = |e: &[(OsString, u64)]| e.iter().find(|(n, _)| n == name).map(|(_, ino)| *ino);
+        {
+            let inodes = self.lock_inodes();
+            match inodes.get(parent).map(|i| &i.content) {
+                Some(Content::Tree { entries: Some(e), .. }) => return Ok(find(e)),
+                Some(Content::Tree { entries: None, .. } | Content::Listing(_)) => {}
+                Some(_) => return Err(Errno::ENOTDIR),
+                None => return Err(Errno::ENOENT),
+            }
+        }
+        // A made-up folder may need refreshing; a snapshot's folder reading.
+        self.entries(parent).map(|e| find(&e))
+    }
+
     /// The attributes of `ino`, and how long the kernel may keep them.
     fn attr(&self, ino: u64) -> Option<(FileAttr, Duration)> {
         let inodes = self.lock_inodes();
@@ -664,7 +702,13 @@ impl SnapshotFs {
                 .ok_or_else(|| Error::corrupt(format!("data blob {} is missing from the index", id.short())))?;
             at += u64::from(loc.entry.plain_len);
         }
-        Ok(OpenFile { starts, blobs: content, size: at, next_offset: AtomicU64::new(0) })
+        Ok(OpenFile {
+            starts,
+            blobs: content,
+            size: at,
+            next_offset: AtomicU64::new(0),
+            ahead_until: AtomicUsize::new(0),
+        })
     }
 
     fn read_at(&self, file: &OpenFile, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -673,9 +717,16 @@ impl SnapshotFs {
         if offset >= end {
             return Ok(out);
         }
-        let sequential = file.next_offset.swap(end, Ordering::Relaxed) == offset;
+        // The kernel sends a sequential reader's reads on several threads at once, so they may
+        // arrive a little out of order: near where the last one ended counts as sequential.
+        let last_end = file.next_offset.swap(end, Ordering::Relaxed);
+        let sequential = offset.abs_diff(last_end) <= SEQUENTIAL_SLACK;
         // The chunk holding `offset`: the last one starting at or before it.
         let mut i = file.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        if sequential {
+            // Before this read opens its own chunk, so that the workers open the next ones meanwhile.
+            self.read_ahead(file, i + 1);
+        }
         let mut pos = offset;
         while pos < end && i < file.blobs.len() {
             let blob = self.blobs.get(&file.blobs[i])?;
@@ -689,27 +740,49 @@ impl SnapshotFs {
             pos = start + to as u64;
             i += 1;
         }
-        if sequential && let Some(read_ahead) = &self.read_ahead {
-            // `i` is the chunk after the last one this read touched.
-            for id in file.blobs.iter().skip(i).take(self.read_ahead_depth) {
-                if self.blobs.has(id) {
-                    continue;
-                }
-                match read_ahead.try_send(*id) {
-                    // Full: the worker is behind; this reader will read the chunk itself.
-                    Ok(()) | Err(TrySendError::Full(_)) => {}
-                    Err(TrySendError::Disconnected(_)) => break,
+        Ok(out)
+    }
+
+    /// Sends the chunks from `first` to the read-ahead depth past it to the read-ahead workers,
+    /// skipping those this file already sent. A reader that jumped elsewhere sends nothing (see
+    /// [`SnapshotFs::read_at`]); what was sent for it before is opened into the bounded cache anyway.
+    fn read_ahead(&self, file: &OpenFile, first: usize) {
+        let Some(read_ahead) = &self.read_ahead else { return };
+        let window = first..(first + self.read_ahead_depth).min(file.blobs.len());
+        let sent = file.ahead_until.load(Ordering::Relaxed);
+        let mut next = if window.contains(&sent) { sent } else { window.start };
+        while next < window.end {
+            let id = file.blobs[next];
+            if !self.blobs.has(&id) {
+                match read_ahead.try_send(id) {
+                    Ok(()) => {}
+                    // Full: the workers are behind; try again at the next read, or this reader
+                    // opens the chunk itself when it gets there.
+                    Err(TrySendError::Full(_)) => break,
+                    Err(TrySendError::Disconnected(_)) => return,
                 }
             }
+            next += 1;
         }
-        Ok(out)
+        file.ahead_until.store(next, Ordering::Relaxed);
     }
 }
 
 impl fuser::Filesystem for SnapshotFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // `ls -l` and `find` stat every entry they list: readdirplus answers the listing and
+        // every entry's attributes in one request instead of one lookup per entry. Kernels
+        // without it (or without parallel lookups in one folder) are served all the same.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // Every path through `snapshots/latest/...` reads the link again unless the kernel keeps
+        // link targets; they never change for one inode here (see `Inodes::snapshot_list`).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let found = self.entries(parent.0).map(|e| e.into_iter().find(|(n, _)| n == name).map(|(_, ino)| ino));
-        match found {
+        match self.child(parent.0, name) {
             Ok(Some(ino)) => match self.attr(ino) {
                 Some((attr, ttl)) => reply.entry(&ttl, &attr, Generation(0)),
                 None => reply.error(Errno::ENOENT),
@@ -799,6 +872,23 @@ impl fuser::Filesystem for SnapshotFs {
         reply.ok();
     }
 
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let entries = match self.entries(ino.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
+        let Some((own, own_ttl)) = self.attr(ino.0) else { return reply.error(Errno::ENOENT) };
+        let dots = [(OsString::from("."), ino.0), (OsString::from(".."), ino.0)];
+        for (i, (name, child)) in dots.into_iter().chain(entries).enumerate().skip(offset as usize) {
+            // The kernel makes no entry for `.` and `..`; they only need a valid attribute.
+            let (attr, ttl) = if i < 2 { (own, own_ttl) } else { self.attr(child).unwrap_or((own, Duration::ZERO)) };
+            if reply.add(INodeNo(child), (i + 1) as u64, &name, &ttl, &attr, Generation(0)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // A full, read-only file system the size of the repository's packs: `df` shows the
         // repository's size as used, nothing free, and the inodes handed out so far.
@@ -873,7 +963,9 @@ mod tests {
         inodes.rebuild(&[b.clone(), c.clone()]);
         assert_eq!(entry(&inodes, 1, "snapshots"), Some(snapshots));
         assert_eq!(entry(&inodes, 1, "ids"), Some(ids));
-        assert_eq!(entry(&inodes, snapshots, "latest"), Some(latest));
+        // `latest` now points to another folder: another inode (the kernel caches link targets).
+        let moved = entry(&inodes, snapshots, "latest").expect("latest");
+        assert_ne!(moved, latest);
         assert_eq!(names(&inodes, ids), [b.0.short(), c.0.short()]);
         let times = names(&inodes, snapshots);
         assert_eq!(times.len(), 3, "{times:?}");
@@ -884,5 +976,6 @@ mod tests {
         // A snapshot seen again keeps its folder's inode; a forgotten one is unreachable.
         inodes.rebuild(&[a.clone(), b, c]);
         assert_eq!(entry(&inodes, ids, &a.0.short()), Some(a_root));
+        assert_eq!(entry(&inodes, snapshots, "latest"), Some(moved), "same target, same inode");
     }
 }
