@@ -109,9 +109,13 @@ impl Server {
         let pid_file = self.dir.join("server.pid");
         let _ = std::fs::remove_file(&pid_file);
         // The watchdog: runs the server, and SIGKILLs it once the test process is gone.
+        // `-volume.max` is explicit: its automatic value follows the free disk, and each bucket (a
+        // collection) takes several volumes, so on a fuller disk the server refused writes with
+        // InternalError once a test binary's worth of buckets existed. Volumes are 64 MB at most
+        // and grow as written.
         let script = r#"
             "$WEED" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$DATA" -master.port="$P1" -volume.port="$P2" \
-                -volume.max=0 -master.volumeSizeLimitMB=64 -filer -filer.port="$P3" -s3 -s3.port="$P4" \
+                -volume.max=1000 -master.volumeSizeLimitMB=64 -filer -filer.port="$P3" -s3 -s3.port="$P4" \
                 -s3.config="$CONF" -s3.port.iceberg=0 -s3.port.lance=0 >"$LOG" 2>&1 &
             echo $! > "$PIDFILE"
             while kill -0 "$TESTPID" 2>/dev/null && kill -0 $! 2>/dev/null; do sleep 1; done
