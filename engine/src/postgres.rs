@@ -111,8 +111,8 @@ impl PgTarget {
         self.config.get_dbname().unwrap_or_default().to_owned()
     }
 
-    /// The server, for messages: hosts and port, never credentials.
-    pub fn server(&self) -> String {
+    /// The host names or socket folders, comma-separated (libpq's `PGHOST` form).
+    fn hosts(&self) -> String {
         let hosts: Vec<String> = self
             .config
             .get_hosts()
@@ -122,23 +122,19 @@ impl PgTarget {
                 Host::Unix(p) => p.display().to_string(),
             })
             .collect();
+        hosts.join(",")
+    }
+
+    /// The server, for messages: hosts and port, never credentials.
+    pub fn server(&self) -> String {
         let port = self.config.get_ports().first().copied().unwrap_or(5432);
-        format!("{}:{port}", hosts.join(","))
+        format!("{}:{port}", self.hosts())
     }
 
     /// Points a `pg_dump`/`pg_restore`/`psql` child at this database through its environment only,
     /// so that the password never shows on a command line (`ps`) or in a message.
     pub fn child_env(&self, cmd: &mut Command) {
-        let hosts: Vec<String> = self
-            .config
-            .get_hosts()
-            .iter()
-            .map(|h| match h {
-                Host::Tcp(s) => s.clone(),
-                Host::Unix(p) => p.display().to_string(),
-            })
-            .collect();
-        cmd.env("PGHOST", hosts.join(","));
+        cmd.env("PGHOST", self.hosts());
         let ports = self.config.get_ports();
         if !ports.is_empty() {
             let ports: Vec<String> = ports.iter().map(u16::to_string).collect();

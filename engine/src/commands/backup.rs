@@ -1073,25 +1073,7 @@ impl Walker<'_, '_> {
             }
         };
         self.progress.item_done(Path::new(&format!("/{filename}")), action, size);
-        let now = now_ns();
-        let uid = nix::unistd::getuid().as_raw();
-        let gid = nix::unistd::getgid().as_raw();
-        let node = Node {
-            name: filename.as_bytes().to_vec(),
-            kind: NodeKind::File { content },
-            mode: 0o100_600,
-            uid,
-            gid,
-            user: self.names.user(uid),
-            group: self.names.group(gid),
-            mtime_ns: now,
-            ctime_ns: now,
-            inode: 0,
-            device: 0,
-            links: 1,
-            size,
-            xattrs: Vec::new(),
-        };
+        let node = self.stream_node(filename.to_owned(), NodeKind::File { content }, size);
         self.save_tree(vec![node])
     }
 
