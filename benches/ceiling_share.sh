@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Each large-file step of cairn as a share of this machine's ceiling, measured in the same run, with
+# restic 0.14 beside it on the same input.
+#
+# usage: benches/ceiling_share.sh [--runs N] FIRST [NEXT...] [-- WORKDIR]
+#   FIRST    a large file (e.g. a pg_dump) backed up with `--stdin` as the first backup
+#   NEXT     later versions of it (e.g. the next hours' dumps), each backed up after the one before
+#   --runs N repeat the whole comparison N times (fresh repositories each time; default 1)
+#   WORKDIR  repositories, caches and restore targets (default /var/tmp/cairn-ceiling-share)
+# environment: CAIRN (default target/release/cairn of this checkout, built if missing).
+#
+# The ceiling is `cargo run --release -p cairn-benches --example ceiling` on FIRST: the backup data
+# path (read → chunk → hash → zstd-1 → seal) and the restore data path (read → decrypt → decompress →
+# hash → write) on every core with nothing else in the way. It is run right before and right after
+# each comparison; the share of a step is (ceiling wall for the step's bytes) / (the step's wall),
+# with the mean of the two ceiling runs. A later version mostly deduplicates, so its backup can pass
+# 100% of a ceiling that compresses every byte. The checks run while the repository holds FIRST only. check --read-data writes nothing, so the restore path is a
+# generous ceiling for it (its write stage is about a fifth of that path). The page cache is warm (the
+# inputs are read once before), every tool writes into fresh repositories on the same disk, and
+# `/usr/bin/time` gives wall, CPU (user + system) and peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=1 inputs=() work=/var/tmp/cairn-ceiling-share
+while [ $# -gt 0 ]; do
+    case $1 in
+        --runs) runs=$2; shift 2 ;;
+        --) work=$2; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) inputs+=("$(realpath "$1")"); shift ;;
+    esac
+done
+[ ${#inputs[@]} -ge 1 ] || { sed -n '2,20p' "$0" >&2; exit 2; }
+first=${inputs[0]}
+
+CAIRN=${CAIRN:-$PWD/target/release/cairn}
+[ -x "$CAIRN" ] || cargo build --release --locked --quiet -p cairn-cli
+cargo build --release --locked --quiet -p cairn-benches --example ceiling
+ceiling=$PWD/target/release/examples/ceiling
+command -v restic >/dev/null || { echo "restic is not installed" >&2; exit 1; }
+export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
+mkdir -p "$work"
+cat "${inputs[@]}" >/dev/null
+
+size() { stat -c %s "$1"; }
+first_bytes=$(size "$first")
+mib=$(((first_bytes + (1 << 20) - 1) >> 20))
+
+# run_ceiling: prints "BACKUP_WALL RESTORE_WALL BYTES" for FIRST.
+run_ceiling() {
+    "$ceiling" "$mib" "$first" "$work" | awk '
+        /^input:/ { mb = $2 }
+        /^  backup / { b = $(NF - 3) }
+        /^  restore / { r = $(NF - 3) }
+        END { printf "%s %s %d\n", b, r, mb * 1e6 }'
+}
+
+# measure NAME BYTES COMMAND...: runs COMMAND under /usr/bin/time, appends "NAME BYTES WALL CPU RSS_MB".
+measure() {
+    local name=$1 bytes=$2; shift 2
+    /usr/bin/time -f '%e %U %S %M' -o "$work/time.out" "$@" >"$work/$name.log" 2>&1 \
+        || { tail -n 20 "$work/$name.log" >&2; echo "$name failed" >&2; exit 1; }
+    read -r wall user sys rss < "$work/time.out"
+    echo "$name $bytes $wall $(echo "$user + $sys" | bc) $((rss / 1024))" >>"$rows"
+    printf '%-22s wall %6.2f s  cpu %6.2f s  rss %4d MB  load %s\n' "$name" "$wall" "$(echo "$user + $sys" | bc)" \
+        "$((rss / 1024))" "$(cut -d' ' -f1 /proc/loadavg)" >&2
+}
+
+for run in $(seq 1 "$runs"); do
+    rows=$work/rows-$run
+    : >"$rows"
+    rm -rf "$work/cairn" "$work/restic" "$work/cairn-cache" "$work/restic-cache" "$work/target-"*
+    read -r cb1 cr1 _ < <(run_ceiling)
+    "$CAIRN" -q -r "$work/cairn" --cache-dir "$work/cairn-cache" init >/dev/null
+    restic -q -r "$work/restic" --cache-dir "$work/restic-cache" init --repository-version 2 >/dev/null
+    c=("$CAIRN" -q -r "$work/cairn" --cache-dir "$work/cairn-cache")
+    r=(restic -q -r "$work/restic" --cache-dir "$work/restic-cache")
+    i=0
+    for input in "${inputs[@]}"; do
+        name=$([ $i = 0 ] && echo first || echo "next-$i")
+        measure "cairn-backup-$name" "$(size "$input")" sh -c '"$@" < "$0"' "$input" "${c[@]}" backup --stdin --stdin-filename dump.sql
+        measure "restic-backup-$name" "$(size "$input")" sh -c '"$@" < "$0"' "$input" "${r[@]}" backup --stdin --stdin-filename dump.sql
+        if [ $i = 0 ]; then
+            # Checked while the repository holds FIRST only, so the bytes read are FIRST's.
+            measure cairn-check-read-data "$first_bytes" "${c[@]}" check --read-data
+            measure restic-check-read-data "$first_bytes" "${r[@]}" check --read-data
+            measure cairn-check-subset-25% "$first_bytes" "${c[@]}" check --read-data-subset 25%
+        fi
+        i=$((i + 1))
+    done
+    last=${inputs[-1]}
+    measure cairn-restore "$(size "$last")" "${c[@]}" restore latest --target "$work/target-cairn"
+    measure restic-restore "$(size "$last")" "${r[@]}" restore latest --target "$work/target-restic"
+    cmp "$work/target-cairn/dump.sql" "$last"
+    cmp "$work/target-restic/dump.sql" "$last"
+    measure cairn-dump "$(size "$last")" sh -c '"$@" > /dev/null' - "${c[@]}" dump latest /dump.sql
+    measure restic-dump "$(size "$last")" sh -c '"$@" > /dev/null' - "${r[@]}" dump latest /dump.sql
+    read -r cb2 cr2 cbytes < <(run_ceiling)
+    echo "ceiling $cbytes $cb1 $cb2 $cr1 $cr2" >>"$rows"
+
+    # The table: cairn's steps with restic's beside them and the share of the ceiling.
+    awk -v run="$run" '
+        $1 == "ceiling" { cbytes = $2; cb = ($3 + $4) / 2; cr = ($5 + $6) / 2; next }
+        { n[++k] = $1; bytes[$1] = $2; wall[$1] = $3; cpu[$1] = $4; rss[$1] = $5 }
+        END {
+            printf "\nrun %d: ceiling backup %.2f s, restore %.2f s for %.0f MB (mean of before and after)\n\n", run, cb, cr, cbytes / 1e6
+            print "| step | cairn wall s / CPU s / RSS MB | restic wall s / CPU s / RSS MB | restic / cairn (wall) | share of ceiling |"
+            print "| --- | --- | --- | --- | --- |"
+            for (j = 1; j <= k; j++) {
+                s = n[j]; if (s !~ /^cairn-/) continue
+                step = substr(s, 7); other = "restic-" step
+                ceil = (step ~ /^backup/ ? cb : cr) * bytes[s] / cbytes
+                share = sprintf("%.0f%%", 100 * ceil / wall[s])
+                if (step ~ /subset/) share = sprintf("%.0f%% of the data: %.0f%%", 25, 100 * ceil * 0.25 / wall[s])
+                if (other in wall)
+                    printf "| %s | %.2f / %.2f / %d | %.2f / %.2f / %d | %.1f× | %s |\n", step, wall[s], cpu[s], rss[s], wall[other], cpu[other], rss[other], wall[other] / wall[s], share
+                else
+                    printf "| %s | %.2f / %.2f / %d | | | %s |\n", step, wall[s], cpu[s], rss[s], share
+            }
+        }' "$rows"
+done
