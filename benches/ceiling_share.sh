@@ -19,18 +19,18 @@
 # inputs are read once before), every tool writes into fresh repositories on the same disk, and
 # `/usr/bin/time` gives wall, CPU (user + system) and peak RSS.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 runs=1 inputs=() work=/var/tmp/cairn-ceiling-share
 while [ $# -gt 0 ]; do
     case $1 in
         --runs) runs=$2; shift 2 ;;
         --) work=$2; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) inputs+=("$(realpath "$1")"); shift ;;
     esac
 done
-[ ${#inputs[@]} -ge 1 ] || { sed -n '2,20p' "$0" >&2; exit 2; }
+[ ${#inputs[@]} -ge 1 ] || { sed -n '2,21p' "$0" >&2; exit 2; }
+cd "$(dirname "$0")/.."
 first=${inputs[0]}
 
 CAIRN=${CAIRN:-$PWD/target/release/cairn}
