@@ -13,7 +13,8 @@
 # path (read → chunk → hash → zstd-1 → seal) and the restore data path (read → decrypt → decompress →
 # hash → write) on every core with nothing else in the way. It is run right before and right after
 # each comparison; the share of a step is (ceiling wall for the step's bytes) / (the step's wall),
-# with the mean of the two ceiling runs. A later version mostly deduplicates, so its backup can pass
+# with the mean of the two ceiling runs; the same with CPU-seconds (which depend little on other load
+# on the machine) is the second share column. The subset check is compared with a quarter of the data. A later version mostly deduplicates, so its backup can pass
 # 100% of a ceiling that compresses every byte. The checks run while the repository holds FIRST only. check --read-data writes nothing, so the restore path is a
 # generous ceiling for it (its write stage is about a fifth of that path). The page cache is warm (the
 # inputs are read once before), every tool writes into fresh repositories on the same disk, and
@@ -46,13 +47,13 @@ size() { stat -c %s "$1"; }
 first_bytes=$(size "$first")
 mib=$(((first_bytes + (1 << 20) - 1) >> 20))
 
-# run_ceiling: prints "BACKUP_WALL RESTORE_WALL BYTES" for FIRST.
+# run_ceiling: prints "BACKUP_WALL RESTORE_WALL BYTES BACKUP_CPU RESTORE_CPU" for FIRST.
 run_ceiling() {
     "$ceiling" "$mib" "$first" "$work" | awk '
         /^input:/ { mb = $2 }
-        /^  backup / { b = $(NF - 3) }
-        /^  restore / { r = $(NF - 3) }
-        END { printf "%s %s %d\n", b, r, mb * 1e6 }'
+        /^  backup / { b = $(NF - 3); bc = $(NF - 1) }
+        /^  restore / { r = $(NF - 3); rc = $(NF - 1) }
+        END { printf "%s %s %d %s %s\n", b, r, mb * 1e6, bc, rc }'
 }
 
 # measure NAME BYTES COMMAND...: runs COMMAND under /usr/bin/time, appends "NAME BYTES WALL CPU RSS_MB".
@@ -70,7 +71,7 @@ for run in $(seq 1 "$runs"); do
     rows=$work/rows-$run
     : >"$rows"
     rm -rf "$work/cairn" "$work/restic" "$work/cairn-cache" "$work/restic-cache" "$work/target-"*
-    read -r cb1 cr1 _ < <(run_ceiling)
+    read -r cb1 cr1 _ cbc1 crc1 < <(run_ceiling)
     "$CAIRN" -q -r "$work/cairn" --cache-dir "$work/cairn-cache" init >/dev/null
     restic -q -r "$work/restic" --cache-dir "$work/restic-cache" init --repository-version 2 >/dev/null
     c=("$CAIRN" -q -r "$work/cairn" --cache-dir "$work/cairn-cache")
@@ -95,23 +96,24 @@ for run in $(seq 1 "$runs"); do
     cmp "$work/target-restic/dump.sql" "$last"
     measure cairn-dump "$(size "$last")" sh -c '"$@" > /dev/null' - "${c[@]}" dump latest /dump.sql
     measure restic-dump "$(size "$last")" sh -c '"$@" > /dev/null' - "${r[@]}" dump latest /dump.sql
-    read -r cb2 cr2 cbytes < <(run_ceiling)
-    echo "ceiling $cbytes $cb1 $cb2 $cr1 $cr2" >>"$rows"
+    read -r cb2 cr2 cbytes cbc2 crc2 < <(run_ceiling)
+    echo "ceiling $cbytes $cb1 $cb2 $cr1 $cr2 $cbc1 $cbc2 $crc1 $crc2" >>"$rows"
 
     # The table: cairn's steps with restic's beside them and the share of the ceiling.
     awk -v run="$run" '
-        $1 == "ceiling" { cbytes = $2; cb = ($3 + $4) / 2; cr = ($5 + $6) / 2; next }
+        $1 == "ceiling" { cbytes = $2; cb = ($3 + $4) / 2; cr = ($5 + $6) / 2; cbc = ($7 + $8) / 2; crc = ($9 + $10) / 2; next }
         { n[++k] = $1; bytes[$1] = $2; wall[$1] = $3; cpu[$1] = $4; rss[$1] = $5 }
         END {
-            printf "\nrun %d: ceiling backup %.2f s, restore %.2f s for %.0f MB (mean of before and after)\n\n", run, cb, cr, cbytes / 1e6
-            print "| step | cairn wall s / CPU s / RSS MB | restic wall s / CPU s / RSS MB | restic / cairn (wall) | share of ceiling |"
-            print "| --- | --- | --- | --- | --- |"
+            printf "\nrun %d: ceiling backup %.2f s (%.2f CPU-s), restore %.2f s (%.2f CPU-s) for %.0f MB (mean of before and after)\n\n", run, cb, cbc, cr, crc, cbytes / 1e6
+            print "| step | cairn wall s / CPU s / RSS MB | restic wall s / CPU s / RSS MB | restic / cairn (wall) | share of ceiling (wall) | share of ceiling (CPU) |"
+            print "| --- | --- | --- | --- | --- | --- |"
             for (j = 1; j <= k; j++) {
                 s = n[j]; if (s !~ /^cairn-/) continue
                 step = substr(s, 7); other = "restic-" step
-                ceil = (step ~ /^backup/ ? cb : cr) * bytes[s] / cbytes
-                share = sprintf("%.0f%%", 100 * ceil / wall[s])
-                if (step ~ /subset/) share = sprintf("%.0f%% of the data: %.0f%%", 25, 100 * ceil * 0.25 / wall[s])
+                part = (step ~ /subset/) ? 0.25 : 1
+                ceil = (step ~ /^backup/ ? cb : cr) * bytes[s] * part / cbytes
+                ceilc = (step ~ /^backup/ ? cbc : crc) * bytes[s] * part / cbytes
+                share = sprintf("%.0f%% | %.0f%%", 100 * ceil / wall[s], 100 * ceilc / cpu[s])
                 if (other in wall)
                     printf "| %s | %.2f / %.2f / %d | %.2f / %.2f / %d | %.1f× | %s |\n", step, wall[s], cpu[s], rss[s], wall[other], cpu[other], rss[other], wall[other] / wall[s], share
                 else
