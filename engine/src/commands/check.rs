@@ -843,18 +843,32 @@ impl<'a> Checker<'a> {
             .thread_name(|i| format!("cairn-check-{i}"))
             .build()
             .map_err(|e| Error::new(ErrorKind::Io, format!("starting the check threads: {e}")))?;
-        let outcomes: Vec<Result<PackOutcome>> = pool.install(|| {
+        // Packs are taken in order (par_bridge), and the ones a few places ahead are hinted: on a
+        // remote store their GETs run while the workers check the packs before them.
+        let ahead = backend.read_ahead();
+        let hint = |i: usize| {
+            if let Some(&(id, len)) = selected.get(i) {
+                backend.will_read_object(FileType::Pack, &id.to_hex(), len);
+            }
+        };
+        (0..ahead).for_each(hint);
+        let mut outcomes: Vec<(usize, Result<PackOutcome>)> = pool.install(|| {
             selected
-                .par_iter()
-                .map(|&(id, len)| {
+                .iter()
+                .enumerate()
+                .par_bridge()
+                .map(|(i, &(id, len))| {
+                    hint(i + ahead);
                     let indexed =
                         view.and_then(|v| v.by_pack.get(&id).map(|&p| v.packs[p as usize].entries.as_slice()));
                     let out = read_one_pack(backend, key.filter(|_| level == CheckLevel::Data), id, len, indexed);
                     progress.add_bytes(len);
-                    out
+                    (i, out)
                 })
                 .collect()
         });
+        outcomes.sort_unstable_by_key(|(i, _)| *i);
+        let outcomes = outcomes.into_iter().map(|(_, o)| o);
         for o in outcomes {
             let o = o?;
             self.stats.packs_read += 1;
