@@ -55,7 +55,7 @@ struct State {
 struct Pending {
     seq: u64,
     size: u64,
-    task: JoinHandle<Option<opendal::Buffer>>,
+    task: JoinHandle<Option<bytes::Bytes>>,
 }
 
 impl Prefetcher {
@@ -85,7 +85,7 @@ impl Prefetcher {
     /// The pending read of `key`, removed from the pending ones (the caller waits for it), or
     /// `None` when there is none. Either way the hint is done with, and the room it held goes to
     /// the hints that wait.
-    pub(super) fn take(&self, runtime: &Runtime, op: &Operator, key: &Key) -> Option<JoinHandle<Option<opendal::Buffer>>> {
+    pub(super) fn take(&self, runtime: &Runtime, op: &Operator, key: &Key) -> Option<JoinHandle<Option<bytes::Bytes>>> {
         let mut state = self.lock();
         state.waiting.retain(|(k, _)| k != key);
         let pending = state.pending.remove(key)?;
@@ -116,10 +116,7 @@ impl Prefetcher {
                 let _permit = permits.acquire_owned().await.ok()?;
                 // Counted, traced and failed (by fault injection) like any read, once it is sent.
                 fault::before(Op::Read, &path).ok()?;
-                let read = match range {
-                    Some((offset, len)) => op.read_with(&path).range(offset..offset + len).await,
-                    None => op.read(&path).await,
-                };
+                let read = get_whole(&op, &path, range, size).await;
                 fault::read_done(&path);
                 read.ok()
             });
@@ -129,6 +126,25 @@ impl Prefetcher {
             state.pending.insert(key, Pending { seq, size, task });
         }
     }
+}
+
+/// One GET of `path` (`range`: offset and length; `None`: all of it), copied into one buffer of
+/// `capacity` bytes as it arrives: the caller slices blobs out of one piece, and never are the
+/// response's many small buffers and a copy of them held at once.
+pub(super) async fn get_whole(
+    op: &Operator,
+    path: &str,
+    range: Option<(u64, u64)>,
+    capacity: u64,
+) -> opendal::Result<bytes::Bytes> {
+    let reader = op.reader(path).await?;
+    // A hint is not trusted with more than a pack's size up front; the buffer grows if needed.
+    let mut buffer = Vec::with_capacity(capacity.min(64 << 20) as usize);
+    match range {
+        Some((offset, len)) => reader.read_into(&mut buffer, offset..offset + len).await?,
+        None => reader.read_into(&mut buffer, ..).await?,
+    };
+    Ok(buffer.into())
 }
 
 impl State {
