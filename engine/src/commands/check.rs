@@ -837,7 +837,11 @@ impl<'a> Checker<'a> {
         progress.set_total(selected.iter().map(|p| p.1).sum());
         let key = self.repo.map(|r| r.key());
         let backend = self.backend;
-        let threads = rayon::current_num_threads() + 1;
+        // One worker more than the cores, so that one waits for the disk while the others check;
+        // on a remote store the hinted reads below wait in the background instead, and a worker
+        // more would only hold one more pack in memory.
+        let waiting_worker = usize::from(matches!(backend.location(), Location::Local(_)));
+        let threads = rayon::current_num_threads() + waiting_worker;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("cairn-check-{i}"))
