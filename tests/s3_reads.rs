@@ -71,3 +71,27 @@ fn restore_and_check_read_data_run_several_gets_at_once_and_never_more_than_conn
         );
     }
 }
+
+#[test]
+fn read_ahead_keeps_a_large_restore_from_s3_within_bounded_memory() {
+    assert!(Path::new("/usr/bin/time").exists(), "/usr/bin/time is missing (apt-get install time; scripts/test.sh does)");
+    let repo = S3Repo::new();
+    let src = repo.scratch("src");
+    // Five times the read-ahead budget (52 MiB): reading ahead without a bound would hold far
+    // more than the limit below.
+    write_random_file(&src.join("big.bin"), 41, 256 << 20);
+    repo.cairn().arg("backup").arg(&src).assert().success();
+    let target = repo.scratch("restored");
+    let report = repo.dir.path().join("time.out");
+    let out = repo
+        .shell(r#"exec /usr/bin/time -f %M -o "$REPORT" "$CAIRN" -o connections=8 restore latest --target "$TARGET""#)
+        .env("REPORT", &report)
+        .env("TARGET", &target)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_same_tree(&src, &restored_path(&target, &src));
+    let text = std::fs::read_to_string(&report).expect("the report of /usr/bin/time");
+    let kib: u64 = text.trim().lines().last().and_then(|l| l.trim().parse().ok()).expect("peak RSS in KiB");
+    assert!(kib < 200 << 10, "restoring 256 MiB from S3 peaked at {} MiB", kib >> 10);
+}
