@@ -74,7 +74,10 @@ fn restore_and_check_read_data_run_several_gets_at_once_and_never_more_than_conn
 
 #[test]
 fn read_ahead_keeps_a_large_restore_from_s3_within_bounded_memory() {
-    assert!(Path::new("/usr/bin/time").exists(), "/usr/bin/time is missing (apt-get install time; scripts/test.sh does)");
+    assert!(
+        Path::new("/usr/bin/time").exists(),
+        "/usr/bin/time is missing (apt-get install time; scripts/test.sh does)"
+    );
     let repo = S3Repo::new();
     let src = repo.scratch("src");
     // Five times the read-ahead budget (52 MiB): reading ahead without a bound would hold far

@@ -353,7 +353,9 @@ impl Backend {
         };
         self.runtime.block_on(async {
             let _permit = match permits {
-                Some(p) => Some(p.acquire_owned().await.map_err(|_| Error::new(ErrorKind::Bug, "read permits closed"))?),
+                Some(p) => {
+                    Some(p.acquire_owned().await.map_err(|_| Error::new(ErrorKind::Bug, "read permits closed"))?)
+                }
                 None => None,
             };
             fault::before(Op::Read, path)?;

@@ -167,7 +167,8 @@ mod tests {
     use super::*;
 
     fn memory() -> (Runtime, Operator) {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let op = Operator::new(opendal::services::Memory::default()).expect("memory operator");
         (runtime, op)
     }

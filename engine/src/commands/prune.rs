@@ -759,8 +759,7 @@ fn repack(repo: &Repository, packs: &[&PackUsage]) -> Result<(u64, crate::pack_s
                     next += 1;
                     let (first, last) = (&wanted[span.start].entry, &wanted[span.end - 1].entry);
                     let start = u64::from(first.offset);
-                    let bytes =
-                        repo.backend().read_range(FileType::Pack, &pack.to_hex(), start, last.end() - start)?;
+                    let bytes = repo.backend().read_range(FileType::Pack, &pack.to_hex(), start, last.end() - start)?;
                     // Verify before copying: a damaged blob must not be spread into a new pack.
                     checked.par_extend(wanted[span.clone()].par_iter().map(|l| {
                         let e = &l.entry;
