@@ -4,15 +4,20 @@
 # percent changed, restore of the last dump, `check --read-data`. Each step runs for every tool
 # before the next step, so drifting machine load hits all alike.
 #
-# usage: benches/s3.sh [--dump-mib N] [--hours N] [WORKDIR]
-#   WORKDIR defaults to /var/tmp/cairn-s3-bench; its data/ folder is generated once and reused.
+# usage: benches/s3.sh [--dump-mib N] [--hours N] [--filler md5|random] [WORKDIR]
+#   WORKDIR defaults to /var/tmp/cairn-s3-bench; its data-FILLER-NMIB/ folder is generated once and
+#   reused.
 #   --dump-mib N  size of the generated SQL-like dump (default 500)
 #   --hours N     hourly dumps backed up after the first one (default 2)
+#   --filler F    the text column of each row: md5 (two md5 hex digests; the dump compresses ~3.4×,
+#                 default) or random (base64 of random bytes; compresses ~1.3×, so every step moves
+#                 about 2.5× more bytes through compression, encryption and the network)
 #   --data-only   generate the dumps and stop
 # environment: CAIRN (binary; default target/release/cairn of this checkout), WEED (SeaweedFS's
 #   binary; default ~/.cache/cairn/seaweedfs-venv/bin/weed, which scripts/test.sh installs).
 #
-# Measured per step with /usr/bin/time: wall, CPU (user + system), peak RSS; and, from SeaweedFS's
+# Measured per step with /usr/bin/time: wall, CPU (user + system), peak RSS; the CPU-seconds the
+# SeaweedFS server spent meanwhile (/proc/PID/stat: it shares the cores); and, from SeaweedFS's
 # own Prometheus counters (SeaweedFS_s3_request_total, per bucket), the S3 requests the step made,
 # and the bytes stored in the bucket (`weed shell fs.du`). The page cache is not dropped (the
 # machine is shared); `uptime` is recorded at the start and the end.
@@ -26,12 +31,14 @@ set -euo pipefail
 
 DUMP_MIB=500
 HOURS=2
+FILLER=md5
 DATA_ONLY=
 WORK=
 while (($#)); do
     case "$1" in
         --dump-mib) DUMP_MIB=$2; shift 2 ;;
         --hours) HOURS=$2; shift 2 ;;
+        --filler) FILLER=$2; shift 2 ;;
         --data-only) DATA_ONLY=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         -*) echo "s3.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -39,6 +46,7 @@ while (($#)); do
     esac
 done
 WORK=${WORK:-/var/tmp/cairn-s3-bench}
+case $FILLER in md5|random) ;; *) echo "s3.sh: --filler is md5 or random" >&2; exit 2 ;; esac
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 CAIRN=${CAIRN:-$HERE/target/release/cairn}
 WEED=${WEED:-$HOME/.cache/cairn/seaweedfs-venv/bin/weed}
@@ -52,7 +60,7 @@ command -v curl >/dev/null || die "curl is missing (apt-get install -y curl)"
 
 export CAIRN_PASSWORD=bench-password RESTIC_PASSWORD=bench-password
 export AWS_ACCESS_KEY_ID=bench-key AWS_SECRET_ACCESS_KEY=bench-secret AWS_DEFAULT_REGION=us-east-1
-DATA=$WORK/data
+DATA=$WORK/data-$FILLER-${DUMP_MIB}mib
 RUN=$WORK/run
 mkdir -p "$DATA"
 
@@ -62,19 +70,28 @@ dump_path() { printf '%s/dump-%03d.sql' "$DATA" "$1"; }
 for ((h = 0; h <= HOURS; h++)); do
     [ -f "$(dump_path "$h")" ] && continue
     say "generating $(dump_path "$h")"
-    python3 - "$DATA" "$h" "$DUMP_MIB" <<'EOF'
-import hashlib, os, random, sys
-data, hour, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    python3 - "$DATA" "$h" "$DUMP_MIB" "$FILLER" <<'EOF'
+import base64, hashlib, os, random, sys
+data, hour, mib, filler = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 path = os.path.join(data, f"dump-{hour:03d}.sql")
 def row(n, version):
     rnd = random.Random(n * 1000 + version)
-    return f"{n}\t{n // 100000 + 1}\t{rnd.randint(-5000, 5000)}\t{hashlib.md5(f'{n}.{version}'.encode()).hexdigest() * 2}\n"
+    text = (hashlib.md5(f'{n}.{version}'.encode()).hexdigest() * 2 if filler == "md5"
+            else base64.b64encode(rnd.randbytes(48)).decode())
+    return f"{n}\t{n // 100000 + 1}\t{rnd.randint(-5000, 5000)}\t{text}\n"
 if hour == 0:
     with open(path + ".tmp", "w") as f:
         f.write("COPY public.pgbench_accounts (aid, bid, abalance, filler) FROM stdin;\n")
         n, target = 0, mib * 1024 * 1024
         while f.tell() < target:
-            f.write("".join(row(n + i, 0) for i in range(1, 10001)))
+            if filler == "md5":
+                f.write("".join(row(n + i, 0) for i in range(1, 10001)))
+            else:
+                # One generator per 10,000 rows: seeding one per row would take ~20 min per GiB.
+                rnd = random.Random(-1 - n)
+                texts = base64.b64encode(rnd.randbytes(48 * 10000)).decode()
+                f.write("".join(f"{n + i}\t{(n + i) // 100000 + 1}\t{rnd.randint(-5000, 5000)}\t"
+                                f"{texts[64 * (i - 1):64 * i]}\n" for i in range(1, 10001)))
             n += 10000
         f.write("\\.\n\nCOPY public.pgbench_history (tid, bid, aid, delta, mtime) FROM stdin;\n\\.\n")
 else:
@@ -138,6 +155,8 @@ make_bucket() {
 say "SeaweedFS on 127.0.0.1:$P_S3 (metrics on :$P_METRICS)"
 make_bucket cairn-bench
 make_bucket restic-bench
+# CPU-seconds (user + system) the SeaweedFS server has used so far.
+weed_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$WEED_PID/stat"; }
 # Requests the server counted for a bucket so far (every type and status).
 requests_of() {
     curl -fsS "http://127.0.0.1:$P_METRICS/metrics" \
@@ -178,20 +197,23 @@ TSV=$WORK/results.tsv
 measure() {
     local tool=$1 step=$2 input=$3; shift 4
     local log=$RUN/logs/$tool-$step.log req_before=0 req_after=0 load wall user sys rss_kb bucket stored
+    local server_before server_cpu
     bucket=$(bucket_of "$tool")
     [ -z "$bucket" ] || req_before=$(requests_of "$bucket")
     load=$(cut -d' ' -f1 /proc/loadavg)
+    server_before=$(weed_cpu)
     if ! /usr/bin/time -f '%e %U %S %M' -o "$RUN/logs/time.out" "$@" >"$log" 2>&1; then
         tail -n 20 "$log" >&2
         die "$tool $step failed (log: $log)"
     fi
+    server_cpu=$(awk -v a="$server_before" -v b="$(weed_cpu)" 'BEGIN { printf "%.2f", b - a }')
     [ -z "$bucket" ] || req_after=$(requests_of "$bucket")
     stored=$(stored_of "$tool")
     read -r wall user sys rss_kb < <(tail -n1 "$RUN/logs/time.out")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$step" "$wall" "$user" "$sys" "$rss_kb" "$input" \
-        "$((req_after - req_before))" "$stored" "$load" >>"$TSV"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$step" "$wall" "$user" "$sys" "$rss_kb" "$input" \
+        "$((req_after - req_before))" "$stored" "$load" "$server_cpu" >>"$TSV"
     awk -v t="$tool" -v s="$step" -v w="$wall" -v u="$user" -v y="$sys" -v r="$rss_kb" -v q="$((req_after - req_before))" \
-        -v l="$load" 'BEGIN { printf "%-12s %-10s wall %7.2fs  cpu %7.2fs  rss %5d MB  requests %6d  load %s\n", t, s, w, u + y, r / 1024, q, l }' >&2
+        -v l="$load" -v c="$server_cpu" 'BEGIN { printf "%-12s %-10s wall %7.2fs  cpu %7.2fs  rss %5d MB  requests %6d  server cpu %6.2fs  load %s\n", t, s, w, u + y, r / 1024, q, c, l }' >&2
 }
 
 UPTIME_START=$(uptime)
@@ -258,7 +280,7 @@ say "uptime: $UPTIME_END"
     echo "S3 server	SeaweedFS $("$WEED" version 2>/dev/null | head -n1 | sed 's/^version //') (one weed server process on loopback)"
     echo "cairn	$("$CAIRN" --version) ($(readlink -f "$CAIRN")), defaults (zstd 1, chunks 128K/256K/1M, -o connections=8)"
     echo "restic	$(restic version | head -n1), repository v2, --compression auto"
-    echo "dump	hour 0: $(stat -c %s "$(dump_path 0)") bytes; hour $HOURS: $(stat -c %s "$last") bytes"
+    echo "dump	hour 0: $(stat -c %s "$(dump_path 0)") bytes; hour $HOURS: $(stat -c %s "$last") bytes; filler $FILLER"
     for tool in "${TOOLS[@]}"; do echo "$tool restore check	cmp with the dump: ${RESTORED[$tool]}"; done
 } >"$TSV.meta"
 python3 - "$TSV" >"$WORK/results.md" <<'PY'
@@ -268,9 +290,9 @@ meta = [l.rstrip("\n").split("\t") for l in open(tsv + ".meta")]
 M = 1e6
 recs = []
 for l in open(tsv):
-    tool, step, wall, user, sys_, rss, inp, req, stored, load = l.rstrip("\n").split("\t")
+    tool, step, wall, user, sys_, rss, inp, req, stored, load, server = l.rstrip("\n").split("\t")
     recs.append(dict(tool=tool, step=step, wall=float(wall), cpu=float(user) + float(sys_), rss=int(rss) / 1024,
-                     inp=int(inp), req=int(req), stored=int(stored or 0), load=load))
+                     inp=int(inp), req=int(req), stored=int(stored or 0), load=load, server=float(server)))
 tools = list(dict.fromkeys(x["tool"] for x in recs))
 by = {(x["tool"], x["step"]): x for x in recs}
 hours = [s for s in dict.fromkeys(x["step"] for x in recs) if s.startswith("hour-")]
@@ -280,6 +302,7 @@ def fmt(x, d=1): return f"{x:,.{d}f}"
 def hourly(t):
     hs = [by[(t, h)] for h in hours]
     return dict(wall=st.mean(h["wall"] for h in hs), cpu=st.mean(h["cpu"] for h in hs), rss=max(h["rss"] for h in hs),
+                server=st.mean(h["server"] for h in hs),
                 inp=sum(h["inp"] for h in hs) / len(hs), req=st.mean(h["req"] for h in hs), stored=hs[-1]["stored"],
                 load=f'{min(h["load"] for h in hs)}–{max(h["load"] for h in hs)}')
 print("## Environment\n")
@@ -287,14 +310,15 @@ for k, v in meta:
     print(f"- **{k}**: {v}")
 print("\nMB = 10^6 bytes. MB/s = input bytes (the dump; for check, the bytes stored) / wall. CPU = user + system s.")
 print("Requests = S3 requests SeaweedFS counted for the tool's bucket during the step (n/a on the local disk).")
+print("Server CPU = CPU-seconds the SeaweedFS process used during the step (it shares the cores; idle on the local disk).")
 print("Stored = bytes in the bucket (or repository folder) after the step.\n")
-head(["step", "tool", "wall s", "CPU s", "MB/s", "peak RSS MB", "requests", "stored MB", "load"])
+head(["step", "tool", "wall s", "CPU s", "server CPU s", "MB/s", "peak RSS MB", "requests", "stored MB", "load"])
 steps = ["first"] + (["hourly"] if hours else []) + ["restore", "check"]
 for step in steps:
     for t in tools:
         x, name = (hourly(t), f"hourly (mean of {len(hours)})") if step == "hourly" else (by[(t, step)], step)
         req = "n/a" if t.endswith("-local") else x["req"]
-        line([name, t, fmt(x["wall"], 2), fmt(x["cpu"], 2), fmt(x["inp"] / M / max(x["wall"], 0.01)), fmt(x["rss"], 0),
+        line([name, t, fmt(x["wall"], 2), fmt(x["cpu"], 2), fmt(x["server"], 2), fmt(x["inp"] / M / max(x["wall"], 0.01)), fmt(x["rss"], 0),
               req if isinstance(req, str) else fmt(req, 0), fmt(x["stored"] / M), x["load"]])
 c = [x for x in recs if x["tool"] == "cairn-s3"]
 stored = by[("cairn-s3", "check")]["stored"] if ("cairn-s3", "check") in by else c[-1]["stored"]

@@ -36,6 +36,8 @@ command -v gpg >/dev/null || need+=(gpg)
   || need+=(postgresql postgresql-contrib)
 # systemd-analyze (systemd): the generated service and timer of 'cairn generate --systemd' are verified.
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# time (GNU time): tests/s3_reads.rs measures a restore's peak memory with /usr/bin/time.
+[ -x /usr/bin/time ] || need+=(time)
 # python3-venv: the S3 tests run SeaweedFS, whose server binary ships in a package for Python.
 command -v python3 >/dev/null && python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then

@@ -35,6 +35,7 @@ mod restore_safety;
 mod retention;
 mod roundtrip;
 mod s3;
+mod s3_reads;
 mod smoke;
 mod streams;
 mod terminal;

@@ -12,6 +12,7 @@
 //!   (spec/object-store.md).
 
 mod location;
+mod prefetch;
 
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use opendal::{ErrorKind as DalKind, Operator};
 
 pub use location::{COMPILED_SERVICES, Location, Remote, RemoteSettings};
+use prefetch::Prefetcher;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::fault::{self, Op};
@@ -79,10 +81,27 @@ pub struct Backend {
     local: Option<PathBuf>,
     /// Pack uploads that may run at once.
     upload_slots: usize,
+    /// Reads hinted ahead of need, running in the background; `None` for a local folder (its
+    /// hints go to the kernel).
+    prefetch: Option<Arc<Prefetcher>>,
 }
 
 /// Pack uploads in flight at most, whatever `connections` allows.
 const MAX_UPLOADS: usize = 2;
+
+/// Bytes that hinted reads of a remote store may hold at once, in flight or waiting to be taken
+/// (three whole packs of up to about 17 MiB, or three restore spans of up to 16 MiB): the bound on
+/// the memory read-ahead adds. Measured on a restore of a 1 GiB dump from SeaweedFS: peak RSS
+/// 90-105 MB without read-ahead, 162 MB with it (166-202 MB with 64 MiB, before responses were
+/// streamed into one buffer).
+const PREFETCH_BUDGET: u64 = 52 << 20;
+
+/// How far ahead of its reads a caller hints a local folder (the kernel reads ahead on its own
+/// too; a few spans keep the disk busy).
+const LOCAL_READ_AHEAD: usize = 4;
+
+/// The most reads hinted ahead of a remote store, whatever `connections` allows.
+const MAX_REMOTE_READ_AHEAD: usize = 8;
 
 /// The folder, inside the repository, for objects being written.
 const TEMP_DIR: &str = "tmp";
@@ -123,6 +142,7 @@ impl Backend {
                     location: location.clone(),
                     local: Some(path.clone()),
                     upload_slots: 1,
+                    prefetch: None,
                 }
             }
             Location::Remote(remote) => Self {
@@ -134,6 +154,7 @@ impl Backend {
                 // backup's peak memory near a local backup's (measured: 108 MB with one upload,
                 // 172 MB with four, for 256 MiB of new data).
                 upload_slots: remote.settings.connections.clamp(1, MAX_UPLOADS),
+                prefetch: Some(Arc::new(Prefetcher::new(remote.settings.connections, PREFETCH_BUDGET))),
             },
         };
         if !create && backend.local.is_none() {
@@ -208,26 +229,18 @@ impl Backend {
     /// Reads a whole object.
     pub fn read(&self, ft: FileType, name: &str) -> Result<Vec<u8>> {
         let path = ft.path(name);
-        fault::before(Op::Read, &path)?;
-        self.runtime
-            .block_on(self.op.read(&path))
-            .map(|b| b.to_vec())
-            .map_err(|e| self.error(format!("reading {path}"), e))
+        self.get(&path, None).map(|b| b.to_vec())
     }
 
     /// Reads `len` bytes at `offset`. The bytes are the storage layer's own buffer (no copy when
     /// it read them in one piece, as the local file system does).
     pub fn read_range(&self, ft: FileType, name: &str, offset: u64, len: u64) -> Result<bytes::Bytes> {
         let path = ft.path(name);
-        fault::before(Op::Read, &path)?;
-        let buf = self
-            .runtime
-            .block_on(self.op.read_with(&path).range(offset..offset + len).into_future())
-            .map_err(|e| self.error(format!("reading {path}"), e))?;
+        let buf = self.get(&path, Some((offset, len)))?;
         if buf.len() as u64 != len {
             return Err(Error::corrupt(format!("{path} is shorter than the index says (truncated pack?)")));
         }
-        Ok(buf.to_bytes())
+        Ok(buf)
     }
 
     /// Writes a whole object. After this returns the object is durable under its final name; when
@@ -280,10 +293,19 @@ impl Backend {
     }
 
     /// Tells the storage that `len` bytes at `offset` of an object will be read soon, so that the
-    /// read can start now (a local file system reads them into its cache in the background). Only
-    /// a hint: errors are ignored, and object stores ignore it.
+    /// read can start now: a local file system reads them into its cache in the background; on a
+    /// remote store the GET starts in the background (at most `connections` requests at once, and
+    /// at most 52 MiB held by hinted reads: a hint beyond that waits until reads make room), and
+    /// the [`Backend::read_range`] of exactly this range takes its bytes. Only a hint: errors are
+    /// ignored (the read then sends its own request). Callers hint [`Backend::read_ahead`] reads
+    /// ahead of the one they make.
     pub fn will_read(&self, ft: FileType, name: &str, offset: u64, len: u64) {
-        let Some(root) = &self.local else { return };
+        let Some(root) = &self.local else {
+            if let Some(prefetch) = &self.prefetch {
+                prefetch.hint(&self.runtime, &self.op, (ft.path(name), Some((offset, len))), len);
+            }
+            return;
+        };
         if let Ok(file) = std::fs::File::open(root.join(ft.path(name))) {
             let _ = nix::fcntl::posix_fadvise(
                 &file,
@@ -292,6 +314,64 @@ impl Backend {
                 nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
             );
         }
+    }
+
+    /// Tells the storage that a whole object of about `size` bytes will be read soon (by
+    /// [`Backend::read_into`] or [`Backend::read`]): on a remote store its GET starts in the
+    /// background, as for [`Backend::will_read`]; a local folder ignores it (whole packs are read
+    /// sequentially, which the kernel's own read-ahead serves).
+    pub fn will_read_object(&self, ft: FileType, name: &str, size: u64) {
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.hint(&self.runtime, &self.op, (ft.path(name), None), size);
+        }
+    }
+
+    /// How many reads a caller that reads a sequence of ranges or objects should hint ahead of
+    /// the one it reads: a few on a local folder, `connections` (at most 8) on a remote store,
+    /// so that that many requests are in flight while the caller decodes.
+    pub fn read_ahead(&self) -> usize {
+        match &self.location {
+            Location::Remote(remote) => remote.settings.connections.clamp(2, MAX_REMOTE_READ_AHEAD),
+            Location::Local(_) => LOCAL_READ_AHEAD,
+        }
+    }
+
+    /// Reads an object (`range`: offset and length; `None`: all of it). On a remote store the
+    /// request holds one of `connections` permits while it runs, and a hinted read of the same
+    /// range is taken (or waited for) instead of sending another request.
+    fn get(&self, path: &str, range: Option<(u64, u64)>) -> Result<bytes::Bytes> {
+        let permits = match &self.prefetch {
+            Some(prefetch) => {
+                if let Some(task) = prefetch.take(&self.runtime, &self.op, &(path.to_owned(), range))
+                    && let Ok(Some(buffer)) = self.runtime.block_on(task)
+                {
+                    return Ok(buffer);
+                }
+                Some(prefetch.permits().clone())
+            }
+            None => None,
+        };
+        self.runtime.block_on(async {
+            let _permit = match permits {
+                Some(p) => {
+                    Some(p.acquire_owned().await.map_err(|_| Error::new(ErrorKind::Bug, "read permits closed"))?)
+                }
+                None => None,
+            };
+            fault::before(Op::Read, path)?;
+            let read = if self.local.is_some() {
+                // The file system's read is one piece already: no copy.
+                match range {
+                    Some((offset, len)) => self.op.read_with(path).range(offset..offset + len).await,
+                    None => self.op.read(path).await,
+                }
+                .map(|b| b.to_bytes())
+            } else {
+                prefetch::get_whole(&self.op, path, range, range.map_or(0, |r| r.1)).await
+            };
+            fault::read_done(path);
+            read.map_err(|e| self.error(format!("reading {path}"), e))
+        })
     }
 
     /// Deletes many objects, several at a time (a deletion is mostly waiting, on a local file
@@ -573,7 +653,8 @@ impl Backend {
     pub fn read_into(&self, ft: FileType, name: &str, out: &mut Vec<u8>) -> Result<()> {
         out.clear();
         let Some(root) = &self.local else {
-            out.extend_from_slice(&self.read_range_all(ft, name)?);
+            // The read's own buffer becomes `out` (no copy, and never two copies of a pack at once).
+            *out = Vec::from(self.read_range_all(ft, name)?);
             return Ok(());
         };
         use std::io::Read;
@@ -584,17 +665,13 @@ impl Backend {
             Error::new(kind, format!("reading {path}: {e}"))
         })?;
         file.read_to_end(out).map_err(|e| Error::io(format!("reading {path}"), e))?;
+        fault::read_done(&path);
         Ok(())
     }
 
     /// Reads a whole object as the storage layer's buffer.
     fn read_range_all(&self, ft: FileType, name: &str) -> Result<bytes::Bytes> {
-        let path = ft.path(name);
-        fault::before(Op::Read, &path)?;
-        self.runtime
-            .block_on(self.op.read(&path))
-            .map(|b| b.to_bytes())
-            .map_err(|e| self.error(format!("reading {path}"), e))
+        self.get(&ft.path(name), None)
     }
 }
 

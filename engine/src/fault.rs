@@ -4,8 +4,9 @@
 //! environment variable can make a user's `cairn` misbehave.
 //!
 //! Every storage operation of [`crate::backend::Backend`] calls [`before`] first (and a write or
-//! delete calls [`after`] once it is durable); only the read-ahead hint and `init`'s creation of
-//! empty folders are left out. Operations are numbered from 1 in the order they start, in
+//! delete calls [`after`] once it is durable, a read calls [`read_done`] when it ended); only
+//! the read-ahead hint and `init`'s creation of empty folders are left out. (On a remote store a
+//! hint starts a read in the background, which calls [`before`] when its request is sent.) Operations are numbered from 1 in the order they start, in
 //! two counts: *mutating* ones (write, delete: the only ones that change what a crash leaves
 //! behind) and *all* ones (also read, list, stat). `CAIRN_FAULT`, read once at the first
 //! operation, holds comma-separated settings:
@@ -23,7 +24,8 @@
 //! - `trace`: print every operation on standard error as
 //!   `cairn-fault: op ALL mutating M|- KIND PATH`, so a test learns how many a command runs, and
 //!   `cairn-fault: done KIND PATH` once a write or delete is durable (so a test can stop the
-//!   storage just after a given object was stored).
+//!   storage just after a given object was stored) or a read ended (so a test can count the
+//!   reads in flight: a read runs from its `op` line to its `done Read` line).
 //!
 //! Operations that run concurrently (pack uploads, parallel deletions) are numbered in the order
 //! they start, which may differ between two runs of the same command; a crash point is a count of
@@ -53,6 +55,10 @@ mod hooks {
     /// Called after a mutating storage operation completed.
     #[inline(always)]
     pub fn after(_op: Op, _path: &str) {}
+
+    /// Called when a read ended, whether it succeeded or not.
+    #[inline(always)]
+    pub fn read_done(_path: &str) {}
 }
 
 #[cfg(feature = "fault-injection")]
@@ -157,6 +163,12 @@ mod hooks {
             crash("after", done, op, path);
         }
     }
+
+    pub fn read_done(path: &str) {
+        if PLAN.trace {
+            eprintln!("cairn-fault: done Read {path}");
+        }
+    }
 }
 
-pub use hooks::{after, before};
+pub use hooks::{after, before, read_done};

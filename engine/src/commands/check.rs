@@ -837,24 +837,42 @@ impl<'a> Checker<'a> {
         progress.set_total(selected.iter().map(|p| p.1).sum());
         let key = self.repo.map(|r| r.key());
         let backend = self.backend;
-        let threads = rayon::current_num_threads() + 1;
+        // One worker more than the cores, so that one waits for the disk while the others check;
+        // on a remote store the hinted reads below wait in the background instead, and a worker
+        // more would only hold one more pack in memory.
+        let waiting_worker = usize::from(matches!(backend.location(), Location::Local(_)));
+        let threads = rayon::current_num_threads() + waiting_worker;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("cairn-check-{i}"))
             .build()
             .map_err(|e| Error::new(ErrorKind::Io, format!("starting the check threads: {e}")))?;
-        let outcomes: Vec<Result<PackOutcome>> = pool.install(|| {
+        // Packs are taken in order (par_bridge), and the ones a few places ahead are hinted: on a
+        // remote store their GETs run while the workers check the packs before them.
+        let ahead = backend.read_ahead();
+        let hint = |i: usize| {
+            if let Some(&(id, len)) = selected.get(i) {
+                backend.will_read_object(FileType::Pack, &id.to_hex(), len);
+            }
+        };
+        (0..ahead).for_each(hint);
+        let mut outcomes: Vec<(usize, Result<PackOutcome>)> = pool.install(|| {
             selected
-                .par_iter()
-                .map(|&(id, len)| {
+                .iter()
+                .enumerate()
+                .par_bridge()
+                .map(|(i, &(id, len))| {
+                    hint(i + ahead);
                     let indexed =
                         view.and_then(|v| v.by_pack.get(&id).map(|&p| v.packs[p as usize].entries.as_slice()));
                     let out = read_one_pack(backend, key.filter(|_| level == CheckLevel::Data), id, len, indexed);
                     progress.add_bytes(len);
-                    out
+                    (i, out)
                 })
                 .collect()
         });
+        outcomes.sort_unstable_by_key(|(i, _)| *i);
+        let outcomes = outcomes.into_iter().map(|(_, o)| o);
         for o in outcomes {
             let o = o?;
             self.stats.packs_read += 1;

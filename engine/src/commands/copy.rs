@@ -344,9 +344,23 @@ impl Copier<'_, '_> {
         }
         // Blobs that sit together in the source's packs are read with one request each run.
         located.sort_by_key(|(_, loc)| (loc.pack, loc.entry.offset));
-        for span in read_spans(&located, |item| &item.1) {
+        let spans = read_spans(&located, |item| &item.1);
+        // Runs a few places ahead are hinted: on a remote source their GETs run while this one is
+        // decrypted and stored.
+        let source = self.src.backend();
+        let hint = |i: usize| {
+            if let Some(span) = spans.get(i) {
+                let (first, last) = (&located[span.start].1, &located[span.end - 1].1);
+                let start = u64::from(first.entry.offset);
+                source.will_read(FileType::Pack, &first.pack.to_hex(), start, last.entry.end() - start);
+            }
+        };
+        let ahead = source.read_ahead();
+        (0..ahead).for_each(hint);
+        for (i, span) in spans.iter().enumerate() {
             crate::cancel::check()?;
-            let run = &located[span];
+            hint(i + ahead);
+            let run = &located[span.clone()];
             let (first, last) = (&run[0].1, &run[run.len() - 1].1);
             let start = u64::from(first.entry.offset);
             let bytes = self

@@ -712,6 +712,9 @@ fn repack(repo: &Repository, packs: &[&PackUsage]) -> Result<(u64, crate::pack_s
     let stats = std::thread::scope(|scope| -> Result<crate::pack_saver::SaverStats> {
         let saver = PackSaver::start(scope, repo, false);
         let result = (|| -> Result<()> {
+            // First the blobs to copy out of each pack and the spans that hold them, so that the
+            // reads can be hinted ahead across packs.
+            let mut work: Vec<(PackId, Vec<BlobLocation>, Vec<std::ops::Range<usize>>)> = Vec::new();
             for u in packs {
                 let entries = repo.cache().pack_blobs(&u.pack)?;
                 // Only the keeper copy of a blob is copied, so across packs each blob is copied once;
@@ -731,21 +734,41 @@ fn repack(repo: &Repository, packs: &[&PackUsage]) -> Result<(u64, crate::pack_s
                 // mostly unused, by definition).
                 let wanted: Vec<BlobLocation> =
                     wanted.into_iter().map(|entry| BlobLocation { pack: u.pack, entry }).collect();
+                let spans = crate::repository::read_spans(&wanted, |l| l);
+                work.push((u.pack, wanted, spans));
+            }
+            let order: Vec<(usize, usize)> =
+                work.iter().enumerate().flat_map(|(w, item)| (0..item.2.len()).map(move |s| (w, s))).collect();
+            // On a remote store a hint starts the span's GET, so the next spans download while
+            // this one is checked and stored.
+            let hint = |n: usize| {
+                if let Some(&(w, s)) = order.get(n) {
+                    let (pack, wanted, spans) = &work[w];
+                    let (first, last) = (&wanted[spans[s].start].entry, &wanted[spans[s].end - 1].entry);
+                    let start = u64::from(first.offset);
+                    repo.backend().will_read(FileType::Pack, &pack.to_hex(), start, last.end() - start);
+                }
+            };
+            let ahead = repo.backend().read_ahead();
+            (0..ahead).for_each(hint);
+            let mut next = 0;
+            for (pack, wanted, spans) in &work {
                 let mut checked: Vec<Result<SealedBlob>> = Vec::with_capacity(wanted.len());
-                for span in crate::repository::read_spans(&wanted, |l| l) {
+                for span in spans {
+                    hint(next + ahead);
+                    next += 1;
                     let (first, last) = (&wanted[span.start].entry, &wanted[span.end - 1].entry);
                     let start = u64::from(first.offset);
-                    let bytes =
-                        repo.backend().read_range(FileType::Pack, &u.pack.to_hex(), start, last.end() - start)?;
+                    let bytes = repo.backend().read_range(FileType::Pack, &pack.to_hex(), start, last.end() - start)?;
                     // Verify before copying: a damaged blob must not be spread into a new pack.
-                    checked.par_extend(wanted[span].par_iter().map(|l| {
+                    checked.par_extend(wanted[span.clone()].par_iter().map(|l| {
                         let e = &l.entry;
                         let at = (u64::from(e.offset) - start) as usize;
                         let sealed = &bytes[at..at + e.stored_len as usize];
                         open_blob(repo.key(), e.kind, e.id, e.compression, e.plain_len, sealed).map_err(|err| {
                             Error::corrupt(format!(
                                 "cannot repack pack {}: blob {}: {err}; run 'cairn check --read-data'",
-                                u.pack.short(),
+                                pack.short(),
                                 e.id.short()
                             ))
                         })?;

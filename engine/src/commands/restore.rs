@@ -412,7 +412,10 @@ impl Restorer<'_> {
                 repo.backend().will_read(FileType::Pack, &first.pack.to_hex(), start, last.entry.end() - start);
             }
         };
-        (0..READ_AHEAD_SPANS).for_each(hint);
+        // (On a remote store a hint starts the span's GET, so that many requests run while the
+        // pool decodes.)
+        let ahead = repo.backend().read_ahead();
+        (0..ahead).for_each(hint);
         // Blobs are opened on the pool; one thread writes. Writers of one file exclude each other
         // in the kernel anyway, and a single writer leaves the other cores to decryption.
         let failures: Vec<(usize, String)> = std::thread::scope(|scope| {
@@ -438,7 +441,7 @@ impl Restorer<'_> {
                     if crate::cancel::requested() {
                         return Vec::new();
                     }
-                    hint(g + READ_AHEAD_SPANS);
+                    hint(g + ahead);
                     let first = &tasks[group.start].2;
                     let last = &tasks[group.end - 1].2;
                     let span_start = u64::from(first.entry.offset);
@@ -574,8 +577,6 @@ impl Restorer<'_> {
 
 /// Opened chunks waiting for the writer thread.
 const WRITE_QUEUE: usize = 8;
-/// Pack spans (each at most 16 MiB) asked of the disk ahead of the one being decoded.
-const READ_AHEAD_SPANS: usize = 4;
 
 fn remove_existing(path: &Path) {
     if let Ok(m) = std::fs::symlink_metadata(path) {
