@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seed: u64 = rest.get(2).map(|s| s.parse()).transpose()?.unwrap_or(14);
     let mut text = cairn_benches::sql_text(mib << 20, seed);
     if changed {
-        let new = cairn_benches::sql_text(text.len() / STRIPE * CHANGE + CHANGE, seed ^ 0xc4a9_6ed);
+        let new = cairn_benches::sql_text(text.len() / STRIPE * CHANGE + CHANGE, seed ^ 0x0c4a_96ed);
         for (i, stripe) in text.chunks_mut(STRIPE).enumerate() {
             // Somewhere in the middle of each stripe, never at the same place twice.
             let at = (STRIPE / 3 + i * 7919 % (STRIPE / 3)).min(stripe.len().saturating_sub(CHANGE));
