@@ -18,6 +18,7 @@ mod dedup;
 mod deletion_safety;
 mod durability;
 mod errors;
+mod gen_repo;
 mod hostile;
 mod interrupt;
 mod mount;

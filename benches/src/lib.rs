@@ -2,8 +2,11 @@
 //! backs up (database dumps mixed with already-compressed or encrypted content).
 //!
 //! Benchmarks must be comparable across runs and machines, so nothing here reads the clock, the
-//! file system or an operating-system RNG. The end-to-end comparison with restic and borg lives in
+//! file system or an operating-system RNG, except [`gen_repo`], which writes a repository (its
+//! plaintext is deterministic; keys and nonces are fresh, as in any repository). The end-to-end comparison with restic and borg lives in
 //! `benches/compare.sh`, not here.
+
+pub mod gen_repo;
 
 /// A small, fast, seeded xorshift64 generator: good enough to make bytes zstd cannot shrink, and
 /// identical on every run.

@@ -673,6 +673,25 @@ impl Cache {
         Ok(out)
     }
 
+    /// Which loaded index files list which packs: one `(pack, index file)` pair per listing (a
+    /// pack listed by two files appears twice). One row per pack, not per blob.
+    pub fn pack_listings(&self) -> Result<Vec<(PackId, IndexId)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT p.id, i.id FROM packs p JOIN index_files i ON i.no = p.index_no WHERE i.loaded = 1")
+            .map_err(sql("packs"))?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))).map_err(sql("packs"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (pack, index) = row.map_err(sql("packs"))?;
+            if let (Some(pack), Some(index)) = (to_id(&pack), to_id(&index)) {
+                out.push((PackId::from_bytes(pack), IndexId::from_bytes(index)));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every pack in the merged index with its size.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut stmt = self.conn.prepare("SELECT DISTINCT id, len FROM packs").map_err(sql("packs"))?;

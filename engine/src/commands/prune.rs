@@ -307,7 +307,25 @@ fn execute(repo: &Repository, work: PruneWork, own_lock: &str, report: &mut Prun
         report.index_files_written += stats.index_files;
     }
 
-    // 2. The new index: kept and resurrected packs live, everything else condemned.
+    // 2. The new index. It replaces only the index files that change: those listing a pack that
+    // is repacked, deleted or condemned now, those listing condemned packs (kept condemned,
+    // brought back, or gone), and superseded files still present. Their kept packs are listed
+    // live again; every other index file stays as it is, so a prune that removes a tenth of a
+    // large repository rewrites about a tenth of its index, not all of it.
+    let changing: HashSet<PackId> =
+        usage.iter().filter(|u| actions.get(&u.pack).is_some_and(|a| *a != Action::Keep)).map(|u| u.pack).collect();
+    let listings = repo.cache().pack_listings()?;
+    let mut replaced: HashSet<IndexId> =
+        listings.iter().filter(|(pack, _)| changing.contains(pack)).map(|(_, index)| *index).collect();
+    replaced.extend(repo.cache().condemned()?.into_iter().map(|c| c.index_id));
+    let loaded: HashSet<IndexId> = repo.cache().loaded_index_ids()?.into_iter().collect();
+    replaced.extend(index_at_start.iter().filter(|id| !loaded.contains(id)));
+    // Files written after the plan's index read (backups that finished meanwhile) stay.
+    let replaced: Vec<IndexId> = index_at_start.iter().filter(|id| replaced.contains(id)).copied().collect();
+    let relisted: HashSet<PackId> = {
+        let replaced: HashSet<&IndexId> = replaced.iter().collect();
+        listings.iter().filter(|(_, index)| replaced.contains(index)).map(|(pack, _)| *pack).collect()
+    };
     let since_ns = now_ns();
     let mut writer = IndexWriter::new(repo);
     // The packs condemned now. After the sync below the cache lists their blobs only as condemned
@@ -315,10 +333,14 @@ fn execute(repo: &Repository, work: PruneWork, own_lock: &str, report: &mut Prun
     // grow with the number of blobs.
     let mut condemned_now: HashSet<PackId> = HashSet::new();
     for u in &usage {
+        let keep = actions.get(&u.pack).is_none_or(|a| *a == Action::Keep);
+        if keep && !relisted.contains(&u.pack) {
+            continue;
+        }
         let pack = IndexedPack { id: u.pack, len: u.len, blobs: repo.cache().pack_blobs(&u.pack)? };
-        match actions.get(&u.pack) {
-            Some(Action::Keep) | None => writer.add_live(pack)?,
-            Some(_) => {
+        match keep {
+            true => writer.add_live(pack)?,
+            false => {
                 add_tree_locations(&mut condemned_trees, pack.id, &pack.blobs);
                 condemned_now.insert(pack.id);
                 writer.add_condemned(CondemnedPack { since_ns, pack })?
@@ -332,10 +354,10 @@ fn execute(repo: &Repository, work: PruneWork, own_lock: &str, report: &mut Prun
             writer.add_condemned(CondemnedPack { since_ns: *since, pack: pack.clone() })?;
         }
     }
-    report.index_files_written += writer.finish(index_at_start.clone())?;
+    report.index_files_written += writer.finish(replaced.clone())?;
     // Only now, with a superseding index durable, may the older index files go.
     crate::cancel::check()?;
-    for id in &index_at_start {
+    for id in &replaced {
         repo.backend().delete(FileType::Index, &id.to_hex())?;
         report.index_files_deleted += 1;
     }
