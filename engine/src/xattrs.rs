@@ -74,6 +74,19 @@ pub fn apply(path: &Path, xattrs: &[Xattr]) -> Vec<String> {
     warnings
 }
 
+/// Sets `xattrs` on the open file `file` (whose path, for messages, is `path`), as [`apply`] does
+/// by path: no path lookup, and nothing at the path can stand in for the file between calls.
+pub fn apply_to_file(file: &std::fs::File, path: &Path, xattrs: &[Xattr]) -> Vec<String> {
+    use xattr::FileExt;
+    let mut warnings = Vec::new();
+    for x in xattrs {
+        if let Err(e) = file.set_xattr(OsStr::from_bytes(&x.name), &x.value) {
+            warnings.push(format!("{}: setting extended attribute {}: {e}", path.display(), show(&x.name)));
+        }
+    }
+    warnings
+}
+
 /// Whether `e` says the file system has no extended attributes at all.
 fn unsupported(e: &io::Error) -> bool {
     e.raw_os_error() == Some(nix::libc::EOPNOTSUPP)

@@ -1,21 +1,23 @@
 //! `restore`: write a snapshot (or a part of it) into a target folder, contents and metadata.
 //!
 //! The walk is sequential and creates folders; file contents are restored in bounded batches whose
-//! chunks are fetched, authenticated, decompressed and written in parallel at their offsets. Zero
-//! chunks are skipped, so sparse files stay sparse. Folder metadata is set last, deepest first.
+//! chunks are fetched, authenticated, decompressed and written in parallel at their offsets, on a
+//! writer thread while the walk collects the next batch. A file of at most one chunk is created,
+//! written, given its metadata and closed by the worker that opened its chunk. Zero chunks are
+//! skipped, so sparse files stay sparse. Folder metadata is set last, deepest first.
 //!
 //! Restore never writes outside the target: tree entry names are single components (the format
 //! refuses `/`, `.` and `..`), folders that already exist are entered only when they are real
-//! folders, and every other entry is created new (`O_CREAT | O_EXCL`, `mknod`, `symlink`, `link`)
-//! after removing whatever stood at its path, so a symlink or a hard link already in the target
-//! is replaced, never written through. A file is written with exactly its stored content: a size
+//! folders, and every other entry is created new (`O_CREAT | O_EXCL`, `mknod`, `symlink`, `link`),
+//! whatever stood at its path removed first (for a file: when the exclusive create finds it), so
+//! a symlink or a hard link already in the target is replaced, never written through. A file is written with exactly its stored content: a size
 //! in the tree that the content does not have is reported, never padded with zeros.
 //! A file whose data fails authentication is removed and reported; wrong bytes are never left
 //! behind silently. A bad entry (an unreadable tree, a folder blocked by a symlink) is reported
 //! and the walk goes on with the next one.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -102,6 +104,8 @@ struct Restorer<'a> {
     links_seen: HashMap<(u64, u64), PathBuf>,
     deferred_links: Vec<(PathBuf, PathBuf, Node)>,
     is_root: bool,
+    /// Full batches go to the writer thread here.
+    batches: Option<std::sync::mpsc::SyncSender<Vec<FileJob>>>,
 }
 
 /// Restores according to `opts`.
@@ -129,31 +133,72 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
         links_seen: HashMap::new(),
         deferred_links: Vec::new(),
         is_root: nix::unistd::geteuid().is_root(),
+        batches: None,
     };
     if !opts.dry_run {
         r.ensure_target()?;
     }
+    let writer =
+        BatchWriter { repo, progress, finish: Finish { is_root: r.is_root, verify: opts.verify.then(|| repo.key()) } };
+    // One batch is written while the walk collects the next; the walk waits when it has the next
+    // one ready before the writer is done (the channel holds none), so two batches at most are held.
+    let (batch_tx, batch_rx) = std::sync::mpsc::sync_channel::<Vec<FileJob>>(0);
     // The walk recurses once per folder level, up to MAX_TREE_DEPTH levels: it runs on a thread
     // whose stack holds that many (the main thread's 8 MiB does not, in unoptimised builds).
-    let walked = std::thread::scope(|scope| {
-        let walk =
-            std::thread::Builder::new().name("restore-walk".into()).stack_size(WALK_STACK).spawn_scoped(scope, || {
-                match &node.kind {
+    let (walked, written) = std::thread::scope(|scope| {
+        let r = &mut r;
+        let walk = std::thread::Builder::new().name("restore-walk".into()).stack_size(WALK_STACK).spawn_scoped(
+            scope,
+            move || {
+                r.batches = Some(batch_tx);
+                let walked = match &node.kind {
                     NodeKind::Dir { subtree } => r.restore_dir(*subtree, &opts.target, &base),
                     _ => {
                         let path = opts.target.join(std::ffi::OsStr::from_bytes(&node.name));
                         r.restore_entry(&node, &path, &base)
                     }
+                };
+                let walked = walked.and_then(|()| r.flush_batch());
+                // The writer ends when it has written the last batch.
+                r.batches = None;
+                walked
+            },
+        );
+        // Each end of the channel belongs to its thread: when either thread cannot start, its
+        // end is dropped with it and the other does not wait.
+        let writer = std::thread::Builder::new().name("restore-write".into()).spawn_scoped(scope, || {
+            let mut total = BatchReport::default();
+            for batch in batch_rx {
+                match writer.write(&batch) {
+                    Ok(report) => total.add(report),
+                    // Returning drops the receiver: the walk's next batch is refused and it stops.
+                    Err(e) => return (total, Err(e)),
                 }
-            });
-        match walk {
+            }
+            (total, Ok(()))
+        });
+        let walked = match walk {
             Ok(handle) => {
                 handle.join().unwrap_or_else(|_| Err(Error::new(ErrorKind::Bug, "the restore walk panicked")))
             }
             Err(e) => Err(Error::io("starting the restore walk", e)),
-        }
+        };
+        let written = match writer {
+            Ok(handle) => handle.join().unwrap_or_else(|_| {
+                (BatchReport::default(), Err(Error::new(ErrorKind::Bug, "the restore writer panicked")))
+            }),
+            Err(e) => (BatchReport::default(), Err(Error::io("starting the restore writer", e))),
+        };
+        (walked, written)
     });
-    walked.and_then(|()| r.flush_batch()).map_err(|e| {
+    let (written, write_result) = written;
+    r.report.files -= written.failed_files;
+    r.report.bytes -= written.failed_bytes;
+    r.report.verified += written.verified;
+    r.report.errors.extend(written.errors);
+    r.report.warnings.extend(written.warnings);
+    // The writer's interruption first: the walk only learns of it when its next batch is refused.
+    write_result.and(walked).map_err(|e| {
         if e.kind() == ErrorKind::Interrupted {
             Error::new(
                 ErrorKind::Interrupted,
@@ -363,175 +408,26 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// Hands the batch to the writer thread (in a dry run, only checks the sizes). The walk goes on
+    /// with the next batch while this one is written: creating files costs the kernel more than
+    /// the walk costs, and both proceed at once.
     fn flush_batch(&mut self) -> Result<()> {
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         self.batch_chunks = 0;
         if self.opts.dry_run {
             self.report.errors.extend(batch.iter().filter_map(size_mismatch));
-        }
-        if batch.is_empty() || self.opts.dry_run {
             return Ok(());
         }
-        let repo = self.repo;
-        let progress = self.progress;
-        // Create every file first, sized to its stored content (never to the size the tree claims),
-        // so chunks can be written at their offsets in any order. Whatever stood at the path is
-        // removed and the file created new: an existing file may be a hard link to one outside
-        // the target, and writing into it would change that file.
-        let mut files = Vec::with_capacity(batch.len());
-        for job in &batch {
-            remove_existing(&job.path);
-            let f = OpenOptions::new()
-                .write(true)
-                .read(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&job.path)
-                .and_then(|f| f.set_len(content_len(job)).map(|()| f));
-            files.push(f.map_err(|e| format!("{}: {e}", job.path.display())));
+        if batch.is_empty() {
+            return Ok(());
         }
-        // Chunks grouped by pack and by position in it: each group is read with one request and
-        // its blobs are opened in parallel, so a pack is read once per batch, not once per chunk.
-        let mut tasks: Vec<(usize, u64, BlobLocation)> = batch
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| files[*i].is_ok())
-            .flat_map(|(i, job)| job.chunks.iter().map(move |(off, loc)| (i, *off, *loc)))
-            .collect();
-        tasks.sort_by_key(|(_, _, loc)| (loc.pack, loc.entry.offset));
-        let groups = crate::repository::read_spans(&tasks, |t| &t.2);
-        // The disk works a few spans ahead of the decoders instead of each of them waiting for its
-        // own read. Asking for everything at once would stall here: the kernel allocates the pages
-        // and queues the reads before the hint returns.
-        let hint = |g: usize| {
-            if let Some(group) = groups.get(g) {
-                let (first, last) = (&tasks[group.start].2, &tasks[group.end - 1].2);
-                let start = u64::from(first.entry.offset);
-                repo.backend().will_read(FileType::Pack, &first.pack.to_hex(), start, last.entry.end() - start);
-            }
-        };
-        // (On a remote store a hint starts the span's GET, so that many requests run while the
-        // pool decodes.)
-        let ahead = repo.backend().read_ahead();
-        (0..ahead).for_each(hint);
-        // Blobs are opened on the pool; one thread writes. Writers of one file exclude each other
-        // in the kernel anyway, and a single writer leaves the other cores to decryption.
-        let failures: Vec<(usize, String)> = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, u64, Vec<u8>)>(WRITE_QUEUE);
-            let files = &files;
-            let writer = scope.spawn(move || {
-                let mut failures = Vec::new();
-                for (i, offset, data) in rx {
-                    let Ok(file) = &files[i] else { continue };
-                    if let Err(e) = file.write_all_at(&data, offset) {
-                        failures.push((i, Error::io("writing", e).to_string()));
-                    }
-                }
-                failures
-            });
-            // Spans are taken in order (par_bridge), so the read-ahead stays just ahead of them.
-            let mut failures: Vec<(usize, String)> = groups
-                .iter()
-                .enumerate()
-                .par_bridge()
-                .flat_map(|(g, group)| {
-                    // Asked to stop: the rest of the batch is skipped, and its files removed below.
-                    if crate::cancel::requested() {
-                        return Vec::new();
-                    }
-                    hint(g + ahead);
-                    let first = &tasks[group.start].2;
-                    let last = &tasks[group.end - 1].2;
-                    let span_start = u64::from(first.entry.offset);
-                    let span_len = last.entry.end() - span_start;
-                    let span = repo.backend().read_range(FileType::Pack, &first.pack.to_hex(), span_start, span_len);
-                    tasks[group.clone()]
-                        .par_iter()
-                        .filter_map(|(i, offset, loc)| {
-                            let opened = match &span {
-                                Ok(bytes) => {
-                                    let at = (u64::from(loc.entry.offset) - span_start) as usize;
-                                    repo.open_blob_at(loc, &bytes[at..at + loc.entry.stored_len as usize])
-                                }
-                                // A truncated pack may still hold the blobs before the damage.
-                                Err(_) => repo.read_blob_at(loc),
-                            };
-                            let opened = opened.or_else(|failed| repo.read_other_copies(loc, failed));
-                            match opened {
-                                Ok(data) => {
-                                    progress.add_bytes(data.len() as u64);
-                                    // Zero chunks stay holes: sparse files stay sparse.
-                                    if !data.iter().all(|&b| b == 0) {
-                                        // The writer only stops early if it panicked.
-                                        let _ = tx.send((*i, *offset, data));
-                                    }
-                                    None
-                                }
-                                Err(e) => Some((*i, e.to_string())),
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            drop(tx);
-            match writer.join() {
-                Ok(w) => failures.extend(w),
-                Err(_) => failures.extend((0..files.len()).map(|i| (i, "the writer thread panicked".to_owned()))),
-            }
-            failures
-        });
-        if crate::cancel::requested() {
-            // Never leave a partly written file looking restored.
-            for job in &batch {
-                let _ = std::fs::remove_file(&job.path);
-            }
-            return Err(Error::new(ErrorKind::Interrupted, "interrupted"));
+        match &self.batches {
+            // The writer stops taking batches only when it stopped with an error (an interruption),
+            // which it returns itself.
+            Some(batches) => batches.send(batch).map_err(|_| Error::new(ErrorKind::Interrupted, "interrupted")),
+            None => Err(Error::new(ErrorKind::Bug, "restore batch written after the writer ended")),
         }
-        let mut failed: HashMap<usize, String> = HashMap::new();
-        for (i, f) in files.iter().enumerate() {
-            if let Err(e) = f {
-                failed.insert(i, e.clone());
-            }
-        }
-        for (i, e) in failures {
-            failed.entry(i).or_insert(e);
-        }
-        for (i, job) in batch.iter().enumerate() {
-            if let Some(e) = failed.get(&i) {
-                // Never leave a file with wrong or missing bytes looking restored.
-                let _ = std::fs::remove_file(&job.path);
-                self.report.files -= 1;
-                self.report.bytes -= job.chunks.iter().map(|c| u64::from(c.1.entry.plain_len)).sum::<u64>();
-                self.report.errors.push(format!("{}: {e}", job.path.display()));
-            } else if let Some(e) = size_mismatch(job) {
-                self.report.errors.push(e);
-            }
-        }
-        if self.opts.verify {
-            let key = repo.key();
-            // A file whose recorded size its content does not have is already reported above and
-            // never counts as verified.
-            let checked: Vec<std::result::Result<(), String>> = batch
-                .par_iter()
-                .enumerate()
-                .filter(|(i, job)| !failed.contains_key(i) && size_mismatch(job).is_none())
-                .map(|(_, job)| verify_file(key, job))
-                .collect();
-            for result in checked {
-                match result {
-                    Ok(()) => self.report.verified += 1,
-                    Err(e) => self.report.errors.push(e),
-                }
-            }
-        }
-        for (i, job) in batch.iter().enumerate() {
-            if !failed.contains_key(&i) {
-                self.apply_metadata(&job.path, &job.node);
-            }
-        }
-        Ok(())
     }
 
     fn finish_links(&mut self) {
@@ -563,16 +459,347 @@ impl Restorer<'_> {
         {
             self.report.warnings.push(format!("{}: setting permissions: {e}", path.display()));
         }
-        let mtime = filetime::FileTime::from_unix_time(
-            node.mtime_ns.div_euclid(1_000_000_000),
-            node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-        );
+        let mtime = mtime_of(node);
         // By path (utimensat, not following links) for every kind: `filetime::set_file_times` opens
         // the file, which blocks forever on a FIFO and fails on a file whose mode forbids reading.
         if let Err(e) = filetime::set_symlink_file_times(path, mtime, mtime) {
             self.report.warnings.push(format!("{}: setting times: {e}", path.display()));
         }
     }
+}
+
+/// Writes batches of files on its own thread, while the walk collects the next batch.
+struct BatchWriter<'a> {
+    repo: &'a Repository,
+    progress: &'a dyn Progress,
+    finish: Finish<'a>,
+}
+
+/// What writing one batch (or all of them) changed in the restore's report.
+#[derive(Default)]
+struct BatchReport {
+    /// Files (and their bytes) the walk counted that could not be restored.
+    failed_files: u64,
+    failed_bytes: u64,
+    verified: u64,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl BatchReport {
+    fn add(&mut self, other: BatchReport) {
+        self.failed_files += other.failed_files;
+        self.failed_bytes += other.failed_bytes;
+        self.verified += other.verified;
+        self.errors.extend(other.errors);
+        self.warnings.extend(other.warnings);
+    }
+}
+
+impl BatchWriter<'_> {
+    /// Writes the files of `batch`: contents, then metadata. What could not be restored is in the
+    /// returned report; only an interruption is an error.
+    fn write(&self, batch: &[FileJob]) -> Result<BatchReport> {
+        let repo = self.repo;
+        let progress = self.progress;
+        let finish = &self.finish;
+        let mut report = BatchReport::default();
+        // A file of at most one chunk (most files of a tree of small files) is created, written,
+        // verified, given its metadata and closed by the worker that opened its chunk: one pass
+        // over it on one thread, with no path lookup after the open. Larger files are created
+        // first, sized to their stored content (never to the size the tree claims), so that
+        // their chunks can be written at their offsets in any order.
+        let whole: Vec<bool> = batch.iter().map(|job| job.chunks.len() <= 1).collect();
+        let files: Vec<std::result::Result<Option<File>, String>> = batch
+            .iter()
+            .zip(&whole)
+            .map(|(job, &whole)| {
+                if whole {
+                    return Ok(None);
+                }
+                create_file(&job.path)
+                    .and_then(|f| f.set_len(content_len(job)).map(|()| Some(f)))
+                    .map_err(|e| Error::io("creating", e).to_string())
+            })
+            .collect();
+        // Chunks grouped by pack and by position in it: each group is read with one request and
+        // its blobs are opened in parallel, so a pack is read once per batch, not once per chunk.
+        let mut tasks: Vec<(usize, u64, BlobLocation)> = batch
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| files[*i].is_ok())
+            .flat_map(|(i, job)| job.chunks.iter().map(move |(off, loc)| (i, *off, *loc)))
+            .collect();
+        tasks.sort_by_key(|(_, _, loc)| (loc.pack, loc.entry.offset));
+        let groups = crate::repository::read_spans(&tasks, |t| &t.2);
+        // The disk works a few spans ahead of the decoders instead of each of them waiting for its
+        // own read. Asking for everything at once would stall here: the kernel allocates the pages
+        // and queues the reads before the hint returns.
+        let hint = |g: usize| {
+            if let Some(group) = groups.get(g) {
+                let (first, last) = (&tasks[group.start].2, &tasks[group.end - 1].2);
+                let start = u64::from(first.entry.offset);
+                repo.backend().will_read(FileType::Pack, &first.pack.to_hex(), start, last.entry.end() - start);
+            }
+        };
+        // (On a remote store a hint starts the span's GET, so that many requests run while the
+        // pool decodes.)
+        let ahead = repo.backend().read_ahead();
+        (0..ahead).for_each(hint);
+        // Blobs are opened on the pool; one thread writes the chunks of larger files. Writers of
+        // one file exclude each other in the kernel anyway, and a single writer leaves the other
+        // cores to decryption.
+        let outcomes: Vec<(usize, Outcome)> = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, u64, Vec<u8>)>(WRITE_QUEUE);
+            let files = &files;
+            let writer = scope.spawn(move || {
+                let mut failures = Vec::new();
+                for (i, offset, data) in rx {
+                    let Ok(Some(file)) = &files[i] else { continue };
+                    if let Err(e) = file.write_all_at(&data, offset) {
+                        failures.push((i, Outcome::Failed(Error::io("writing", e).to_string())));
+                    }
+                }
+                failures
+            });
+            // Empty files have no chunk to wait for.
+            let empty = batch.par_iter().enumerate().filter(|(_, job)| job.chunks.is_empty()).map(|(i, job)| {
+                if crate::cancel::requested() {
+                    return (i, Outcome::Skipped);
+                }
+                (i, finish.whole_file(job, &[]))
+            });
+            // Spans are taken in order (par_bridge), so the read-ahead stays just ahead of them.
+            let spans = groups.iter().enumerate().par_bridge().flat_map(|(g, group)| {
+                // Asked to stop: the rest of the batch is skipped, and its files removed below.
+                if crate::cancel::requested() {
+                    return Vec::new();
+                }
+                hint(g + ahead);
+                let first = &tasks[group.start].2;
+                let last = &tasks[group.end - 1].2;
+                let span_start = u64::from(first.entry.offset);
+                let span_len = last.entry.end() - span_start;
+                let span = repo.backend().read_range(FileType::Pack, &first.pack.to_hex(), span_start, span_len);
+                tasks[group.clone()]
+                    .par_iter()
+                    .filter_map(|(i, offset, loc)| {
+                        let opened = match &span {
+                            Ok(bytes) => {
+                                let at = (u64::from(loc.entry.offset) - span_start) as usize;
+                                repo.open_blob_at(loc, &bytes[at..at + loc.entry.stored_len as usize])
+                            }
+                            // A truncated pack may still hold the blobs before the damage.
+                            Err(_) => repo.read_blob_at(loc),
+                        };
+                        let opened = opened.or_else(|failed| repo.read_other_copies(loc, failed));
+                        match opened {
+                            Ok(data) => {
+                                progress.add_bytes(data.len() as u64);
+                                if whole[*i] {
+                                    if crate::cancel::requested() {
+                                        return Some((*i, Outcome::Skipped));
+                                    }
+                                    return Some((*i, finish.whole_file(&batch[*i], &data)));
+                                }
+                                // Zero chunks stay holes: sparse files stay sparse.
+                                if !data.iter().all(|&b| b == 0) {
+                                    // The writer only stops early if it panicked.
+                                    let _ = tx.send((*i, *offset, data));
+                                }
+                                None
+                            }
+                            Err(e) => Some((*i, Outcome::Failed(e.to_string()))),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let mut outcomes: Vec<(usize, Outcome)> = empty.chain(spans).collect();
+            drop(tx);
+            match writer.join() {
+                Ok(w) => outcomes.extend(w),
+                Err(_) => outcomes
+                    .extend((0..files.len()).map(|i| (i, Outcome::Failed("the writer thread panicked".to_owned())))),
+            }
+            outcomes
+        });
+        let mut failed: HashMap<usize, String> = HashMap::new();
+        let mut finished: HashMap<usize, (Vec<String>, Verified)> = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            if let Err(e) = f {
+                failed.insert(i, e.clone());
+            }
+        }
+        for (i, outcome) in outcomes {
+            match outcome {
+                Outcome::Failed(e) => {
+                    failed.entry(i).or_insert(e);
+                }
+                Outcome::Finished { warnings, verified } => {
+                    finished.insert(i, (warnings, verified));
+                }
+                Outcome::Skipped => {}
+            }
+        }
+        if crate::cancel::requested() {
+            // Never leave a partly written file looking restored: the larger files of the batch
+            // are all unfinished (their metadata comes last), a small file is either finished
+            // or was never created.
+            for (i, job) in batch.iter().enumerate() {
+                if !whole[i] || failed.contains_key(&i) {
+                    let _ = std::fs::remove_file(&job.path);
+                }
+            }
+            return Err(Error::new(ErrorKind::Interrupted, "interrupted"));
+        }
+        // A chunk that failed means its file was not finished: every file whose chunks were all
+        // opened and written is finished now, or below for the larger ones.
+        for (i, job) in batch.iter().enumerate() {
+            if let Some(e) = failed.get(&i) {
+                // Never leave a file with wrong or missing bytes looking restored.
+                let _ = std::fs::remove_file(&job.path);
+                report.failed_files += 1;
+                report.failed_bytes += job.chunks.iter().map(|c| u64::from(c.1.entry.plain_len)).sum::<u64>();
+                report.errors.push(format!("{}: {e}", job.path.display()));
+                finished.remove(&i);
+            } else if let Some(e) = size_mismatch(job) {
+                report.errors.push(e);
+            }
+        }
+        // The larger files: verified, then given their metadata through the descriptor that
+        // wrote them, in parallel.
+        let larger: Vec<(usize, Outcome)> = batch
+            .par_iter()
+            .zip(&files)
+            .enumerate()
+            .filter(|(i, _)| !whole[*i] && !failed.contains_key(i))
+            .filter_map(|(i, (job, file))| match file {
+                Ok(Some(file)) => Some((i, finish.written_file(job, file))),
+                _ => None,
+            })
+            .collect();
+        for (i, outcome) in larger {
+            if let Outcome::Finished { warnings, verified } = outcome {
+                finished.insert(i, (warnings, verified));
+            }
+        }
+        let mut finished: Vec<_> = finished.into_iter().collect();
+        finished.sort_by_key(|(i, _)| *i);
+        for (_, (warnings, verified)) in finished {
+            report.warnings.extend(warnings);
+            match verified {
+                Some(Ok(())) => report.verified += 1,
+                Some(Err(e)) => report.errors.push(e),
+                None => {}
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What became of one file of a batch in its parallel pass.
+enum Outcome {
+    /// Content written and metadata set; with `--verify`, whether the content read back matched.
+    Finished { warnings: Vec<String>, verified: Verified },
+    /// Not restored, for this reason.
+    Failed(String),
+    /// Not started: the restore was asked to stop.
+    Skipped,
+}
+
+/// Whether a file's content read back matched the snapshot (with `--verify`; else `None`).
+type Verified = Option<std::result::Result<(), String>>;
+
+/// What the workers need to finish a file whose content they wrote.
+struct Finish<'a> {
+    is_root: bool,
+    /// The key to verify with (`--verify`).
+    verify: Option<&'a cairn_format::crypto::MasterKey>,
+}
+
+impl Finish<'_> {
+    /// Creates the file of at most one chunk `job`, writes `data` (its one chunk, or nothing) and
+    /// finishes it. Nothing is written for a zero chunk: the file is sized over a hole.
+    fn whole_file(&self, job: &FileJob, data: &[u8]) -> Outcome {
+        let file = match create_file(&job.path) {
+            Ok(file) => file,
+            Err(e) => return Outcome::Failed(Error::io("creating", e).to_string()),
+        };
+        // Created empty and written in full: no truncation is needed.
+        let written = if data.is_empty() {
+            Ok(())
+        } else if data.iter().all(|&b| b == 0) {
+            file.set_len(data.len() as u64)
+        } else {
+            file.write_all_at(data, 0)
+        };
+        match written {
+            Ok(()) => self.written_file(job, &file),
+            Err(e) => Outcome::Failed(Error::io("writing", e).to_string()),
+        }
+    }
+
+    /// Verifies (with `--verify`) and sets the metadata of a file whose whole content is written,
+    /// through the descriptor that wrote it: no path lookup, and nothing that stands at the path
+    /// meanwhile can receive the owner, mode or times. The mode comes after the content (the file
+    /// may be read-only) and the times last.
+    fn written_file(&self, job: &FileJob, file: &File) -> Outcome {
+        // A file whose recorded size its content does not have is reported by the caller and
+        // never counts as verified.
+        let verified = match self.verify {
+            Some(key) if size_mismatch(job).is_none() => Some(verify_file(key, job, file)),
+            _ => None,
+        };
+        let path = &job.path;
+        let node = &job.node;
+        let mut warnings = Vec::new();
+        if self.is_root
+            && let Err(e) = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))
+        {
+            warnings.push(format!("{}: setting owner: {e}", path.display()));
+        }
+        // After the owner (chown drops security.capability) and before the mode, as for every entry.
+        warnings.extend(crate::xattrs::apply_to_file(file, path, &node.xattrs));
+        if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777)) {
+            warnings.push(format!("{}: setting permissions: {e}", path.display()));
+        }
+        let mtime = mtime_of(node);
+        if let Err(e) = filetime::set_file_handle_times(file, Some(mtime), Some(mtime)) {
+            warnings.push(format!("{}: setting times: {e}", path.display()));
+        }
+        Outcome::Finished { warnings, verified }
+    }
+}
+
+/// Creates a new, empty file at `path` that only this process has open, never opening what
+/// stands there: `O_CREAT | O_EXCL` fails on any existing entry, a symlink (even a dangling one)
+/// or a hard link to a file outside the target included; that entry is then removed and the file
+/// created again. Into a folder this restore created, the first attempt succeeds: one system call.
+fn create_file(path: &Path) -> std::io::Result<File> {
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            remove_existing(path);
+            create()
+        }
+        other => other,
+    }
+}
+
+/// The modification time recorded in `node`.
+fn mtime_of(node: &Node) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
 }
 
 /// Opened chunks waiting for the writer thread.
@@ -603,12 +830,8 @@ fn size_mismatch(job: &FileJob) -> Option<String> {
     })
 }
 
-fn verify_file(key: &cairn_format::crypto::MasterKey, job: &FileJob) -> std::result::Result<(), String> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&job.path)
-        .map_err(|e| format!("{}: verify: {e}", job.path.display()))?;
+/// Reads the content of `job` back through `f` and checks it against its chunk ids.
+fn verify_file(key: &cairn_format::crypto::MasterKey, job: &FileJob, f: &File) -> std::result::Result<(), String> {
     let mut buf = Vec::new();
     for (offset, loc) in &job.chunks {
         buf.resize(loc.entry.plain_len as usize, 0);
