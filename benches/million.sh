@@ -20,7 +20,7 @@
 #
 # The tree: a seeded mix that looks like an uploads/config tree: 90% of the files tiny (20-400
 # bytes of text), 9% 1-16 KiB, 1% 16-64 KiB; 60% text, the rest random bytes. 1M files are ~1.4 GB
-# of data and ~4.4 GB on disk (4 KiB blocks); each repository is about 1 GB.
+# of data and ~4.8 GB on disk (4 KiB blocks); each repository is about 0.8 GB, cairn's cache 0.25 GB.
 # Results: a Markdown table on standard output and in WORKDIR/results/, raw rows in a TSV beside it.
 set -euo pipefail
 
