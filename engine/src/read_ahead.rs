@@ -36,8 +36,20 @@ const LISTER_QUEUE: usize = 256;
 /// folders the walk skips, `--exclude-if-present` say, are never taken).
 const LISTED_MAX: usize = 16384;
 
-/// A folder's entries as the read-ahead found them, sorted by name: name, path and `lstat` result.
-pub type Listing = Vec<(OsString, PathBuf, std::io::Result<std::fs::Metadata>)>;
+/// A folder's entries as the read-ahead found them, sorted by name.
+pub type Listing = Vec<ListedEntry>;
+
+/// One entry of a folder listing: its name, path, `lstat` result and, when that succeeded, its
+/// extended attributes (with a warning for each that could not be read). Reading the attributes
+/// here, on the read-ahead's threads, takes a path lookup per entry off the walk's thread.
+#[derive(Debug)]
+pub struct ListedEntry {
+    pub name: OsString,
+    pub path: PathBuf,
+    pub meta: std::io::Result<std::fs::Metadata>,
+    pub xattrs: Vec<cairn_format::tree::Xattr>,
+    pub xattr_warnings: Vec<String>,
+}
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -162,22 +174,29 @@ fn list_and_look(folder: &Path, stop: &AtomicBool) -> Option<Listing> {
 /// listing itself could not read come back apart, for the caller to report. With `stop`, gives up
 /// (an `Interrupted` error) once it is set.
 pub fn list_folder(folder: &Path, stop: Option<&AtomicBool>) -> std::io::Result<(Listing, Vec<std::io::Error>)> {
-    let mut children: Vec<(OsString, PathBuf)> = Vec::new();
+    let mut children: Vec<(OsString, std::fs::DirEntry)> = Vec::new();
     let mut unreadable = Vec::new();
     for entry in std::fs::read_dir(folder)? {
         match entry {
-            Ok(e) => children.push((e.file_name(), e.path())),
+            Ok(e) => children.push((e.file_name(), e)),
             Err(e) => unreadable.push(e),
         }
     }
-    children.sort();
+    children.sort_by(|a, b| a.0.cmp(&b.0));
     let mut listing = Vec::with_capacity(children.len());
-    for (name, path) in children {
+    for (name, entry) in children {
         if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
             return Err(std::io::ErrorKind::Interrupted.into());
         }
-        let meta = std::fs::symlink_metadata(&path);
-        listing.push((name, path, meta));
+        // Relative to the open folder (`statx` on its descriptor, not following a symlink, as
+        // `lstat`): the kernel does not walk the whole path again for each entry.
+        let meta = entry.metadata();
+        let path = entry.path();
+        let (xattrs, xattr_warnings) = match meta {
+            Ok(_) => crate::xattrs::read(&path),
+            Err(_) => (Vec::new(), Vec::new()),
+        };
+        listing.push(ListedEntry { name, path, meta, xattrs, xattr_warnings });
     }
     Ok((listing, unreadable))
 }
@@ -218,7 +237,7 @@ impl Shared {
     fn peek(&self, folder: &Path) -> Option<Vec<(PathBuf, std::fs::Metadata)>> {
         let listings = self.listings.lock().unwrap_or_else(|p| p.into_inner());
         let (_, listing) = listings.get(folder)?;
-        Some(listing.iter().filter_map(|(_, path, meta)| Some((path.clone(), meta.as_ref().ok()?.clone()))).collect())
+        Some(listing.iter().filter_map(|e| Some((e.path.clone(), e.meta.as_ref().ok()?.clone()))).collect())
     }
 }
 
@@ -269,10 +288,8 @@ impl Visitor<'_> {
             Some(entries) => entries,
             None => {
                 let Some(listing) = list_and_look(path, &self.shared.stop) else { return Ok(()) };
-                let entries: Vec<(PathBuf, std::fs::Metadata)> = listing
-                    .iter()
-                    .filter_map(|(_, child, meta)| Some((child.clone(), meta.as_ref().ok()?.clone())))
-                    .collect();
+                let entries: Vec<(PathBuf, std::fs::Metadata)> =
+                    listing.iter().filter_map(|e| Some((e.path.clone(), e.meta.as_ref().ok()?.clone()))).collect();
                 self.shared.offer(path, position, listing);
                 entries
             }

@@ -884,10 +884,10 @@ impl Walker<'_, '_> {
                 },
             };
             let mut looked_at = Vec::with_capacity(listing.len());
-            for (child_name, child_path, meta) in listing {
-                match meta {
-                    Ok(m) => looked_at.push((child_name, child_path, m)),
-                    Err(e) => self.warn(format!("{}: {e} (skipped)", child_path.display())),
+            for entry in listing {
+                match entry.meta {
+                    Ok(m) => looked_at.push((entry.name, entry.path, m, (entry.xattrs, entry.xattr_warnings))),
+                    Err(e) => self.warn(format!("{}: {e} (skipped)", entry.path.display())),
                 }
             }
             // The chunks of the files that look unchanged are checked against the index in one
@@ -896,8 +896,8 @@ impl Walker<'_, '_> {
                 Some(parent) if !self.force => {
                     let ids: Vec<BlobId> = looked_at
                         .iter()
-                        .filter(|(_, _, m)| m.is_file())
-                        .filter_map(|(n, _, m)| {
+                        .filter(|(_, _, m, _)| m.is_file())
+                        .filter_map(|(n, _, m, _)| {
                             let node = parent.get(n.as_bytes())?;
                             unchanged_content(node, &FileFingerprint::of(m))
                         })
@@ -912,7 +912,7 @@ impl Walker<'_, '_> {
             };
             let outer = std::mem::replace(&mut self.known_in_folder, known_here);
             let mut nodes = Vec::with_capacity(looked_at.len());
-            for (child_name, child_path, child_meta) in looked_at {
+            for (child_name, child_path, child_meta, (xattrs, xattr_warnings)) in looked_at {
                 let child_parent = parent_sub.as_ref().and_then(|t| t.get(child_name.as_bytes()));
                 let is_dir = child_meta.is_dir();
                 let mine = if is_dir { std::mem::take(&mut self.known_in_folder) } else { HashSet::new() };
@@ -920,8 +920,13 @@ impl Walker<'_, '_> {
                 if is_dir {
                     self.known_in_folder = mine;
                 }
-                if let Some(n) = node? {
-                    nodes.push(self.with_xattrs(n, &child_path));
+                if let Some(mut n) = node? {
+                    // Read with the listing, like the metadata (see `ListedEntry`).
+                    for w in xattr_warnings {
+                        self.warn(w);
+                    }
+                    n.xattrs = xattrs;
+                    nodes.push(n);
                 }
             }
             self.known_in_folder = outer;
