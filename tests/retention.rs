@@ -1,7 +1,7 @@
 //! Retention and garbage collection end to end: forget policies on real snapshots, prune, prune
 //! running beside backups, and prune or forget killed at random moments.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -389,4 +389,71 @@ fn prune_defers_deleting_what_a_running_backup_may_use() {
     let third = repo.json(&["prune"]);
     assert_eq!(third["packs_deferred"], 0, "{third}");
     assert_eq!(third["plan"]["packs_condemned_earlier"], 0, "{third}");
+}
+
+/// Names of the index files in the repository.
+fn index_files(repo: &TestRepo) -> BTreeSet<String> {
+    std::fs::read_dir(repo.repo_path().join("index"))
+        .expect("list index/")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn prune_rewrites_only_the_index_files_that_list_what_it_changes() {
+    let repo = TestRepo::new();
+    let backup = |name: &str, seed: u64| {
+        let src = repo.scratch(name);
+        std::fs::create_dir_all(&src).expect("source folder");
+        // Incompressible and above a quarter of the 16 MiB pack target: a pack prune never
+        // combines as "small".
+        std::fs::write(src.join("data.bin"), Rng(seed).bytes(6 << 20)).expect("write source");
+        repo.cairn().args(["backup", "--quiet"]).arg(&src).assert().success();
+        src
+    };
+    let a = backup("a", 11);
+    let b = backup("b", 12);
+    // The first prune combines the two backups' small tree packs into one, listed by an index
+    // file of its own; the packs it replaced stay listed as condemned (deleted by a later prune
+    // once no backup can still be using them), so the file that lists them is rewritten by
+    // every prune until then.
+    repo.cairn().args(["prune", "--quiet"]).assert().success();
+    let untouched: BTreeSet<String> = index_files(&repo)
+        .into_iter()
+        .filter(|id| {
+            let file = repo.json(&["cat", "index", id]);
+            file["index"]["condemned"].as_array().is_none_or(|c| c.is_empty())
+        })
+        .collect();
+    assert!(!untouched.is_empty(), "an index file without condemned packs after the first prune");
+    let before = index_files(&repo);
+    backup("c", 13);
+    let added: Vec<String> = index_files(&repo).difference(&before).cloned().collect();
+    assert_eq!(added.len(), 1, "the backup of c adds one index file: {added:?}");
+    let c_id = repo.json(&["snapshots"]).as_array().expect("array").last().expect("three snapshots")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    repo.cairn().args(["forget", "--quiet", &c_id]).assert().success();
+    repo.cairn().args(["prune", "--quiet"]).assert().success();
+    let after = index_files(&repo);
+    assert!(
+        untouched.is_subset(&after),
+        "prune replaced index files that list only packs it kept: kept {untouched:?}, after {after:?}"
+    );
+    assert!(!after.contains(&added[0]), "the index file of the forgotten backup is replaced: {after:?}");
+    repo.cairn().args(["check", "--read-data"]).assert().success();
+    for (src, seed) in [(a, 11), (b, 12)] {
+        let target = tempfile::tempdir().expect("temporary folder");
+        repo.cairn()
+            .args(["restore", "latest", "--path"])
+            .arg(&src)
+            .arg("--target")
+            .arg(target.path())
+            .assert()
+            .success();
+        let restored = target.path().join(src.strip_prefix("/").expect("absolute")).join("data.bin");
+        assert_eq!(std::fs::read(restored).expect("restored"), Rng(seed).bytes(6 << 20));
+    }
 }
