@@ -129,9 +129,10 @@ const BLOBS_BY_PACK: &str = "CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs(p
 const BULK_ROWS: usize = 50_000;
 
 /// Index files decoded at a time by a sync (in parallel); the next batch is decoded while one is
-/// staged, so a sync holds about three batches in memory (an index file of 65,536 blobs decodes to
-/// about 3 MiB), however large the repository.
-const SYNC_BATCH: usize = 8;
+/// staged, so a sync holds about two batches in memory (an index file of 65,536 blobs decodes to
+/// about 3 MiB, and its encrypted bytes take as much while it is decoded), however large the
+/// repository.
+const SYNC_BATCH: usize = 4;
 
 /// Blob rows of the index files a sync decoded, in arrival order, in the connection's own temporary
 /// database (a file: `temp_store` is FILE). `seq` numbers the packs of the sync in order; the
@@ -444,7 +445,7 @@ impl Cache {
         self.conn.execute_batch(STAGING_DROP).map_err(sql("staging"))?;
         self.conn.execute_batch(STAGING_SCHEMA).map_err(sql("staging"))?;
         std::thread::scope(|scope| {
-            let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(IndexId, Result<IndexFile>)>>(1);
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(IndexId, Result<IndexFile>)>>(0);
             scope.spawn(move || {
                 for ids in new.chunks(batch) {
                     let got: Vec<(IndexId, Result<IndexFile>)> = ids.par_iter().map(|id| (*id, fetch(*id))).collect();
