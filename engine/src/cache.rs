@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cairn_format::blob::{BlobKind, Compression};
-use cairn_format::index::IndexFile;
+use cairn_format::index::{CondemnedPack, IndexFile};
 use cairn_format::pack::BlobEntry;
 use cairn_format::{BlobId, IndexId, PackId};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -127,6 +127,44 @@ const BLOBS_BY_PACK: &str = "CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs(p
 
 /// Blob rows merged in one go from which a merge counts as bulk (see `load_indexes`).
 const BULK_ROWS: usize = 50_000;
+
+/// Index files decoded at a time by a sync (in parallel); the next batch is decoded while one is
+/// staged, so a sync holds about two batches in memory (an index file of 65,536 blobs decodes to
+/// about 3 MiB, and its encrypted bytes take as much while it is decoded), however large the
+/// repository.
+const SYNC_BATCH: usize = 4;
+
+/// Blob rows of the index files a sync decoded, in arrival order, in the connection's own temporary
+/// database (a file: `temp_store` is FILE). `seq` numbers the packs of the sync in order; the
+/// merge maps it to the pack's row number through `staged_packs` and lets SQLite sort the rows.
+const STAGING_SCHEMA: &str = "
+CREATE TEMP TABLE staged_blobs (
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    kind INTEGER NOT NULL,
+    compression INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    plain_len INTEGER NOT NULL
+);
+CREATE TEMP TABLE staged_packs (
+    seq INTEGER PRIMARY KEY,
+    pack_no INTEGER NOT NULL
+);
+";
+const STAGING_DROP: &str = "DROP TABLE IF EXISTS temp.staged_blobs; DROP TABLE IF EXISTS temp.staged_packs;";
+
+/// What a sync keeps in memory of a decoded index file: all but its blob rows (which are staged).
+struct StagedIndex {
+    id: IndexId,
+    supersedes: Vec<IndexId>,
+    /// Id and length of each pack, in the file's order (pack `i` has staging number `first_seq + i`).
+    packs: Vec<(PackId, u64)>,
+    condemned: Vec<CondemnedPack>,
+    first_seq: i64,
+    /// Blob rows staged for this file.
+    rows: usize,
+}
 
 /// The largest cache database read into memory ahead of use.
 const READ_AHEAD_MAX: u64 = 512 * 1024 * 1024;
@@ -361,6 +399,16 @@ impl Cache {
         list: impl FnOnce() -> Result<Vec<IndexId>>,
         fetch: impl Fn(IndexId) -> Result<IndexFile> + Sync,
     ) -> Result<SyncStats> {
+        self.sync_index_in_batches(list, fetch, SYNC_BATCH)
+    }
+
+    /// [`Cache::sync_index`], decoding `batch` index files at a time.
+    fn sync_index_in_batches(
+        &mut self,
+        list: impl FnOnce() -> Result<Vec<IndexId>>,
+        fetch: impl Fn(IndexId) -> Result<IndexFile> + Sync,
+        batch: usize,
+    ) -> Result<SyncStats> {
         let known: HashSet<IndexId> = {
             let mut stmt = self.conn.prepare("SELECT id FROM index_files").map_err(sql("read"))?;
             let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(sql("read"))?;
@@ -369,33 +417,125 @@ impl Cache {
         let present = list()?;
         let present_set: HashSet<IndexId> = present.iter().copied().collect();
         let new: Vec<IndexId> = present.iter().copied().filter(|id| !known.contains(id)).collect();
-        // Decoding is CPU work (decryption); do it in parallel before taking the write lock.
-        use rayon::prelude::*;
-        let results: Vec<(IndexId, Result<IndexFile>)> = new.par_iter().map(|id| (*id, fetch(*id))).collect();
-        let mut fetched: Vec<(IndexId, IndexFile)> = Vec::with_capacity(results.len());
+        // Decoding is CPU work (decryption); it runs in parallel and before the write lock is
+        // taken. The blob rows go to a staging table of this connection's own temporary database
+        // (no lock on the cache), a batch at a time, so memory does not grow with the repository.
         let mut unreadable = Vec::new();
-        for (id, r) in results {
-            match r {
-                Ok(f) => fetched.push((id, f)),
-                // A damaged index file must not make every other one unusable; a vanished one was
-                // superseded by a prune between listing and reading. Neither is merged; the caller
-                // decides whether it may go on.
-                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => unreadable.push(e),
-                Err(e) => return Err(e),
-            }
-        }
+        let staged = self.stage(&new, &fetch, batch.max(1), &mut unreadable)?;
+        let result = self.merge_staged(&known, &present_set, staged, &fetch, unreadable);
+        // The staged rows are on disk in a temporary file; give its space back either way.
+        let _ = self.conn.execute_batch(STAGING_DROP);
+        result
+    }
 
+    /// Fetches and decodes the index files `new`, `batch` at a time in parallel (the next batch is
+    /// decoded while one is written), and writes their blob rows to the staging table. Returns
+    /// what is kept of each file in memory: its supersedes list, packs and condemned packs.
+    fn stage(
+        &self,
+        new: &[IndexId],
+        fetch: &(impl Fn(IndexId) -> Result<IndexFile> + Sync),
+        batch: usize,
+        unreadable: &mut Vec<Error>,
+    ) -> Result<Vec<StagedIndex>> {
+        use rayon::prelude::*;
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.conn.execute_batch(STAGING_DROP).map_err(sql("staging"))?;
+        self.conn.execute_batch(STAGING_SCHEMA).map_err(sql("staging"))?;
+        std::thread::scope(|scope| {
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<(IndexId, Result<IndexFile>)>>(0);
+            scope.spawn(move || {
+                for ids in new.chunks(batch) {
+                    let got: Vec<(IndexId, Result<IndexFile>)> = ids.par_iter().map(|id| (*id, fetch(*id))).collect();
+                    // The receiver is gone after an error: stop.
+                    if sender.send(got).is_err() {
+                        break;
+                    }
+                }
+            });
+            // Only the temporary database is written: the cache itself stays unlocked.
+            let tx = self.conn.unchecked_transaction().map_err(sql("staging"))?;
+            let mut staged = Vec::with_capacity(new.len());
+            let mut next_seq: i64 = 0;
+            {
+                let mut stmt = tx
+                    .prepare(
+                        "INSERT INTO temp.staged_blobs (seq, id, kind, compression, offset, stored_len, plain_len)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(sql("staging"))?;
+                for got in receiver {
+                    for (id, r) in got {
+                        let file = match r {
+                            Ok(f) => f,
+                            // A damaged index file must not make every other one unusable; a
+                            // vanished one was superseded by a prune between listing and reading.
+                            // Neither is merged; the caller decides whether it may go on.
+                            Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                                unreadable.push(e);
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        let first_seq = next_seq;
+                        let mut rows = 0;
+                        for p in &file.packs {
+                            for b in &p.blobs {
+                                stmt.execute(params![
+                                    next_seq,
+                                    &b.id.as_bytes()[..],
+                                    b.kind as u8,
+                                    b.compression as u8,
+                                    b.offset,
+                                    b.stored_len,
+                                    b.plain_len
+                                ])
+                                .map_err(sql("staging"))?;
+                            }
+                            rows += p.blobs.len();
+                            next_seq += 1;
+                        }
+                        staged.push(StagedIndex {
+                            id,
+                            supersedes: file.supersedes,
+                            packs: file.packs.into_iter().map(|p| (p.id, p.len)).collect(),
+                            condemned: file.condemned,
+                            first_seq,
+                            rows,
+                        });
+                    }
+                }
+            }
+            tx.commit().map_err(sql("staging"))?;
+            Ok(staged)
+        })
+    }
+
+    /// The write half of a sync: forgets vanished index files, records the new ones, and merges
+    /// every live, unsuperseded one that is not merged yet (staged rows sorted by SQLite).
+    fn merge_staged(
+        &mut self,
+        known: &HashSet<IndexId>,
+        present_set: &HashSet<IndexId>,
+        staged: Vec<StagedIndex>,
+        fetch: &(impl Fn(IndexId) -> Result<IndexFile> + Sync),
+        unreadable: Vec<Error>,
+    ) -> Result<SyncStats> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql("begin"))?;
         let mut stats = SyncStats { unreadable, ..SyncStats::default() };
         let mut unloaded = 0usize;
         // Forget index files that vanished from the repository: known before the listing, and not
         // in it. (One that another process forgot meanwhile is simply gone already.)
-        for id in known.difference(&present_set) {
+        for id in known.difference(present_set) {
             forget_index(&tx, *id)?;
             stats.removed += 1;
         }
-        for (id, file) in &fetched {
-            insert_index_file(&tx, *id, file)?;
+        let mut staged_by_id = std::collections::HashMap::with_capacity(staged.len());
+        for (i, f) in staged.iter().enumerate() {
+            insert_index_file(&tx, f.id, &f.supersedes)?;
+            staged_by_id.insert(f.id, i);
         }
         // Which live index files are superseded by another live one?
         let mut superseded = HashSet::new();
@@ -419,7 +559,8 @@ impl Cache {
                 .filter_map(|(no, b, l)| to_id(&b).map(|b| (no, IndexId::from_bytes(b), l)))
                 .collect()
         };
-        let mut to_load: Vec<(i64, std::borrow::Cow<'_, IndexFile>)> = Vec::new();
+        let mut to_load: Vec<(i64, IndexFile)> = Vec::new();
+        let mut staged_to_load: Vec<(i64, &StagedIndex)> = Vec::new();
         for (no, id, is_loaded) in loaded {
             let wanted = !superseded.contains(&id);
             if is_loaded && !wanted {
@@ -427,15 +568,16 @@ impl Cache {
                 tx.execute("UPDATE index_files SET loaded = 0 WHERE no = ?1", [no]).map_err(sql("update"))?;
                 unloaded += 1;
             } else if !is_loaded && wanted {
-                let file = match fetched.iter().find(|(f, _)| *f == id) {
-                    Some((_, f)) => std::borrow::Cow::Borrowed(f),
-                    None => std::borrow::Cow::Owned(fetch(id)?),
-                };
-                to_load.push((no, file));
+                match staged_by_id.get(&id) {
+                    Some(&i) => staged_to_load.push((no, &staged[i])),
+                    // Known before and unmerged while another index file superseded it (rare).
+                    None => to_load.push((no, fetch(id)?)),
+                }
                 stats.merged += 1;
             }
         }
-        let inserted = load_indexes(&tx, to_load.iter().map(|(no, f)| (*no, f.as_ref())))?;
+        let mut inserted = load_staged(&tx, &staged_to_load)?;
+        inserted += load_indexes(&tx, to_load.iter().map(|(no, f)| (*no, f)))?;
         tx.commit().map_err(sql("commit"))?;
         if stats.removed + unloaded > 0 {
             self.reclaim_free_pages()?;
@@ -471,7 +613,7 @@ impl Cache {
     /// Adds an index file this process just wrote, so lookups see it without a new sync.
     pub fn add_index(&mut self, id: IndexId, file: &IndexFile) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sql("begin"))?;
-        let (no, loaded) = insert_index_file(&tx, id, file)?;
+        let (no, loaded) = insert_index_file(&tx, id, &file.supersedes)?;
         if !loaded {
             load_indexes(&tx, [(no, file)])?;
         }
@@ -1112,9 +1254,9 @@ fn unload_index(tx: &rusqlite::Transaction<'_>, no: i64) -> Result<()> {
 }
 
 /// Makes an index file known (not yet merged) and returns its number and whether it is merged.
-fn insert_index_file(tx: &rusqlite::Transaction<'_>, id: IndexId, file: &IndexFile) -> Result<(i64, bool)> {
-    let mut sup = Vec::with_capacity(file.supersedes.len() * 32);
-    for s in &file.supersedes {
+fn insert_index_file(tx: &rusqlite::Transaction<'_>, id: IndexId, supersedes: &[IndexId]) -> Result<(i64, bool)> {
+    let mut sup = Vec::with_capacity(supersedes.len() * 32);
+    for s in supersedes {
         sup.extend_from_slice(s.as_bytes());
     }
     let idb = &id.as_bytes()[..];
@@ -1122,6 +1264,82 @@ fn insert_index_file(tx: &rusqlite::Transaction<'_>, id: IndexId, file: &IndexFi
         .map_err(sql("insert"))?;
     tx.query_row("SELECT no, loaded FROM index_files WHERE id = ?1", [idb], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(sql("read"))
+}
+
+/// Records a pack of index file `index_no` (or updates its length) and returns its row number.
+fn insert_pack(tx: &rusqlite::Transaction<'_>, id: &PackId, index_no: i64, len: u64) -> Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO packs (id, index_no, len) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id, index_no) DO UPDATE SET len = excluded.len RETURNING no",
+    )
+    .map_err(sql("insert"))?
+    .query_row(params![&id.as_bytes()[..], index_no, len as i64], |r| r.get(0))
+    .map_err(sql("insert"))
+}
+
+/// Records the condemned packs of index file `index_no` and marks it merged.
+fn finish_index(tx: &rusqlite::Transaction<'_>, index_no: i64, condemned: &[CondemnedPack]) -> Result<()> {
+    let mut condemned_stmt = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO condemned (pack, index_no, since_ns, len, entries) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(sql("insert"))?;
+    for c in condemned {
+        let mut w = cairn_format::wire::Writer::new();
+        for b in &c.pack.blobs {
+            encode_entry(&mut w, b);
+        }
+        condemned_stmt
+            .execute(params![&c.pack.id.as_bytes()[..], index_no, c.since_ns, c.pack.len as i64, w.into_bytes()])
+            .map_err(sql("insert"))?;
+    }
+    tx.execute("UPDATE index_files SET loaded = 1 WHERE no = ?1", [index_no]).map_err(sql("update"))?;
+    Ok(())
+}
+
+/// Whether a merge of `rows` blob rows builds the per-pack index afterwards (see `load_indexes`).
+fn bulk_into_empty(tx: &rusqlite::Transaction<'_>, rows: usize) -> Result<bool> {
+    Ok(rows >= BULK_ROWS
+        && !tx.query_row("SELECT EXISTS (SELECT 1 FROM blobs)", [], |r| r.get::<_, bool>(0)).map_err(sql("read"))?)
+}
+
+/// Merges staged index files (by number) into the merged index; returns how many blob rows it
+/// added. SQLite sorts the staged rows into blob id order (its external sorter: memory bounded by
+/// the page cache size, the rest in temporary files), so the table's B-tree is written page after
+/// page, as `load_indexes` does from memory.
+fn load_staged(tx: &rusqlite::Transaction<'_>, files: &[(i64, &StagedIndex)]) -> Result<usize> {
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let mut seq_stmt =
+        tx.prepare_cached("INSERT INTO temp.staged_packs (seq, pack_no) VALUES (?1, ?2)").map_err(sql("insert"))?;
+    let mut inserted = 0;
+    for (index_no, file) in files {
+        for (i, (id, len)) in file.packs.iter().enumerate() {
+            let pack_no = insert_pack(tx, id, *index_no, *len)?;
+            seq_stmt.execute(params![file.first_seq + i as i64, pack_no]).map_err(sql("insert"))?;
+        }
+        finish_index(tx, *index_no, &file.condemned)?;
+        inserted += file.rows;
+    }
+    let rebuild_index = bulk_into_empty(tx, inserted)?;
+    if rebuild_index {
+        tx.execute_batch("DROP INDEX IF EXISTS blobs_by_pack").map_err(sql("insert"))?;
+    }
+    // CROSS JOIN keeps the staged rows the outer loop (one look-up of the pack per row); rows of
+    // index files not merged here (another process merged them first) have no pack number.
+    tx.execute(
+        "INSERT OR IGNORE INTO blobs (id, pack_no, kind, compression, offset, stored_len, plain_len)
+         SELECT b.id, p.pack_no, b.kind, b.compression, b.offset, b.stored_len, b.plain_len
+         FROM temp.staged_blobs b CROSS JOIN temp.staged_packs p ON p.seq = b.seq
+         ORDER BY b.id, p.pack_no",
+        [],
+    )
+    .map_err(sql("insert"))?;
+    if rebuild_index {
+        tx.execute_batch(BLOBS_BY_PACK).map_err(sql("insert"))?;
+    }
+    Ok(inserted)
 }
 
 /// Merges index files (by number) into the merged index; returns how many blob rows it added.
@@ -1135,40 +1353,17 @@ fn load_indexes<'a>(
     tx: &rusqlite::Transaction<'_>,
     files: impl IntoIterator<Item = (i64, &'a IndexFile)>,
 ) -> Result<usize> {
-    let mut pack_stmt = tx
-        .prepare_cached(
-            "INSERT INTO packs (id, index_no, len) VALUES (?1, ?2, ?3)
-             ON CONFLICT (id, index_no) DO UPDATE SET len = excluded.len RETURNING no",
-        )
-        .map_err(sql("insert"))?;
-    let mut condemned_stmt = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO condemned (pack, index_no, since_ns, len, entries) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .map_err(sql("insert"))?;
     let mut rows: Vec<(&BlobEntry, i64)> = Vec::new();
     for (index_no, file) in files {
         for p in &file.packs {
-            let pack_no: i64 = pack_stmt
-                .query_row(params![&p.id.as_bytes()[..], index_no, p.len as i64], |r| r.get(0))
-                .map_err(sql("insert"))?;
+            let pack_no = insert_pack(tx, &p.id, index_no, p.len)?;
             rows.extend(p.blobs.iter().map(|b| (b, pack_no)));
         }
-        for c in &file.condemned {
-            let mut w = cairn_format::wire::Writer::new();
-            for b in &c.pack.blobs {
-                encode_entry(&mut w, b);
-            }
-            condemned_stmt
-                .execute(params![&c.pack.id.as_bytes()[..], index_no, c.since_ns, c.pack.len as i64, w.into_bytes()])
-                .map_err(sql("insert"))?;
-        }
-        tx.execute("UPDATE index_files SET loaded = 1 WHERE no = ?1", [index_no]).map_err(sql("update"))?;
+        finish_index(tx, index_no, &file.condemned)?;
     }
     rows.sort_unstable_by(|a, b| a.0.id.as_bytes().cmp(b.0.id.as_bytes()).then(a.1.cmp(&b.1)));
     let inserted = rows.len();
-    let rebuild_index = inserted >= BULK_ROWS
-        && !tx.query_row("SELECT EXISTS (SELECT 1 FROM blobs)", [], |r| r.get::<_, bool>(0)).map_err(sql("read"))?;
+    let rebuild_index = bulk_into_empty(tx, inserted)?;
     if rebuild_index {
         tx.execute_batch("DROP INDEX IF EXISTS blobs_by_pack").map_err(sql("insert"))?;
     }
@@ -1489,6 +1684,76 @@ mod tests {
         assert_eq!(bulk.counts().expect("counts").0, 40 * (BULK_ROWS as u64 / 80));
         let after = pages(&bulk);
         assert!(after * 2 < before, "{before} pages before forgetting three quarters, {after} after");
+    }
+
+    /// A sync decodes index files a few at a time and stages their rows before SQLite sorts them
+    /// in. Where the batches split the files must not matter: the same blob listed by index files
+    /// in different batches (and in two packs of each), a file superseded by one of a
+    /// later batch, condemned packs, and an unreadable file between them give the same answers as
+    /// one batch and as adding the files one by one.
+    #[test]
+    fn a_sync_answers_the_same_whatever_the_batch_size() {
+        let shared = BlobId::from_bytes([0xee; 32]);
+        let with_shared = |seed: u32| {
+            let mut f = many_blobs(seed, 3, 5);
+            f.packs[0].blobs.push(BlobEntry { id: shared, ..entry(0, 500) });
+            f.packs[1].blobs.push(BlobEntry { id: shared, ..entry(0, 600) });
+            f
+        };
+        let id = |n: u8| IndexId::from_bytes([n; 32]);
+        let mut files: Vec<(IndexId, IndexFile)> = vec![
+            (id(1), with_shared(1)),
+            (id(2), many_blobs(2, 2, 4)),
+            (id(3), with_shared(3)),
+            (id(5), many_blobs(5, 1, 3)),
+            (id(6), with_shared(6)),
+        ];
+        // File 6 supersedes file 2 (a prune's rewrite) and condemns a pack; file 1 condemns another.
+        files[4].1.supersedes = vec![id(2)];
+        files[4].1.condemned = vec![CondemnedPack { since_ns: 7, pack: files[1].1.packs[0].clone() }];
+        files[0].1.condemned = vec![CondemnedPack { since_ns: 3, pack: files[1].1.packs[1].clone() }];
+        let mut listed: Vec<IndexId> = files.iter().map(|f| f.0).collect();
+        listed.insert(3, id(4)); // damaged
+        let fetch = |want: IndexId| match files.iter().find(|f| f.0 == want) {
+            Some(f) => Ok(f.1.clone()),
+            None => Err(Error::new(ErrorKind::Corrupt, "index file 04 is damaged")),
+        };
+        let mut one_by_one = Cache::open(None, &[1; 32]).expect("cache");
+        for (i, f) in files.iter().filter(|f| f.0 != id(2)) {
+            one_by_one.add_index(*i, f).expect("add");
+        }
+        let dir = tempfile::tempdir().expect("temporary folder");
+        for batch in [1, 2, 4, 100] {
+            let mut cache = Cache::open(Some(&dir.path().join(batch.to_string())), &[1; 32]).expect("cache");
+            let stats = cache.sync_index_in_batches(|| Ok(listed.clone()), fetch, batch).expect("sync");
+            assert_eq!((stats.merged, stats.removed, stats.unreadable.len()), (4, 0, 1), "batch {batch}");
+            assert_eq!(cache.counts().expect("counts"), one_by_one.counts().expect("counts"), "batch {batch}");
+            let mut all = cache.locate_all(&shared).expect("locate all");
+            let mut expected = one_by_one.locate_all(&shared).expect("locate all");
+            all.sort_by_key(|l| (*l.pack.as_bytes(), l.entry.offset));
+            expected.sort_by_key(|l| (*l.pack.as_bytes(), l.entry.offset));
+            assert_eq!(all.len(), 6, "batch {batch}: two packs in each of three files");
+            assert_eq!(all, expected, "batch {batch}");
+            for (i, f) in &files {
+                for p in &f.packs {
+                    let blobs = cache.pack_blobs(&p.id).expect("pack blobs");
+                    assert_eq!(blobs, one_by_one.pack_blobs(&p.id).expect("pack blobs"), "batch {batch}");
+                    assert_eq!(blobs.is_empty(), *i == id(2), "batch {batch}: only the superseded file is unmerged");
+                    assert_eq!(cache.pack_len(&p.id).expect("len"), one_by_one.pack_len(&p.id).expect("len"));
+                }
+            }
+            for c in files[4].1.condemned.iter().chain(&files[0].1.condemned) {
+                assert_eq!(cache.condemned_blobs(&c.pack.id).expect("condemned"), c.pack.blobs, "batch {batch}");
+            }
+            // A later sync after the damaged file is repaired merges it alone; nothing else changes.
+            let mut repaired = files.clone();
+            repaired.push((id(4), many_blobs(4, 1, 2)));
+            let fetch_repaired = |want: IndexId| Ok(repaired.iter().find(|f| f.0 == want).expect("listed").1.clone());
+            let stats = cache.sync_index_in_batches(|| Ok(listed.clone()), fetch_repaired, batch).expect("sync");
+            assert_eq!((stats.merged, stats.removed, stats.unreadable.len()), (1, 0, 0), "batch {batch}");
+            let (blobs, _) = one_by_one.counts().expect("counts");
+            assert_eq!(cache.counts().expect("counts").0, blobs + 2, "batch {batch}");
+        }
     }
 
     #[test]
