@@ -402,8 +402,9 @@ struct PackRow {
 /// The live index, as the check loaded it from the index files themselves (not the cache).
 ///
 /// Each indexed copy is held once (48 bytes) in `entries`, pack by pack in load order; the lookup
-/// by blob id is a list of entry numbers sorted by id (4 bytes per copy) with a directory of the
-/// ids' leading bits, so copies of one blob sit next to each other, first loaded first.
+/// by blob id is a list of entry numbers sorted by id, with a 4-byte tag of each id (8 bytes per
+/// copy together) and a directory of the ids' leading bits; copies of one blob sit next to each
+/// other, first loaded first.
 #[derive(Debug, Default)]
 struct IndexView {
     packs: Vec<PackRow>,
@@ -411,6 +412,8 @@ struct IndexView {
     entries: Vec<BlobEntry>,
     /// Entry numbers ordered by (blob id, entry number).
     sorted: Vec<u32>,
+    /// Bytes 4..8 of the id of each `sorted` entry, so a lookup reads entries only on a match.
+    tags: Vec<u32>,
     /// `sorted[dir[p]..dir[p + 1]]` holds the ids whose leading `bits` bits are `p`.
     dir: Vec<u32>,
     bits: u32,
@@ -468,6 +471,7 @@ impl IndexView {
             sorted[dir[p] as usize..dir[p + 1] as usize]
                 .sort_unstable_by(|a, b| entries[*a as usize].id.cmp(&entries[*b as usize].id).then(a.cmp(b)));
         }
+        self.tags = sorted.iter().map(|&e| tag(&entries[e as usize].id)).collect();
         self.sorted = sorted;
         self.dir = dir;
     }
@@ -478,15 +482,24 @@ impl IndexView {
             return &[];
         }
         let b = self.bucket(id);
-        let bucket = &self.sorted[self.dir[b] as usize..self.dir[b + 1] as usize];
-        let start = bucket.partition_point(|e| self.entries[*e as usize].id < *id);
-        let len = bucket[start..].iter().take_while(|e| self.entries[**e as usize].id == *id).count();
-        &bucket[start..start + len]
+        let (lo, hi) = (self.dir[b] as usize, self.dir[b + 1] as usize);
+        let want = tag(id);
+        let is = |i: usize| self.tags[i] == want && self.entries[self.sorted[i] as usize].id == *id;
+        let Some(start) = (lo..hi).find(|&i| is(i)) else {
+            return &[];
+        };
+        let end = (start..hi).find(|&i| !is(i)).unwrap_or(hi);
+        &self.sorted[start..end]
     }
 
     fn copies(&self, id: &BlobId) -> impl Iterator<Item = CopyRef> + '_ {
         self.copy_entries(id).iter().map(|&e| CopyRef { pack: self.pack_of(e), entry: e })
     }
+}
+
+fn tag(id: &BlobId) -> u32 {
+    let b = id.as_bytes();
+    u32::from_be_bytes([b[4], b[5], b[6], b[7]])
 }
 
 /// What reading one pack found.
@@ -527,8 +540,12 @@ struct IndexPass {
     /// Index files that do not decode, with the reason.
     damaged: Vec<(IndexId, String)>,
     /// Conflicts between index files: where the merge met them, code, object, id, message.
-    conflicts: Vec<((usize, u8), &'static str, &'static str, String, String)>,
+    conflicts: Vec<Conflict>,
 }
+
+/// A conflict between index files: where the merge met it (entry number, pack before blob), code,
+/// object, id, message.
+type Conflict = ((usize, u8), &'static str, &'static str, String, String);
 
 struct Checker<'a> {
     backend: &'a Backend,
