@@ -375,7 +375,7 @@ pub fn check_without_key(location: &Location, opts: &CheckOptions, progress: &dy
     Ok(report)
 }
 
-/// Where one indexed copy of a blob lives: a pack row and an entry in it.
+/// Where one indexed copy of a blob lives: a pack row and its entry in [`IndexView::entries`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct CopyRef {
     pack: u32,
@@ -387,7 +387,9 @@ struct CopyRef {
 struct PackRow {
     id: PackId,
     indexed_len: u64,
-    entries: Vec<BlobEntry>,
+    /// Its entries are `IndexView::entries[first..first + count]`.
+    first: u32,
+    count: u32,
     /// Size in `data/`, `None` when missing.
     stored_len: Option<u64>,
     /// A finding that makes every blob of the pack unusable (missing, or damaged when only hashes
@@ -398,13 +400,23 @@ struct PackRow {
 }
 
 /// The live index, as the check loaded it from the index files themselves (not the cache).
+///
+/// Each indexed copy is held once (48 bytes) in `entries`, pack by pack in load order; the lookup
+/// by blob id is a list of entry numbers sorted by id, with a 4-byte tag of each id (8 bytes per
+/// copy together) and a directory of the ids' leading bits; copies of one blob sit next to each
+/// other, first loaded first.
 #[derive(Debug, Default)]
 struct IndexView {
     packs: Vec<PackRow>,
     by_pack: HashMap<PackId, u32>,
-    blobs: HashMap<BlobId, CopyRef>,
-    /// Further copies of blobs indexed more than once.
-    extra: HashMap<BlobId, Vec<CopyRef>>,
+    entries: Vec<BlobEntry>,
+    /// Entry numbers ordered by (blob id, entry number).
+    sorted: Vec<u32>,
+    /// Bytes 4..8 of the id of each `sorted` entry, so a lookup reads entries only on a match.
+    tags: Vec<u32>,
+    /// `sorted[dir[p]..dir[p + 1]]` holds the ids whose leading `bits` bits are `p`.
+    dir: Vec<u32>,
+    bits: u32,
     /// Packs listed as condemned by a live index file (and not live in another).
     condemned: HashSet<PackId>,
     /// Blobs held by condemned packs, for naming them when no live copy exists.
@@ -413,12 +425,81 @@ struct IndexView {
 
 impl IndexView {
     fn entry(&self, c: CopyRef) -> &BlobEntry {
-        &self.packs[c.pack as usize].entries[c.entry as usize]
+        &self.entries[c.entry as usize]
+    }
+
+    fn pack_entries(&self, pos: u32) -> &[BlobEntry] {
+        let r = &self.packs[pos as usize];
+        &self.entries[r.first as usize..(r.first + r.count) as usize]
+    }
+
+    /// The pack row holding entry number `e`.
+    fn pack_of(&self, e: u32) -> u32 {
+        (self.packs.partition_point(|r| r.first <= e) - 1) as u32
+    }
+
+    fn bucket(&self, id: &BlobId) -> usize {
+        if self.bits == 0 {
+            return 0;
+        }
+        let b = id.as_bytes();
+        (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) >> (32 - self.bits)) as usize
+    }
+
+    /// Orders the entries by blob id (a counting sort on the leading bits, then each small bucket).
+    fn build_lookup(&mut self) {
+        let n = self.entries.len();
+        self.bits = if n < 2 { 0 } else { (usize::BITS - 1 - n.leading_zeros()).saturating_sub(2).clamp(4, 24) };
+        let buckets = 1usize << self.bits;
+        let mut dir = vec![0u32; buckets + 1];
+        for e in &self.entries {
+            dir[self.bucket(&e.id) + 1] += 1;
+        }
+        for p in 0..buckets {
+            dir[p + 1] += dir[p];
+        }
+        let mut next: Vec<u32> = dir[..buckets].to_vec();
+        let mut sorted = vec![0u32; n];
+        for (i, e) in self.entries.iter().enumerate() {
+            let b = self.bucket(&e.id);
+            sorted[next[b] as usize] = i as u32;
+            next[b] += 1;
+        }
+        drop(next);
+        let entries = &self.entries;
+        for p in 0..buckets {
+            sorted[dir[p] as usize..dir[p + 1] as usize]
+                .sort_unstable_by(|a, b| entries[*a as usize].id.cmp(&entries[*b as usize].id).then(a.cmp(b)));
+        }
+        self.tags = sorted.iter().map(|&e| tag(&entries[e as usize].id)).collect();
+        self.sorted = sorted;
+        self.dir = dir;
+    }
+
+    /// Entry numbers of every indexed copy of `id`, first loaded first.
+    fn copy_entries(&self, id: &BlobId) -> &[u32] {
+        if self.sorted.is_empty() {
+            return &[];
+        }
+        let b = self.bucket(id);
+        let (lo, hi) = (self.dir[b] as usize, self.dir[b + 1] as usize);
+        let want = tag(id);
+        let is = |i: usize| self.tags[i] == want && self.entries[self.sorted[i] as usize].id == *id;
+        let Some(start) = (lo..hi).find(|&i| is(i)) else {
+            return &[];
+        };
+        let end = (start..hi).find(|&i| !is(i)).unwrap_or(hi);
+        &self.sorted[start..end]
     }
 
     fn copies(&self, id: &BlobId) -> impl Iterator<Item = CopyRef> + '_ {
-        self.blobs.get(id).copied().into_iter().chain(self.extra.get(id).into_iter().flatten().copied())
+        self.copy_entries(id).iter().map(|&e| CopyRef { pack: self.pack_of(e), entry: e })
     }
+}
+
+fn tag(id: &BlobId) -> u32 {
+    let b = id.as_bytes();
+    u32::from_be_bytes([b[4], b[5], b[6], b[7]])
 }
 
 /// What reading one pack found.
@@ -447,6 +528,24 @@ impl PackOutcome {
             && self.frames_problem.is_none()
     }
 }
+
+/// What one pass over the index files found; findings wait here until the last pass.
+#[derive(Default)]
+struct IndexPass {
+    view: IndexView,
+    /// Index files that decoded.
+    present: HashSet<IndexId>,
+    /// Index files named as superseded, with one file that supersedes each.
+    superseded: HashMap<IndexId, IndexId>,
+    /// Index files that do not decode, with the reason.
+    damaged: Vec<(IndexId, String)>,
+    /// Conflicts between index files: where the merge met them, code, object, id, message.
+    conflicts: Vec<Conflict>,
+}
+
+/// A conflict between index files: where the merge met it (entry number, pack before blob), code,
+/// object, id, message.
+type Conflict = ((usize, u8), &'static str, &'static str, String, String);
 
 struct Checker<'a> {
     backend: &'a Backend,
@@ -590,34 +689,37 @@ impl<'a> Checker<'a> {
     }
 
     /// Loads every index file named at the start, decides which are live, and builds the view.
+    ///
+    /// Files are decoded a few at a time and merged right away, so only one batch of decoded
+    /// files is in memory next to the view. Which files are superseded is known only once all are
+    /// decoded: when a merged file turns out superseded (left by an interrupted prune or repair),
+    /// the view is built again without it.
     fn load_index(&mut self, repo: &Repository, ids: &[IndexId]) -> Result<IndexView> {
-        let loaded: Vec<(IndexId, Result<IndexFile>)> = ids.par_iter().map(|id| (*id, repo.load_index(*id))).collect();
-        let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-        for (id, file) in loaded {
-            match file {
-                Ok(f) => files.push((id, f)),
-                // Removed by a prune or repair since the listing.
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) if e.kind() == ErrorKind::Corrupt => {
-                    let message = strip_object_prefix(&e.to_string(), &id.to_hex());
-                    self.add(
-                        Severity::Damage,
-                        "index_damaged",
-                        "index",
-                        Some(id.to_hex()),
-                        format!("{message}; the packs it names may be unindexed: run 'cairn repair index'"),
-                        false,
-                    );
-                }
-                Err(e) => return Err(e),
+        let mut skip: HashMap<IndexId, IndexId> = HashMap::new();
+        let mut pass = self.load_index_pass(repo, ids, &skip)?;
+        for _ in 0..3 {
+            let merged_superseded =
+                pass.superseded.keys().any(|id| !skip.contains_key(id) && pass.present.contains(id));
+            if !merged_superseded {
+                break;
             }
+            skip = std::mem::take(&mut pass.superseded);
+            drop(pass);
+            pass = self.load_index_pass(repo, ids, &skip)?;
         }
-        let superseded: HashMap<IndexId, IndexId> =
-            files.iter().flat_map(|(by, f)| f.supersedes.iter().map(move |s| (*s, *by))).collect();
-        let mut view = IndexView::default();
-        let mut live_packs_of: Vec<(IndexId, usize)> = Vec::new();
-        for (i, (id, _)) in files.iter().enumerate() {
-            if let Some(by) = superseded.get(id) {
+        let IndexPass { mut view, present, superseded, damaged, mut conflicts, .. } = pass;
+        for (id, message) in damaged {
+            self.add(
+                Severity::Damage,
+                "index_damaged",
+                "index",
+                Some(id.to_hex()),
+                format!("{message}; the packs it names may be unindexed: run 'cairn repair index'"),
+                false,
+            );
+        }
+        for id in ids.iter().filter(|id| present.contains(id)) {
+            if let Some(by) = superseded.get(id).or_else(|| skip.get(id)) {
                 self.stats.index_files_superseded += 1;
                 self.add(
                     Severity::Notice,
@@ -632,90 +734,53 @@ impl<'a> Checker<'a> {
                 );
             } else {
                 self.stats.index_files += 1;
-                live_packs_of.push((*id, i));
             }
         }
-        let mut condemned: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
-        for (index_id, i) in live_packs_of {
-            let file = &mut files[i].1;
-            for p in std::mem::take(&mut file.packs) {
-                if let Some(&pos) = view.by_pack.get(&p.id) {
-                    let row = &view.packs[pos as usize];
-                    if !same_entries(&row.entries, &p.blobs) || row.indexed_len != p.len {
-                        self.add(
-                            Severity::Damage,
-                            "pack_index_conflict",
-                            "pack",
-                            Some(p.id.to_hex()),
-                            format!(
-                                "index {} lists it differently from another index file; run 'cairn repair index'",
-                                index_id.short()
-                            ),
-                            false,
-                        );
-                    }
-                    continue;
+        view.build_lookup();
+        // Copies of a blob beyond the first must agree with it on kind and length.
+        let mut unique = 0u64;
+        let mut duplicated = 0usize;
+        let mut run = 0;
+        while run < view.sorted.len() {
+            let first = view.sorted[run];
+            let first_entry = view.entries[first as usize];
+            let mut end = run + 1;
+            while end < view.sorted.len() && view.entries[view.sorted[end] as usize].id == first_entry.id {
+                let e = view.sorted[end];
+                let entry = view.entries[e as usize];
+                if first_entry.kind != entry.kind || first_entry.plain_len != entry.plain_len {
+                    conflicts.push((
+                        (e as usize, 1),
+                        "blob_index_conflict",
+                        "blob",
+                        entry.id.to_hex(),
+                        format!(
+                            "indexed as {} of {} bytes in pack {} and as {} of {} bytes in pack {}",
+                            kind_name(first_entry.kind),
+                            first_entry.plain_len,
+                            view.packs[view.pack_of(first) as usize].id.short(),
+                            kind_name(entry.kind),
+                            entry.plain_len,
+                            view.packs[view.pack_of(e) as usize].id.short()
+                        ),
+                    ));
                 }
-                let pos = u32::try_from(view.packs.len()).map_err(|_| Error::new(ErrorKind::Bug, "too many packs"))?;
-                for (e, entry) in p.blobs.iter().enumerate() {
-                    let copy = CopyRef { pack: pos, entry: e as u32 };
-                    match view.blobs.get(&entry.id).copied() {
-                        None => {
-                            view.blobs.insert(entry.id, copy);
-                        }
-                        Some(first) => {
-                            let first_pack = view.packs.get(first.pack as usize).map(|r| r.id).unwrap_or(p.id);
-                            let first_entry =
-                                if first.pack == pos { p.blobs[first.entry as usize] } else { *view.entry(first) };
-                            if first_entry.kind != entry.kind || first_entry.plain_len != entry.plain_len {
-                                self.add(
-                                    Severity::Damage,
-                                    "blob_index_conflict",
-                                    "blob",
-                                    Some(entry.id.to_hex()),
-                                    format!(
-                                        "indexed as {} of {} bytes in pack {} and as {} of {} bytes in pack {}",
-                                        kind_name(first_entry.kind),
-                                        first_entry.plain_len,
-                                        first_pack.short(),
-                                        kind_name(entry.kind),
-                                        entry.plain_len,
-                                        p.id.short()
-                                    ),
-                                    false,
-                                );
-                            }
-                            view.extra.entry(entry.id).or_default().push(copy);
-                        }
-                    }
-                }
-                view.by_pack.insert(p.id, pos);
-                view.packs.push(PackRow {
-                    id: p.id,
-                    indexed_len: p.len,
-                    entries: p.blobs,
-                    stored_len: None,
-                    whole_problem: None,
-                    short_problem: None,
-                });
+                end += 1;
             }
-            for c in std::mem::take(&mut file.condemned) {
-                condemned.entry(c.pack.id).or_insert(c.pack.blobs);
+            unique += 1;
+            if end - run > 1 {
+                duplicated += 1;
             }
+            run = end;
         }
-        for (pack, blobs) in condemned {
-            if view.by_pack.contains_key(&pack) {
-                continue;
-            }
-            view.condemned.insert(pack);
-            for b in blobs {
-                view.condemned_blobs.entry(b.id).or_insert(pack);
-            }
+        // In the order the merge met them.
+        conflicts.sort_by_key(|c| c.0);
+        for (_, code, object, id, message) in conflicts {
+            self.add(Severity::Damage, code, object, Some(id), message, false);
         }
         self.stats.packs = view.packs.len() as u64;
         self.stats.packs_condemned = view.condemned.len() as u64;
-        self.stats.blobs = view.blobs.len() as u64;
-        let duplicated = view.extra.len();
+        self.stats.blobs = unique;
         if duplicated > 0 {
             self.add(
                 Severity::Notice,
@@ -729,6 +794,90 @@ impl<'a> Checker<'a> {
             );
         }
         Ok(view)
+    }
+
+    /// Decodes the index files in batches and merges every file not in `skip` into a new view.
+    fn load_index_pass(
+        &self,
+        repo: &Repository,
+        ids: &[IndexId],
+        skip: &HashMap<IndexId, IndexId>,
+    ) -> Result<IndexPass> {
+        let mut pass = IndexPass::default();
+        let mut condemned: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
+        let batch = (rayon::current_num_threads() * 2).max(2);
+        for chunk in ids.chunks(batch) {
+            let loaded: Vec<(IndexId, Result<IndexFile>)> =
+                chunk.par_iter().map(|id| (*id, repo.load_index(*id))).collect();
+            for (index_id, file) in loaded {
+                let file = match file {
+                    Ok(f) => f,
+                    // Removed by a prune or repair since the listing.
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) if e.kind() == ErrorKind::Corrupt => {
+                        pass.damaged.push((index_id, strip_object_prefix(&e.to_string(), &index_id.to_hex())));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                pass.present.insert(index_id);
+                for s in &file.supersedes {
+                    pass.superseded.insert(*s, index_id);
+                }
+                if skip.contains_key(&index_id) {
+                    continue;
+                }
+                let view = &mut pass.view;
+                for p in file.packs {
+                    if let Some(&pos) = view.by_pack.get(&p.id) {
+                        let row = &view.packs[pos as usize];
+                        if !same_entries(view.pack_entries(pos), &p.blobs) || row.indexed_len != p.len {
+                            pass.conflicts.push((
+                                (view.entries.len(), 0),
+                                "pack_index_conflict",
+                                "pack",
+                                p.id.to_hex(),
+                                format!(
+                                    "index {} lists it differently from another index file; run 'cairn repair index'",
+                                    index_id.short()
+                                ),
+                            ));
+                        }
+                        continue;
+                    }
+                    let too_many = || Error::new(ErrorKind::Bug, "too many packs or blobs");
+                    let pos = u32::try_from(view.packs.len()).map_err(|_| too_many())?;
+                    let first = u32::try_from(view.entries.len()).map_err(|_| too_many())?;
+                    let count = u32::try_from(p.blobs.len()).map_err(|_| too_many())?;
+                    first.checked_add(count).ok_or_else(too_many)?;
+                    view.entries.extend_from_slice(&p.blobs);
+                    view.by_pack.insert(p.id, pos);
+                    view.packs.push(PackRow {
+                        id: p.id,
+                        indexed_len: p.len,
+                        first,
+                        count,
+                        stored_len: None,
+                        whole_problem: None,
+                        short_problem: None,
+                    });
+                }
+                for c in file.condemned {
+                    condemned.entry(c.pack.id).or_insert(c.pack.blobs);
+                }
+            }
+        }
+        let view = &mut pass.view;
+        for (pack, blobs) in condemned {
+            if view.by_pack.contains_key(&pack) {
+                continue;
+            }
+            view.condemned.insert(pack);
+            for b in blobs {
+                view.condemned_blobs.entry(b.id).or_insert(pack);
+            }
+        }
+        Ok(pass)
     }
 
     /// Lists `data/` (after the index was read, so every pack an index names was durable by then).
@@ -750,7 +899,7 @@ impl<'a> Checker<'a> {
         for pos in 0..view.packs.len() {
             let (id, indexed_len, blob_count) = {
                 let r = &view.packs[pos];
-                (r.id, r.indexed_len, r.entries.len())
+                (r.id, r.indexed_len, r.count as usize)
             };
             match sizes.get(&id) {
                 None => {
@@ -863,8 +1012,7 @@ impl<'a> Checker<'a> {
                 .par_bridge()
                 .map(|(i, &(id, len))| {
                     hint(i + ahead);
-                    let indexed =
-                        view.and_then(|v| v.by_pack.get(&id).map(|&p| v.packs[p as usize].entries.as_slice()));
+                    let indexed = view.and_then(|v| v.by_pack.get(&id).map(|&p| v.pack_entries(p)));
                     let out = read_one_pack(backend, key.filter(|_| level == CheckLevel::Data), id, len, indexed);
                     progress.add_bytes(len);
                     (i, out)
@@ -1183,7 +1331,7 @@ impl<'a> Checker<'a> {
         let mut wrong_kind = None;
         for copy in view.copies(id) {
             let row = &view.packs[copy.pack as usize];
-            let entry = &row.entries[copy.entry as usize];
+            let entry = view.entry(copy);
             if entry.kind != want {
                 wrong_kind = Some(entry.kind);
                 continue;
@@ -1451,6 +1599,61 @@ fn parse_header(bytes: &[u8], key: &MasterKey) -> std::result::Result<Vec<BlobEn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(i: u32, kind: BlobKind) -> BlobEntry {
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+        id[4..8].copy_from_slice(&i.to_be_bytes());
+        BlobEntry {
+            kind,
+            id: BlobId::from_bytes(id),
+            compression: cairn_format::blob::Compression::Raw,
+            offset: i,
+            stored_len: 1,
+            plain_len: 1,
+        }
+    }
+
+    #[test]
+    fn view_finds_every_copy_first_loaded_first() {
+        // Three packs; pack 2 repeats blobs of pack 0, and one blob id is in no pack.
+        let mut view = IndexView::default();
+        let lists: [Vec<BlobEntry>; 3] = [
+            (0..5000).map(|i| entry(i, BlobKind::Data)).collect(),
+            (5000..9000).map(|i| entry(i, BlobKind::Tree)).collect(),
+            (0..100).map(|i| entry(i * 7, BlobKind::Data)).collect(),
+        ];
+        for (n, blobs) in lists.iter().enumerate() {
+            view.packs.push(PackRow {
+                id: PackId::from_bytes([n as u8; 32]),
+                indexed_len: 0,
+                first: view.entries.len() as u32,
+                count: blobs.len() as u32,
+                stored_len: None,
+                whole_problem: None,
+                short_problem: None,
+            });
+            view.entries.extend_from_slice(blobs);
+        }
+        view.build_lookup();
+        for i in 0..9000u32 {
+            let want = entry(i, if i < 5000 { BlobKind::Data } else { BlobKind::Tree });
+            let copies: Vec<CopyRef> = view.copies(&want.id).collect();
+            let first_pack = u32::from(i >= 5000);
+            assert_eq!(copies[0].pack, first_pack, "blob {i}");
+            assert_eq!(*view.entry(copies[0]), want, "blob {i}");
+            if i % 7 == 0 && i < 700 {
+                assert_eq!(copies.len(), 2, "blob {i}");
+                assert_eq!(copies[1].pack, 2);
+                assert_eq!(view.entry(copies[1]).id, want.id);
+            } else {
+                assert_eq!(copies.len(), 1, "blob {i}");
+            }
+        }
+        assert_eq!(view.copies(&entry(9001, BlobKind::Data).id).count(), 0);
+        assert_eq!(view.pack_entries(1).len(), 4000);
+        assert_eq!(IndexView::default().copies(&entry(1, BlobKind::Data).id).count(), 0);
+    }
 
     fn pack(b: u8, size: u64) -> (PackId, u64) {
         let mut id = [0u8; 32];
