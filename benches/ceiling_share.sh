@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each large-file step of cairn as a share of this machine's ceiling, measured in the same run, with
-# restic 0.14 beside it on the same input.
+# restic 0.14 (and borg 1.2, when installed) beside it on the same input.
 #
 # usage: benches/ceiling_share.sh [--runs N] FIRST [NEXT...] [-- WORKDIR]
 #   FIRST    a large file (e.g. a pg_dump) backed up with `--stdin` as the first backup
@@ -41,7 +41,13 @@ CAIRN=${CAIRN:-$PWD/target/release/cairn}
 cargo build --release --locked --quiet -p cairn-benches --example ceiling
 ceiling=$PWD/target/release/examples/ceiling
 command -v restic >/dev/null || { echo "restic is not installed" >&2; exit 1; }
-export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
+# borg (Debian package borgbackup) runs with its defaults: lz4, repokey encryption (blake2 without SHA-NI).
+borg=$(command -v borg || true)
+[ -n "$borg" ] || echo "borg is not installed: its column is left out" >&2
+borg_encryption=repokey-blake2
+grep -qw sha_ni /proc/cpuinfo && borg_encryption=repokey
+export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_DISPLAY_PASSPHRASE=no
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR=$work/borg-base
 mkdir -p "$work"
 cat "${inputs[@]}" >/dev/null
 
@@ -72,10 +78,11 @@ measure() {
 for run in $(seq 1 "$runs"); do
     rows=$work/rows-$run
     : >"$rows"
-    rm -rf "$work/cairn" "$work/restic" "$work/cairn-cache" "$work/restic-cache" "$work/target-"*
+    rm -rf "$work/cairn" "$work/restic" "$work/borg" "$work/borg-base" "$work/cairn-cache" "$work/restic-cache" "$work/target-"*
     read -r cb1 cr1 _ cbc1 crc1 < <(run_ceiling)
     "$CAIRN" -q -r "$work/cairn" --cache-dir "$work/cairn-cache" init >/dev/null
     restic -q -r "$work/restic" --cache-dir "$work/restic-cache" init --repository-version 2 >/dev/null
+    [ -z "$borg" ] || borg init -e "$borg_encryption" "$work/borg" 2>/dev/null
     c=("$CAIRN" -q -r "$work/cairn" --cache-dir "$work/cairn-cache")
     r=(restic -q -r "$work/restic" --cache-dir "$work/restic-cache")
     i=0
@@ -83,10 +90,12 @@ for run in $(seq 1 "$runs"); do
         name=$([ $i = 0 ] && echo first || echo "next-$i")
         measure "cairn-backup-$name" "$(size "$input")" sh -c '"$@" < "$0"' "$input" "${c[@]}" backup --stdin --stdin-filename dump.sql
         measure "restic-backup-$name" "$(size "$input")" sh -c '"$@" < "$0"' "$input" "${r[@]}" backup --stdin --stdin-filename dump.sql
+        [ -z "$borg" ] || measure "borg-backup-$name" "$(size "$input")" sh -c 'borg create --compression lz4 --stdin-name dump.sql "$1" - < "$0"' "$input" "$work/borg::$name"
         if [ $i = 0 ]; then
             # Checked while the repository holds FIRST only, so the bytes read are FIRST's.
             measure cairn-check-read-data "$first_bytes" "${c[@]}" check --read-data
             measure restic-check-read-data "$first_bytes" "${r[@]}" check --read-data
+            [ -z "$borg" ] || measure borg-check-read-data "$first_bytes" borg check --verify-data "$work/borg"
             measure cairn-check-subset-25% "$first_bytes" "${c[@]}" check --read-data-subset 25%
         fi
         i=$((i + 1))
@@ -96,12 +105,19 @@ for run in $(seq 1 "$runs"); do
     # file's parameters), opening the cache and listing the repository. The ceiling has none of it.
     measure cairn-open 0 "${c[@]}" snapshots
     measure restic-open 0 "${r[@]}" snapshots
+    [ -z "$borg" ] || measure borg-open 0 borg list "$work/borg"
     measure cairn-restore "$(size "$last")" "${c[@]}" restore latest --target "$work/target-cairn"
     measure restic-restore "$(size "$last")" "${r[@]}" restore latest --target "$work/target-restic"
+    if [ -n "$borg" ]; then
+        mkdir -p "$work/target-borg"
+        measure borg-restore "$(size "$last")" sh -c 'cd "$0" && borg extract "$1"' "$work/target-borg" "$work/borg::$name"
+        cmp "$work/target-borg/dump.sql" "$last"
+    fi
     cmp "$work/target-cairn/dump.sql" "$last"
     cmp "$work/target-restic/dump.sql" "$last"
     measure cairn-dump "$(size "$last")" sh -c '"$@" > /dev/null' - "${c[@]}" dump latest /dump.sql
     measure restic-dump "$(size "$last")" sh -c '"$@" > /dev/null' - "${r[@]}" dump latest /dump.sql
+    [ -z "$borg" ] || measure borg-dump "$(size "$last")" sh -c 'borg extract --stdout "$0" dump.sql > /dev/null' "$work/borg::$name"
     read -r cb2 cr2 cbytes cbc2 crc2 < <(run_ceiling)
     echo "ceiling $cbytes $cb1 $cb2 $cr1 $cr2 $cbc1 $cbc2 $crc1 $crc2" >>"$rows"
 
@@ -110,23 +126,25 @@ for run in $(seq 1 "$runs"); do
         $1 == "ceiling" { cbytes = $2; cb = ($3 + $4) / 2; cr = ($5 + $6) / 2; cbc = ($7 + $8) / 2; crc = ($9 + $10) / 2; next }
         $1 == "cairn-open" { open = $3; openc = $4; next }
         $1 == "restic-open" { ropen = $3; next }
+        $1 == "borg-open" { bopen = $3; hasborg = 1; next }
         { n[++k] = $1; bytes[$1] = $2; wall[$1] = $3; cpu[$1] = $4; rss[$1] = $5 }
         END {
             printf "\nrun %d: ceiling backup %.2f s (%.2f CPU-s), restore %.2f s (%.2f CPU-s) for %.0f MB (mean of before and after)\n\n", run, cb, cbc, cr, crc, cbytes / 1e6
-            printf "opening the repository (key derivation, cache, listing: `snapshots`): cairn %.2f s (%.2f CPU-s), restic %.2f s\n\n", open, openc, ropen
-            print "| step | cairn wall s / CPU s / RSS MB | restic wall s / CPU s / RSS MB | restic / cairn (wall) | share of ceiling (wall) | share of ceiling (CPU) | share of ceiling after opening (wall) |"
-            print "| --- | --- | --- | --- | --- | --- | --- |"
+            printf "opening the repository (key derivation, cache, listing: `snapshots`): cairn %.2f s (%.2f CPU-s), restic %.2f s", open, openc, ropen
+            if (hasborg) printf ", borg %.2f s (`borg list`)", bopen
+            printf "\n\n"
+            print "| step | cairn wall s / CPU s / RSS MB | restic wall s / CPU s / RSS MB | restic / cairn (wall) | borg wall s / CPU s / RSS MB | borg / cairn (wall) | share of ceiling (wall) | share of ceiling (CPU) | share of ceiling after opening (wall) |"
+            print "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
             for (j = 1; j <= k; j++) {
                 s = n[j]; if (s !~ /^cairn-/) continue
-                step = substr(s, 7); other = "restic-" step
+                step = substr(s, 7); other = "restic-" step; b = "borg-" step
                 part = (step ~ /subset/) ? 0.25 : 1
                 ceil = (step ~ /^backup/ ? cb : cr) * bytes[s] * part / cbytes
                 ceilc = (step ~ /^backup/ ? cbc : crc) * bytes[s] * part / cbytes
                 share = sprintf("%.0f%% | %.0f%% | %.0f%%", 100 * ceil / wall[s], 100 * ceilc / cpu[s], 100 * ceil / (wall[s] - open))
-                if (other in wall)
-                    printf "| %s | %.2f / %.2f / %d | %.2f / %.2f / %d | %.1f× | %s |\n", step, wall[s], cpu[s], rss[s], wall[other], cpu[other], rss[other], wall[other] / wall[s], share
-                else
-                    printf "| %s | %.2f / %.2f / %d | | | %s |\n", step, wall[s], cpu[s], rss[s], share
+                rcol = (other in wall) ? sprintf("%.2f / %.2f / %d | %.1f×", wall[other], cpu[other], rss[other], wall[other] / wall[s]) : " | "
+                bcol = (b in wall) ? sprintf("%.2f / %.2f / %d | %.1f×", wall[b], cpu[b], rss[b], wall[b] / wall[s]) : " | "
+                printf "| %s | %.2f / %.2f / %d | %s | %s | %s |\n", step, wall[s], cpu[s], rss[s], rcol, bcol, share
             }
         }' "$rows"
 done
