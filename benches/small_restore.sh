@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Restore of many small files (and of one large file, so nothing regresses there), cairn and restic
-# side by side on the same data, each restore into a fresh target folder.
+# Restore of many small files (and of one large file, so nothing regresses there), cairn, restic and
+# borg side by side on the same data, each restore into a fresh target folder.
 #
 # usage: benches/small_restore.sh [options] [WORKDIR]     WORKDIR defaults to /var/tmp/cairn-small-restore
 #   --files LIST     comma-separated file counts of the tiny-file trees (default 100000,200000)
 #   --per-folder N   files per folder (default 1000: 100 folders for 100,000 files)
 #   --large-mib N    size of the large file (default 512; 0 leaves the large-file restore out)
 #   --runs N         restores of each tree per tool, alternating cairn and restic (default 3)
-#   --tools LIST     comma-separated subset of cairn,restic (default both)
+#   --tools LIST     comma-separated subset of cairn,restic,borg (default all three; borg only when
+#                    installed: Debian package borgbackup, run with its defaults, lz4)
 #   --baseline BIN   also restore with this other cairn binary (tool "cairn-base", same repository
 #                    as cairn), in the same rounds: a before/after comparison under the same load
 #   --target-dir DIR restore into DIR/target (default WORKDIR/target); e.g. a private ext4 on a loop
@@ -16,7 +17,7 @@
 #   --drop-caches    drop the page cache before each restore (needs root); default: warm cache
 #   --data-only      generate the data and stop
 # environment: CAIRN (cairn binary; default target/release/cairn of this checkout), CAIRN_PASSWORD,
-#   RESTIC_PASSWORD (throwaway defaults are set).
+#   RESTIC_PASSWORD, BORG_PASSPHRASE (throwaway defaults are set).
 #
 # Data (generated once under WORKDIR/data and reused): tiny-N/ holds N files of 20-40 bytes, each
 # different (one blob per file), in N/per-folder folders; large.bin is N MiB of alternating 4 MiB
@@ -32,6 +33,7 @@ PER_FOLDER=1000
 LARGE_MIB=512
 RUNS=3
 TOOLS=cairn,restic
+command -v borg >/dev/null && TOOLS=cairn,restic,borg
 DROP=
 DATA_ONLY=
 BASELINE=
@@ -58,6 +60,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CAIRN=${CAIRN:-$HERE/../target/release/cairn}
 export CAIRN_PASSWORD=${CAIRN_PASSWORD:-bench-password}
 export RESTIC_PASSWORD=${RESTIC_PASSWORD:-bench-password}
+export BORG_PASSPHRASE=${BORG_PASSPHRASE:-bench-password} BORG_DISPLAY_PASSPHRASE=no BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+BORG_ENCRYPTION=repokey-blake2
+grep -qw sha_ni /proc/cpuinfo && BORG_ENCRYPTION=repokey
 DATA=$WORK/data REPOS=$WORK/repos CACHES=$WORK/cache LOGS=$WORK/logs RESULTS=$WORK/results TARGET=${TARGET_DIR:-$WORK}/target
 mkdir -p "$DATA" "$REPOS" "$CACHES" "$LOGS" "$RESULTS"
 IFS=, read -r -a TOOL_LIST <<<"$TOOLS"
@@ -68,7 +73,7 @@ IFS=, read -r -a FILE_LIST <<<"$FILES"
 say() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 [ -n "$DATA_ONLY" ] || [ -x "$CAIRN" ] || die "$CAIRN not found (cargo build --release -p cairn-cli, or set CAIRN)"
-for t in "${TOOL_LIST[@]}"; do [ "$t" = cairn ] || command -v "$t" >/dev/null || die "$t not found (apt-get install -y $t)"; done
+for t in "${TOOL_LIST[@]}"; do [ "$t" = cairn ] || command -v "$t" >/dev/null || die "$t not found (apt-get install -y ${t/borg/borgbackup})"; done
 if [ -n "$DROP" ]; then
     sync && echo 3 2>/dev/null >/proc/sys/vm/drop_caches || die "--drop-caches needs root"
 fi
@@ -123,6 +128,8 @@ backup() {  # backup TOOL NAME PATH: a fresh repository per tool and data set
                "$CAIRN" -r "$repo" --cache-dir "$CACHES/$tool-$name" -q backup "$path" ;;
         restic) restic -r "$repo" --cache-dir "$CACHES/$tool-$name" -q init --repository-version 2
                 restic -r "$repo" --cache-dir "$CACHES/$tool-$name" -q backup "$path" ;;
+        borg) BORG_BASE_DIR=$CACHES/$tool-$name borg init -e "$BORG_ENCRYPTION" "$repo"
+              BORG_BASE_DIR=$CACHES/$tool-$name borg create --compression lz4 "$repo::one" "$path" ;;
     esac >"$LOGS/$tool-$name-backup.log" 2>&1 || die "$tool backup of $path failed (log: $LOGS/$tool-$name-backup.log)"
     touch "$repo.done"
 }
@@ -139,6 +146,9 @@ restore() {  # restore TOOL NAME RUN
         cairn) cmd=("$CAIRN" -r "$repo" --cache-dir "$CACHES/$tool-$name" -q restore latest --target "$TARGET") ;;
         cairn-base) cmd=("$BASELINE" -r "$repo" --cache-dir "$CACHES/cairn-$name" -q restore latest --target "$TARGET") ;;
         restic) cmd=(restic -r "$repo" --cache-dir "$CACHES/$tool-$name" -q restore latest --target "$TARGET") ;;
+        # borg extracts into the current folder.
+        borg) mkdir -p "$TARGET"
+              cmd=(env BORG_BASE_DIR="$CACHES/$tool-$name" sh -c 'cd "$1" && exec borg extract "$2"' sh "$TARGET" "$repo::one") ;;
     esac
     /usr/bin/time -f '%e %U %S %M' -o "$LOGS/time.out" "${cmd[@]}" >"$log" 2>&1 \
         || { tail -n 20 "$log" >&2; die "$tool restore of $name failed (log: $log)"; }
@@ -184,16 +194,16 @@ def med(tool, name):
     rss = max(int(r[6]) for r in rs) / 1024
     loads = ", ".join(r[7] for r in rs)
     return wall, cpu, rss, loads, len(rs)
-both = "cairn" in tools and "restic" in tools
-print("| restore | " + " | ".join(f"{t} wall / CPU / peak RSS" for t in tools) + (" | restic ÷ cairn (wall / CPU) |" if both else " |"))
-print("| --- " * (len(tools) + 1 + both) + "|")
+others = [t for t in ("restic", "borg") if "cairn" in tools and t in tools]
+print("| restore | " + " | ".join(f"{t} wall / CPU / peak RSS" for t in tools) + "".join(f" | {t} ÷ cairn (wall / CPU)" for t in others) + " |")
+print("| --- " * (len(tools) + 1 + len(others)) + "|")
 for s in sets:
     m = {t: med(t, s) for t in tools}
     cells = [f"{x[0]:.2f} s / {x[1]:.2f} s / {x[2]:.0f} MB" if (x := m[t]) else "" for t in tools]
     ratio = ""
-    if both:
-        c, r = m["cairn"], m["restic"]
-        ratio = f" | {r[0] / c[0]:.1f}× / {r[1] / c[1]:.1f}×" if c and r else " | "
+    for t in others:
+        c, r = m["cairn"], m[t]
+        ratio += f" | {r[0] / c[0]:.1f}× / {r[1] / c[1]:.1f}×" if c and r else " | "
     print(f"| {s} | " + " | ".join(cells) + ratio + " |")
 print()
 print("median of " + str(max(x[4] for t in tools for s in sets if (x := med(t, s)))) + " runs; load averages at the start of each run: "
