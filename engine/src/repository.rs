@@ -329,6 +329,19 @@ impl Repository {
         }
     }
 
+    /// [`Repository::locate_for_reading`] for each of `ids`, in order, with one lock of the cache
+    /// and one read transaction for all of them.
+    pub fn locate_many_for_reading(&self, ids: &[BlobId]) -> Result<Vec<Option<BlobLocation>>> {
+        let cache = self.cache();
+        let mut found = cache.locate_many(ids)?;
+        for (id, loc) in ids.iter().zip(&mut found) {
+            if loc.is_none() {
+                *loc = cache.locate_condemned(id)?;
+            }
+        }
+        Ok(found)
+    }
+
     /// Reads, opens and verifies a blob at a known location.
     pub fn read_blob_at(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         let e = &loc.entry;

@@ -22,8 +22,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use cairn_format::SnapshotId;
 use cairn_format::tree::{Node, NodeKind};
+use cairn_format::{BlobId, SnapshotId};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -45,6 +45,8 @@ const WALK_STACK: usize = 64 * 1024 * 1024;
 /// Chunks per batch: a hostile tree can list a tiny chunk millions of times per file, and each
 /// listed chunk costs a task in memory.
 const BATCH_CHUNKS: usize = 1 << 20;
+/// Chunk ids looked up in the local cache at once (one read transaction) by the walk.
+const LOCATE_WINDOW: usize = 4096;
 
 /// Options of a restore.
 #[derive(Debug, Clone, Default)]
@@ -102,6 +104,8 @@ struct Restorer<'a> {
     /// Trees being walked, root first: guards against cycles and unbounded depth.
     ancestors: Vec<cairn_format::TreeId>,
     links_seen: HashMap<(u64, u64), PathBuf>,
+    /// Where the chunks of the files in the folder's current window of entries are stored.
+    located: HashMap<BlobId, BlobLocation>,
     deferred_links: Vec<(PathBuf, PathBuf, Node)>,
     is_root: bool,
     /// Full batches go to the writer thread here.
@@ -131,6 +135,7 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
         batch_chunks: 0,
         ancestors: Vec::new(),
         links_seen: HashMap::new(),
+        located: HashMap::new(),
         deferred_links: Vec::new(),
         is_root: nix::unistd::geteuid().is_root(),
         batches: None,
@@ -287,17 +292,57 @@ impl Restorer<'_> {
     /// Restores each of `nodes`; an entry that fails is reported and the next one restored. Only
     /// an interruption stops the walk.
     fn restore_nodes(&mut self, nodes: &[Node], dir: &Path, snapshot_dir: &Path) -> Result<()> {
-        for node in nodes {
-            let path = dir.join(std::ffi::OsStr::from_bytes(&node.name));
-            let spath = join_snapshot_path(snapshot_dir, &node.name);
-            match self.restore_entry(node, &path, &spath) {
-                Err(e) if e.kind() != ErrorKind::Interrupted => {
-                    self.report.errors.push(format!("{}: {e}", spath.display()))
+        let mut start = 0;
+        while start < nodes.len() {
+            let end = start + self.locate_window(&nodes[start..], snapshot_dir);
+            for node in &nodes[start..end] {
+                let path = dir.join(std::ffi::OsStr::from_bytes(&node.name));
+                let spath = join_snapshot_path(snapshot_dir, &node.name);
+                match self.restore_entry(node, &path, &spath) {
+                    Err(e) if e.kind() != ErrorKind::Interrupted => {
+                        self.report.errors.push(format!("{}: {e}", spath.display()))
+                    }
+                    other => other?,
                 }
-                other => other?,
             }
+            start = end;
         }
         Ok(())
+    }
+
+    /// Looks up, in one read transaction, where the chunks of the selected files among the first
+    /// of `nodes` are stored, into `located`: the nodes up to the first folder (whose walk needs
+    /// the map for its own entries) or up to [`LOCATE_WINDOW`] chunk ids. Returns how many nodes
+    /// that covers (at least one). A file of more chunks than a window looks its chunks up
+    /// itself, a window at a time; so does a file whose chunks are not found here.
+    fn locate_window(&mut self, nodes: &[Node], snapshot_dir: &Path) -> usize {
+        self.located.clear();
+        let filtered = !self.includes.is_empty() || !self.excludes.is_empty();
+        let mut ids = Vec::new();
+        let mut covered = 0;
+        for node in nodes {
+            covered += 1;
+            match &node.kind {
+                NodeKind::Dir { .. } => break,
+                NodeKind::File { content } if content.len() <= LOCATE_WINDOW => {
+                    if filtered && !self.selected(&join_snapshot_path(snapshot_dir, &node.name)) {
+                        continue;
+                    }
+                    ids.extend_from_slice(content);
+                    if ids.len() >= LOCATE_WINDOW {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A failed lookup is tried again, and reported, file by file.
+        if !ids.is_empty()
+            && let Ok(found) = self.repo.locate_many_for_reading(&ids)
+        {
+            self.located.extend(ids.into_iter().zip(found).filter_map(|(id, loc)| Some((id, loc?))));
+        }
+        covered
     }
 
     fn restore_entry(&mut self, node: &Node, path: &Path, spath: &Path) -> Result<()> {
@@ -332,23 +377,24 @@ impl Restorer<'_> {
                 }
                 let mut chunks = Vec::with_capacity(content.len());
                 let mut offset = 0u64;
-                for id in content {
-                    let loc = self.repo.locate_for_reading(id)?.ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Corrupt,
-                            format!("{}: data blob {} is missing from the index", spath.display(), id.short()),
-                        )
-                    });
-                    match loc {
-                        Ok(loc) => {
-                            let len = u64::from(loc.entry.plain_len);
-                            chunks.push((offset, loc));
-                            offset += len;
-                        }
-                        Err(e) => {
-                            self.report.errors.push(e.to_string());
+                for piece in content.chunks(LOCATE_WINDOW) {
+                    let found = if piece.iter().all(|id| self.located.contains_key(id)) {
+                        piece.iter().map(|id| self.located.get(id).copied()).collect()
+                    } else {
+                        self.repo.locate_many_for_reading(piece)?
+                    };
+                    for (id, loc) in piece.iter().zip(found) {
+                        let Some(loc) = loc else {
+                            self.report.errors.push(format!(
+                                "{}: data blob {} is missing from the index",
+                                spath.display(),
+                                id.short()
+                            ));
                             return Ok(());
-                        }
+                        };
+                        let len = u64::from(loc.entry.plain_len);
+                        chunks.push((offset, loc));
+                        offset += len;
                     }
                 }
                 // Only a file that is going to be written is the first name of its hard links: the
