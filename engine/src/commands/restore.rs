@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cairn_format::tree::{Node, NodeKind};
@@ -563,7 +563,7 @@ impl BatchWriter<'_> {
                 if whole {
                     return Ok(None);
                 }
-                create_file(&job.path)
+                create_file(&job.path, 0o600)
                     .and_then(|f| f.set_len(content_len(job)).map(|()| Some(f)))
                     .map_err(|e| Error::io("creating", e).to_string())
             })
@@ -720,7 +720,7 @@ impl BatchWriter<'_> {
             .enumerate()
             .filter(|(i, _)| !whole[*i] && !failed.contains_key(i))
             .filter_map(|(i, (job, file))| match file {
-                Ok(Some(file)) => Some((i, finish.written_file(job, file))),
+                Ok(Some(file)) => Some((i, finish.written_file(job, file, false))),
                 _ => None,
             })
             .collect();
@@ -767,7 +767,11 @@ impl Finish<'_> {
     /// Creates the file of at most one chunk `job`, writes `data` (its one chunk, or nothing) and
     /// finishes it. Nothing is written for a zero chunk: the file is sized over a hole.
     fn whole_file(&self, job: &FileJob, data: &[u8]) -> Outcome {
-        let file = match create_file(&job.path) {
+        // A file without extended attributes or set-id and sticky bits is created with its mode:
+        // it usually has the mode and owner it should have then, and one `fstat` shows that
+        // instead of a chmod (and as root a chown) that would each write the inode again.
+        let plain = job.node.xattrs.is_empty() && job.node.mode & 0o7000 == 0;
+        let file = match create_file(&job.path, if plain { job.node.mode & 0o777 } else { 0o600 }) {
             Ok(file) => file,
             Err(e) => return Outcome::Failed(Error::io("creating", e).to_string()),
         };
@@ -780,7 +784,7 @@ impl Finish<'_> {
             file.write_all_at(data, 0)
         };
         match written {
-            Ok(()) => self.written_file(job, &file),
+            Ok(()) => self.written_file(job, &file, plain),
             Err(e) => Outcome::Failed(Error::io("writing", e).to_string()),
         }
     }
@@ -788,8 +792,9 @@ impl Finish<'_> {
     /// Verifies (with `--verify`) and sets the metadata of a file whose whole content is written,
     /// through the descriptor that wrote it: no path lookup, and nothing that stands at the path
     /// meanwhile can receive the owner, mode or times. The mode comes after the content (the file
-    /// may be read-only) and the times last.
-    fn written_file(&self, job: &FileJob, file: &File) -> Outcome {
+    /// may be read-only) and the times last. `check_first`: the file may have its owner and mode
+    /// already (it was created with its mode); they are looked at and only changed if they differ.
+    fn written_file(&self, job: &FileJob, file: &File, check_first: bool) -> Outcome {
         // A file whose recorded size its content does not have is reported by the caller and
         // never counts as verified.
         let verified = match self.verify {
@@ -799,14 +804,18 @@ impl Finish<'_> {
         let path = &job.path;
         let node = &job.node;
         let mut warnings = Vec::new();
+        let current = if check_first { file.metadata().ok() } else { None };
+        let has_owner = current.as_ref().is_some_and(|m| m.uid() == node.uid && m.gid() == node.gid);
+        let has_mode = current.as_ref().is_some_and(|m| m.mode() & 0o7777 == node.mode & 0o7777);
         if self.is_root
+            && !has_owner
             && let Err(e) = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid))
         {
             warnings.push(format!("{}: setting owner: {e}", path.display()));
         }
         // After the owner (chown drops security.capability) and before the mode, as for every entry.
         warnings.extend(crate::xattrs::apply_to_file(file, path, &node.xattrs));
-        if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777)) {
+        if !has_mode && let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777)) {
             warnings.push(format!("{}: setting permissions: {e}", path.display()));
         }
         let mtime = mtime_of(node);
@@ -817,17 +826,18 @@ impl Finish<'_> {
     }
 }
 
-/// Creates a new, empty file at `path` that only this process has open, never opening what
+/// Creates a new, empty file at `path` with permission bits `mode` (less the umask, or as a
+/// default ACL of the folder says) that only this process has open, never opening what
 /// stands there: `O_CREAT | O_EXCL` fails on any existing entry, a symlink (even a dangling one)
 /// or a hard link to a file outside the target included; that entry is then removed and the file
 /// created again. Into a folder this restore created, the first attempt succeeds: one system call.
-fn create_file(path: &Path) -> std::io::Result<File> {
+fn create_file(path: &Path, mode: u32) -> std::io::Result<File> {
     let create = || {
         OpenOptions::new()
             .write(true)
             .read(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
     };
