@@ -33,6 +33,7 @@ mod profiles_pg;
 mod redis;
 mod restic_parity;
 mod restore_safety;
+mod restore_small_files;
 mod retention;
 mod roundtrip;
 mod s3;
