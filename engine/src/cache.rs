@@ -1822,5 +1822,13 @@ mod tests {
         assert_eq!(known, expected);
         assert_eq!(known.len(), 2, "only the live pack's blobs are known: {known:?}");
         assert!(cache.known_blobs(&[]).expect("empty lookup").is_empty());
+
+        // Located in one transaction: each id in order, as a single lookup answers it.
+        let located = cache.locate_many(&ids).expect("located in one transaction");
+        let single: Vec<Option<BlobLocation>> = ids.iter().map(|id| cache.locate(id).expect("locate")).collect();
+        assert_eq!(located, single);
+        assert_eq!(located.iter().flatten().count(), 2, "the live pack's two blobs: {located:?}");
+        assert_eq!(located[ids.len() - 2].map(|l| (l.pack, l.entry.offset)), Some((live.id, 40)));
+        assert!(cache.locate_many(&[]).expect("empty lookup").is_empty());
     }
 }
