@@ -16,7 +16,7 @@
 //! behind silently. A bad entry (an unreadable tree, a folder blocked by a symlink) is reported
 //! and the walk goes on with the next one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -85,6 +85,9 @@ pub struct RestoreReport {
 
 struct FileJob {
     path: PathBuf,
+    /// The permission bits the file is created with when it may have them from the start (see
+    /// [`Finish::whole_file`]); otherwise it is created private (0600).
+    create_mode: Option<u32>,
     node: Node,
     chunks: Vec<(u64, BlobLocation)>,
 }
@@ -96,7 +99,10 @@ struct Restorer<'a> {
     excludes: PatternSet,
     progress: &'a dyn Progress,
     report: RestoreReport,
-    created_dirs: HashSet<PathBuf>,
+    /// Folders this restore made sure of, each with whether new entries in it get the
+    /// restorer's group (the folder's group is the restorer's, so neither a set-group-id folder
+    /// nor a `grpid` mount gives them another).
+    created_dirs: HashMap<PathBuf, bool>,
     dir_meta: Vec<(PathBuf, Node)>,
     batch: Vec<FileJob>,
     batch_bytes: u64,
@@ -108,6 +114,9 @@ struct Restorer<'a> {
     located: HashMap<BlobId, BlobLocation>,
     deferred_links: Vec<(PathBuf, PathBuf, Node)>,
     is_root: bool,
+    /// The restorer's (effective) user and group.
+    uid: u32,
+    gid: u32,
     /// Full batches go to the writer thread here.
     batches: Option<std::sync::mpsc::SyncSender<Vec<FileJob>>>,
 }
@@ -128,7 +137,7 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
         excludes: PatternSet::new(&opts.excludes)?,
         progress,
         report: RestoreReport { snapshot_id: Some(id), dry_run: opts.dry_run, ..RestoreReport::default() },
-        created_dirs: HashSet::new(),
+        created_dirs: HashMap::new(),
         dir_meta: Vec::new(),
         batch: Vec::new(),
         batch_bytes: 0,
@@ -138,6 +147,8 @@ pub fn restore(repo: &Repository, opts: &RestoreOptions, progress: &dyn Progress
         located: HashMap::new(),
         deferred_links: Vec::new(),
         is_root: nix::unistd::geteuid().is_root(),
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
         batches: None,
     };
     if !opts.dry_run {
@@ -240,7 +251,8 @@ impl Restorer<'_> {
                 std::fs::create_dir_all(t).map_err(|e| Error::io(format!("creating target {}", t.display()), e))?
             }
         }
-        self.created_dirs.insert(t.clone());
+        let restorers_group = std::fs::symlink_metadata(t).is_ok_and(|m| m.gid() == self.gid);
+        self.created_dirs.insert(t.clone(), restorers_group);
         Ok(())
     }
 
@@ -253,23 +265,27 @@ impl Restorer<'_> {
 
     /// Creates `dir` (and missing parents below the target), refusing to pass through symlinks.
     fn ensure_dir(&mut self, dir: &Path) -> Result<()> {
-        if self.opts.dry_run || self.created_dirs.contains(dir) {
+        if self.opts.dry_run || self.created_dirs.contains_key(dir) {
             return Ok(());
         }
         if let Some(parent) = dir.parent() {
             self.ensure_dir(parent)?;
         }
-        match std::fs::symlink_metadata(dir) {
-            Ok(m) if m.is_dir() => {}
+        let restorers_group = match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => m.gid() == self.gid,
             Ok(_) => {
                 return Err(Error::invalid(format!(
                     "{} exists and is not a folder (a symlink or file); refusing to restore through it",
                     dir.display()
                 )));
             }
-            Err(_) => std::fs::create_dir(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?,
-        }
-        self.created_dirs.insert(dir.to_path_buf());
+            Err(_) => {
+                std::fs::create_dir(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                // A new folder has the restorer's group, or its parent's.
+                dir.parent().and_then(|p| self.created_dirs.get(p)).copied().unwrap_or(false)
+            }
+        };
+        self.created_dirs.insert(dir.to_path_buf(), restorers_group);
         Ok(())
     }
 
@@ -406,7 +422,17 @@ impl Restorer<'_> {
                 self.report.bytes += offset;
                 self.batch_bytes += offset;
                 self.batch_chunks += chunks.len();
-                self.batch.push(FileJob { path: path.to_path_buf(), node: node.clone(), chunks });
+                // A file may be created with its mode when it is created with its final owner and
+                // group too (the restorer's, in a folder that gives it the restorer's group): no
+                // one it will not be open to can open it meanwhile. Set-id bits and extended
+                // attributes (ACLs among them) come after the owner, as ever.
+                let owned_as_recorded = !self.is_root
+                    || (node.uid == self.uid
+                        && node.gid == self.gid
+                        && path.parent().and_then(|p| self.created_dirs.get(p)) == Some(&true));
+                let create_mode = (node.xattrs.is_empty() && node.mode & 0o7000 == 0 && owned_as_recorded)
+                    .then_some(node.mode & 0o777);
+                self.batch.push(FileJob { path: path.to_path_buf(), create_mode, node: node.clone(), chunks });
                 if self.batch.len() >= BATCH_FILES
                     || self.batch_bytes >= BATCH_BYTES
                     || self.batch_chunks >= BATCH_CHUNKS
@@ -767,11 +793,10 @@ impl Finish<'_> {
     /// Creates the file of at most one chunk `job`, writes `data` (its one chunk, or nothing) and
     /// finishes it. Nothing is written for a zero chunk: the file is sized over a hole.
     fn whole_file(&self, job: &FileJob, data: &[u8]) -> Outcome {
-        // A file without extended attributes or set-id and sticky bits is created with its mode:
-        // it usually has the mode and owner it should have then, and one `fstat` shows that
-        // instead of a chmod (and as root a chown) that would each write the inode again.
-        let plain = job.node.xattrs.is_empty() && job.node.mode & 0o7000 == 0;
-        let file = match create_file(&job.path, if plain { job.node.mode & 0o777 } else { 0o600 }) {
+        // A file created with its mode (`create_mode`) usually has the mode and owner it should
+        // have then, and one `fstat` shows that instead of a chmod (and as root a chown) that
+        // would each write the inode again.
+        let file = match create_file(&job.path, job.create_mode.unwrap_or(0o600)) {
             Ok(file) => file,
             Err(e) => return Outcome::Failed(Error::io("creating", e).to_string()),
         };
@@ -784,7 +809,7 @@ impl Finish<'_> {
             file.write_all_at(data, 0)
         };
         match written {
-            Ok(()) => self.written_file(job, &file, plain),
+            Ok(()) => self.written_file(job, &file, job.create_mode.is_some()),
             Err(e) => Outcome::Failed(Error::io("writing", e).to_string()),
         }
     }
