@@ -677,7 +677,8 @@ impl<'a> Checker<'a> {
         // The scratch files go next to the cache database, on the disk the user gave cairn.
         let scratch_dir = repo.cache().path().and_then(|p| p.parent()).map(std::path::Path::to_path_buf);
         let mut pass = IndexPass {
-            builder: ViewBuilder::new(scratch_dir.as_deref())?,
+            // Each pack's entries are kept only where its blobs are opened and compared with them.
+            builder: ViewBuilder::new(scratch_dir.as_deref(), self.opts.level == CheckLevel::Data)?,
             condemned: HashMap::new(),
             present: HashSet::new(),
             superseded: HashMap::new(),
@@ -709,7 +710,7 @@ impl<'a> Checker<'a> {
                 let builder = &mut pass.builder;
                 for p in file.packs {
                     if let Some(pos) = builder.pack_pos(&p.id) {
-                        if builder.pack_len(pos) != p.len || !same_entries(&builder.pack_entries(pos)?, &p.blobs) {
+                        if builder.pack_len(pos) != p.len || !builder.same_entries(pos, &p.blobs) {
                             pass.conflicts.push((
                                 (builder.copies_added(), 0),
                                 "pack_index_conflict",

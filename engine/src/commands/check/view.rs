@@ -6,18 +6,20 @@
 //! cache folder, else the system's temp folder; unnamed, so they are gone when the check ends,
 //! however it ends):
 //!
-//! - the *entries file*: the copies in load order, pack after pack, so a pack's entries are one
-//!   contiguous read (its row says where);
+//! - the *entries file*, only when pack contents are opened (`--read-data`): the copies in load
+//!   order, pack after pack, so a pack's entries are one contiguous read (its row says where);
 //! - the *sorted file*: the same records ordered by (blob id, load order), so the copies of one blob
 //!   sit next to each other, first loaded first, as the tree walk wants them. It is made by an
 //!   external merge sort: the copies are sorted in memory in runs of [`RUN_RECORDS`], the runs
 //!   written to a third file and merged, and that file is dropped. A directory of the ids'
 //!   leading bits (4 bytes per 2–4 blobs) turns a lookup into one positioned read of a few records.
 //!
-//! The scratch files use about 104 bytes per indexed copy (156 while the runs are merged); the
-//! files are read back through the page cache with positioned reads and never mapped, so they do
-//! not count towards the process's memory. Nothing here knows about findings: the caller turns
-//! what [`ViewBuilder::finish`] reports into them.
+//! Each file takes 52 bytes per indexed copy: 104 bytes while the runs are merged, then 52 (with
+//! the entries file 156, then 104). They are read back through the page cache with positioned
+//! reads and never mapped, so they do not count towards the process's memory. Two listings of one
+//! pack in different index files are compared through a digest of each pack's entries (32 bytes
+//! per pack in memory). Nothing here knows about findings: the caller turns what
+//! [`ViewBuilder::finish`] reports into them.
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fs::File;
@@ -94,7 +96,8 @@ pub(super) struct IndexView {
     /// Blobs held by condemned packs, for naming them when no live copy exists.
     pub condemned_blobs: HashMap<BlobId, PackId>,
     scratch: Scratch,
-    entries: File,
+    /// The entries file, kept only when packs are read and opened.
+    entries: Option<File>,
     sorted: File,
     /// Records `dir[p]..dir[p + 1]` of the sorted file hold the ids whose leading `bits` bits are `p`.
     dir: Vec<u32>,
@@ -121,7 +124,7 @@ impl Scratch {
         Error::new(
             ErrorKind::Io,
             format!(
-                "{doing} check's scratch files in {}: {e} (they take about 160 bytes per indexed blob while check runs: free disk space there)",
+                "{doing} check's scratch files in {}: {e} (they take up to 156 bytes per indexed blob while check runs: free disk space there)",
                 dir.display()
             ),
         )
@@ -132,7 +135,11 @@ impl IndexView {
     /// Where pack row `pos`'s entries are.
     pub fn pack_entries(&self, pos: u32) -> Result<Vec<BlobEntry>> {
         let r = &self.packs[pos as usize];
-        read_records(&self.entries, u64::from(r.first), r.count as usize)
+        let entries = self
+            .entries
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::Bug, "pack entries asked of a view built without them"))?;
+        read_records(entries, u64::from(r.first), r.count as usize)
             .map_err(|e| self.scratch.error("reading", e))
             .map(|records| records.into_iter().map(|(_, e)| e).collect())
     }
@@ -172,8 +179,10 @@ impl IndexView {
 pub(super) struct ViewBuilder {
     packs: Vec<PackRow>,
     by_pack: HashMap<PackId, u32>,
+    /// Per pack row, a digest of its entries (order-insensitive), to compare listings of one pack.
+    digests: Vec<[u8; 32]>,
     scratch: Scratch,
-    entries: BufWriter<File>,
+    entries: Option<BufWriter<File>>,
     /// Copies added so far.
     count: u32,
     /// The current run, sorted and written to `runs` when full.
@@ -184,14 +193,16 @@ pub(super) struct ViewBuilder {
 }
 
 impl ViewBuilder {
-    /// Starts a view whose scratch files go into `dir` (the system's temp folder when `None`).
-    pub fn new(dir: Option<&Path>) -> Result<Self> {
+    /// Starts a view whose scratch files go into `dir` (the system's temp folder when `None`);
+    /// with `pack_entries`, the view can list each pack's entries.
+    pub fn new(dir: Option<&Path>, pack_entries: bool) -> Result<Self> {
         let scratch = Scratch { dir: dir.map(Path::to_path_buf) };
-        let entries = BufWriter::with_capacity(1 << 20, scratch.create()?);
+        let entries = if pack_entries { Some(BufWriter::with_capacity(1 << 20, scratch.create()?)) } else { None };
         let runs = BufWriter::with_capacity(1 << 20, scratch.create()?);
         Ok(Self {
             packs: Vec::new(),
             by_pack: HashMap::new(),
+            digests: Vec::new(),
             scratch,
             entries,
             count: 0,
@@ -211,13 +222,9 @@ impl ViewBuilder {
         self.packs[pos as usize].indexed_len
     }
 
-    /// The entries added for the pack at row `pos`.
-    pub fn pack_entries(&mut self, pos: u32) -> Result<Vec<BlobEntry>> {
-        self.entries.flush().map_err(|e| self.scratch.error("writing", e))?;
-        let r = &self.packs[pos as usize];
-        read_records(self.entries.get_ref(), u64::from(r.first), r.count as usize)
-            .map_err(|e| self.scratch.error("reading", e))
-            .map(|records| records.into_iter().map(|(_, e)| e).collect())
+    /// Whether `blobs` lists the same entries as were added for the pack at row `pos`, in any order.
+    pub fn same_entries(&self, pos: u32, blobs: &[BlobEntry]) -> bool {
+        self.packs[pos as usize].count as usize == blobs.len() && self.digests[pos as usize] == entries_digest(blobs)
     }
 
     /// Copies added so far: the load order the next copy gets.
@@ -234,13 +241,16 @@ impl ViewBuilder {
         self.count = first.checked_add(count).ok_or_else(too_many)?;
         for (i, e) in blobs.iter().enumerate() {
             let seq = first + i as u32;
-            self.entries.write_all(&encode(seq, e)).map_err(|e| self.scratch.error("writing", e))?;
+            if let Some(entries) = &mut self.entries {
+                entries.write_all(&encode(seq, e)).map_err(|e| self.scratch.error("writing", e))?;
+            }
             self.run.push((*e, seq));
             if self.run.len() == RUN_RECORDS {
                 self.write_run()?;
             }
         }
         self.by_pack.insert(id, pos);
+        self.digests.push(entries_digest(blobs));
         self.packs.push(PackRow {
             id,
             indexed_len,
@@ -270,7 +280,10 @@ impl ViewBuilder {
         }
         self.run = Vec::new();
         let scratch = self.scratch.clone();
-        let entries = self.entries.into_inner().map_err(|e| scratch.error("writing", e.into_error()))?;
+        let entries = match self.entries {
+            Some(w) => Some(w.into_inner().map_err(|e| scratch.error("writing", e.into_error()))?),
+            None => None,
+        };
         let runs = self.runs.into_inner().map_err(|e| scratch.error("writing", e.into_error()))?;
         let n = self.count as usize;
         // Two to four records per bucket on average: 2 bytes of directory per copy.
@@ -328,6 +341,14 @@ fn bucket(id: &BlobId, bits: u32) -> usize {
     }
     let b = id.as_bytes();
     (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) >> (32 - bits)) as usize
+}
+
+/// A hash of a pack's entries that does not depend on their order: equal exactly when two
+/// listings hold the same entries (as far as BLAKE3 tells).
+fn entries_digest(blobs: &[BlobEntry]) -> [u8; 32] {
+    let mut records: Vec<[u8; RECORD]> = blobs.iter().map(|e| encode(0, e)).collect();
+    records.sort_unstable();
+    cairn_format::crypto::object_name(records.as_flattened())
 }
 
 fn encode(seq: u32, e: &BlobEntry) -> [u8; RECORD] {
@@ -455,7 +476,7 @@ mod tests {
     /// Builds a view of `lists` (one pack each), writing a run after every pack that leaves at
     /// least `run` copies unsorted (small runs exercise the merge).
     fn build(lists: &[Vec<BlobEntry>], run: usize) -> (IndexView, CopyCounts) {
-        let mut b = ViewBuilder::new(None).expect("builder");
+        let mut b = ViewBuilder::new(None, true).expect("builder");
         for (n, blobs) in lists.iter().enumerate() {
             b.add_pack(pack_id(n), 0, blobs).expect("add");
             if b.run.len() >= run {
@@ -496,10 +517,29 @@ mod tests {
             assert!(view.copies(&entry(9001, BlobKind::Data).id).expect("lookup").is_empty());
             assert_eq!(view.pack_entries(1).expect("entries"), lists[1]);
             assert_eq!(view.pack_of(5000), 1);
+            assert_eq!(view.pack_of(8999), 1);
+            assert_eq!(view.pack_of(9000), 2);
         }
         let (empty, counts) = build(&[], 1);
         assert_eq!(counts.unique, 0);
         assert!(empty.copies(&entry(1, BlobKind::Data).id).expect("lookup").is_empty());
+    }
+
+    #[test]
+    fn listings_of_one_pack_compare_in_any_order() {
+        let blobs: Vec<BlobEntry> = (0..50).map(|i| entry(i, BlobKind::Data)).collect();
+        let mut b = ViewBuilder::new(None, false).expect("builder");
+        b.add_pack(pack_id(0), 10, &blobs).expect("add");
+        let mut reversed = blobs.clone();
+        reversed.reverse();
+        assert!(b.same_entries(0, &reversed));
+        assert!(!b.same_entries(0, &blobs[1..]));
+        let mut moved = blobs.clone();
+        moved[7].offset += 1;
+        assert!(!b.same_entries(0, &moved));
+        let (view, _) = b.finish().expect("finish");
+        assert!(view.pack_entries(0).is_err(), "built without the entries file");
+        assert_eq!(view.copies(&blobs[3].id).expect("lookup")[0].entry, blobs[3]);
     }
 
     #[test]
