@@ -91,5 +91,5 @@ fn index_files_that_disagree_about_a_pack_or_a_blob_are_damage() {
     assert!(dup.2.starts_with("1 blobs are stored more than once"), "{dup:?}");
     // Both snapshots still restore through their usable copies: no snapshot is named.
     let out = check(&f.repo, &[], 4);
-    assert!(!out.contains(&f.a.short()) && !out.contains(&f.b.short()), "{out}");
+    assert!(!out.contains(f.a.short()) && !out.contains(f.b.short()), "{out}");
 }
