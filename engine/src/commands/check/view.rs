@@ -124,7 +124,7 @@ impl Scratch {
         Error::new(
             ErrorKind::Io,
             format!(
-                "{doing} check's scratch files in {}: {e} (they take up to 156 bytes per indexed blob while check runs: free disk space there)",
+                "{doing} check's scratch files in {}: {e} (check needs a writable folder there with up to 156 bytes of free space per indexed blob)",
                 dir.display()
             ),
         )
