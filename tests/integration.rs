@@ -8,6 +8,7 @@ mod backup_options;
 mod browse;
 mod cache_storage;
 mod check;
+mod check_index_conflicts;
 mod cli_compat;
 mod compressed_input;
 mod copy;

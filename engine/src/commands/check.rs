@@ -45,6 +45,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::repository::{Repository, kind_name, random_bytes};
 
+mod view;
+use view::{CopyRef, IndexView, ViewBuilder};
+
 /// How deep a check goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -375,133 +378,6 @@ pub fn check_without_key(location: &Location, opts: &CheckOptions, progress: &dy
     Ok(report)
 }
 
-/// Where one indexed copy of a blob lives: a pack row and its entry in [`IndexView::entries`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CopyRef {
-    pack: u32,
-    entry: u32,
-}
-
-/// One pack as the live index lists it, with what the check learned about it.
-#[derive(Debug)]
-struct PackRow {
-    id: PackId,
-    indexed_len: u64,
-    /// Its entries are `IndexView::entries[first..first + count]`.
-    first: u32,
-    count: u32,
-    /// Size in `data/`, `None` when missing.
-    stored_len: Option<u64>,
-    /// A finding that makes every blob of the pack unusable (missing, or damaged when only hashes
-    /// were read).
-    whole_problem: Option<usize>,
-    /// A finding for a pack shorter than the index says; blobs past its end are unusable.
-    short_problem: Option<usize>,
-}
-
-/// The live index, as the check loaded it from the index files themselves (not the cache).
-///
-/// Each indexed copy is held once (48 bytes) in `entries`, pack by pack in load order; the lookup
-/// by blob id is a list of entry numbers sorted by id, with a 4-byte tag of each id (8 bytes per
-/// copy together) and a directory of the ids' leading bits; copies of one blob sit next to each
-/// other, first loaded first.
-#[derive(Debug, Default)]
-struct IndexView {
-    packs: Vec<PackRow>,
-    by_pack: HashMap<PackId, u32>,
-    entries: Vec<BlobEntry>,
-    /// Entry numbers ordered by (blob id, entry number).
-    sorted: Vec<u32>,
-    /// Bytes 4..8 of the id of each `sorted` entry, so a lookup reads entries only on a match.
-    tags: Vec<u32>,
-    /// `sorted[dir[p]..dir[p + 1]]` holds the ids whose leading `bits` bits are `p`.
-    dir: Vec<u32>,
-    bits: u32,
-    /// Packs listed as condemned by a live index file (and not live in another).
-    condemned: HashSet<PackId>,
-    /// Blobs held by condemned packs, for naming them when no live copy exists.
-    condemned_blobs: HashMap<BlobId, PackId>,
-}
-
-impl IndexView {
-    fn entry(&self, c: CopyRef) -> &BlobEntry {
-        &self.entries[c.entry as usize]
-    }
-
-    fn pack_entries(&self, pos: u32) -> &[BlobEntry] {
-        let r = &self.packs[pos as usize];
-        &self.entries[r.first as usize..(r.first + r.count) as usize]
-    }
-
-    /// The pack row holding entry number `e`.
-    fn pack_of(&self, e: u32) -> u32 {
-        (self.packs.partition_point(|r| r.first <= e) - 1) as u32
-    }
-
-    fn bucket(&self, id: &BlobId) -> usize {
-        if self.bits == 0 {
-            return 0;
-        }
-        let b = id.as_bytes();
-        (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) >> (32 - self.bits)) as usize
-    }
-
-    /// Orders the entries by blob id (a counting sort on the leading bits, then each small bucket).
-    fn build_lookup(&mut self) {
-        let n = self.entries.len();
-        self.bits = if n < 2 { 0 } else { (usize::BITS - 1 - n.leading_zeros()).saturating_sub(2).clamp(4, 24) };
-        let buckets = 1usize << self.bits;
-        let mut dir = vec![0u32; buckets + 1];
-        for e in &self.entries {
-            dir[self.bucket(&e.id) + 1] += 1;
-        }
-        for p in 0..buckets {
-            dir[p + 1] += dir[p];
-        }
-        let mut next: Vec<u32> = dir[..buckets].to_vec();
-        let mut sorted = vec![0u32; n];
-        for (i, e) in self.entries.iter().enumerate() {
-            let b = self.bucket(&e.id);
-            sorted[next[b] as usize] = i as u32;
-            next[b] += 1;
-        }
-        drop(next);
-        let entries = &self.entries;
-        for p in 0..buckets {
-            sorted[dir[p] as usize..dir[p + 1] as usize]
-                .sort_unstable_by(|a, b| entries[*a as usize].id.cmp(&entries[*b as usize].id).then(a.cmp(b)));
-        }
-        self.tags = sorted.iter().map(|&e| tag(&entries[e as usize].id)).collect();
-        self.sorted = sorted;
-        self.dir = dir;
-    }
-
-    /// Entry numbers of every indexed copy of `id`, first loaded first.
-    fn copy_entries(&self, id: &BlobId) -> &[u32] {
-        if self.sorted.is_empty() {
-            return &[];
-        }
-        let b = self.bucket(id);
-        let (lo, hi) = (self.dir[b] as usize, self.dir[b + 1] as usize);
-        let want = tag(id);
-        let is = |i: usize| self.tags[i] == want && self.entries[self.sorted[i] as usize].id == *id;
-        let Some(start) = (lo..hi).find(|&i| is(i)) else {
-            return &[];
-        };
-        let end = (start..hi).find(|&i| !is(i)).unwrap_or(hi);
-        &self.sorted[start..end]
-    }
-
-    fn copies(&self, id: &BlobId) -> impl Iterator<Item = CopyRef> + '_ {
-        self.copy_entries(id).iter().map(|&e| CopyRef { pack: self.pack_of(e), entry: e })
-    }
-}
-
-fn tag(id: &BlobId) -> u32 {
-    let b = id.as_bytes();
-    u32::from_be_bytes([b[4], b[5], b[6], b[7]])
-}
-
 /// What reading one pack found.
 #[derive(Debug, Default)]
 struct PackOutcome {
@@ -530,9 +406,11 @@ impl PackOutcome {
 }
 
 /// What one pass over the index files found; findings wait here until the last pass.
-#[derive(Default)]
 struct IndexPass {
-    view: IndexView,
+    /// The view being built, without the files of `skip`.
+    builder: ViewBuilder,
+    /// Packs listed as condemned by a live index file, with their blobs (first listing wins).
+    condemned: HashMap<PackId, Vec<BlobEntry>>,
     /// Index files that decoded.
     present: HashSet<IndexId>,
     /// Index files named as superseded, with one file that supersedes each.
@@ -707,7 +585,7 @@ impl<'a> Checker<'a> {
             drop(pass);
             pass = self.load_index_pass(repo, ids, &skip)?;
         }
-        let IndexPass { mut view, present, superseded, damaged, mut conflicts, .. } = pass;
+        let IndexPass { builder, condemned, present, superseded, damaged, mut conflicts } = pass;
         for (id, message) in damaged {
             self.add(
                 Severity::Damage,
@@ -736,43 +614,36 @@ impl<'a> Checker<'a> {
                 self.stats.index_files += 1;
             }
         }
-        view.build_lookup();
-        // Copies of a blob beyond the first must agree with it on kind and length.
-        let mut unique = 0u64;
-        let mut duplicated = 0usize;
-        let mut run = 0;
-        while run < view.sorted.len() {
-            let first = view.sorted[run];
-            let first_entry = view.entries[first as usize];
-            let mut end = run + 1;
-            while end < view.sorted.len() && view.entries[view.sorted[end] as usize].id == first_entry.id {
-                let e = view.sorted[end];
-                let entry = view.entries[e as usize];
-                if first_entry.kind != entry.kind || first_entry.plain_len != entry.plain_len {
-                    conflicts.push((
-                        (e as usize, 1),
-                        "blob_index_conflict",
-                        "blob",
-                        entry.id.to_hex(),
-                        format!(
-                            "indexed as {} of {} bytes in pack {} and as {} of {} bytes in pack {}",
-                            kind_name(first_entry.kind),
-                            first_entry.plain_len,
-                            view.packs[view.pack_of(first) as usize].id.short(),
-                            kind_name(entry.kind),
-                            entry.plain_len,
-                            view.packs[view.pack_of(e) as usize].id.short()
-                        ),
-                    ));
-                }
-                end += 1;
+        let (mut view, counts) = builder.finish()?;
+        for (pack, blobs) in condemned {
+            if view.by_pack.contains_key(&pack) {
+                continue;
             }
-            unique += 1;
-            if end - run > 1 {
-                duplicated += 1;
+            view.condemned.insert(pack);
+            for b in blobs {
+                view.condemned_blobs.entry(b.id).or_insert(pack);
             }
-            run = end;
         }
+        // Copies of a blob beyond the first must agree with it on kind and length.
+        for c in counts.conflicts {
+            let ((first_seq, first), (seq, entry)) = (c.first, c.other);
+            conflicts.push((
+                (seq as usize, 1),
+                "blob_index_conflict",
+                "blob",
+                entry.id.to_hex(),
+                format!(
+                    "indexed as {} of {} bytes in pack {} and as {} of {} bytes in pack {}",
+                    kind_name(first.kind),
+                    first.plain_len,
+                    view.packs[view.pack_of(first_seq) as usize].id.short(),
+                    kind_name(entry.kind),
+                    entry.plain_len,
+                    view.packs[view.pack_of(seq) as usize].id.short()
+                ),
+            ));
+        }
+        let (unique, duplicated) = (counts.unique, counts.duplicated);
         // In the order the merge met them.
         conflicts.sort_by_key(|c| c.0);
         for (_, code, object, id, message) in conflicts {
@@ -803,8 +674,17 @@ impl<'a> Checker<'a> {
         ids: &[IndexId],
         skip: &HashMap<IndexId, IndexId>,
     ) -> Result<IndexPass> {
-        let mut pass = IndexPass::default();
-        let mut condemned: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
+        // The scratch files go next to the cache database, on the disk the user gave cairn.
+        let scratch_dir = repo.cache().path().and_then(|p| p.parent()).map(std::path::Path::to_path_buf);
+        let mut pass = IndexPass {
+            // Each pack's entries are kept only where its blobs are opened and compared with them.
+            builder: ViewBuilder::new(scratch_dir.as_deref(), self.opts.level == CheckLevel::Data)?,
+            condemned: HashMap::new(),
+            present: HashSet::new(),
+            superseded: HashMap::new(),
+            damaged: Vec::new(),
+            conflicts: Vec::new(),
+        };
         let batch = (rayon::current_num_threads() * 2).max(2);
         for chunk in ids.chunks(batch) {
             let loaded: Vec<(IndexId, Result<IndexFile>)> =
@@ -827,13 +707,12 @@ impl<'a> Checker<'a> {
                 if skip.contains_key(&index_id) {
                     continue;
                 }
-                let view = &mut pass.view;
+                let builder = &mut pass.builder;
                 for p in file.packs {
-                    if let Some(&pos) = view.by_pack.get(&p.id) {
-                        let row = &view.packs[pos as usize];
-                        if !same_entries(view.pack_entries(pos), &p.blobs) || row.indexed_len != p.len {
+                    if let Some(pos) = builder.pack_pos(&p.id) {
+                        if builder.pack_len(pos) != p.len || !builder.same_entries(pos, &p.blobs) {
                             pass.conflicts.push((
-                                (view.entries.len(), 0),
+                                (builder.copies_added(), 0),
                                 "pack_index_conflict",
                                 "pack",
                                 p.id.to_hex(),
@@ -845,36 +724,11 @@ impl<'a> Checker<'a> {
                         }
                         continue;
                     }
-                    let too_many = || Error::new(ErrorKind::Bug, "too many packs or blobs");
-                    let pos = u32::try_from(view.packs.len()).map_err(|_| too_many())?;
-                    let first = u32::try_from(view.entries.len()).map_err(|_| too_many())?;
-                    let count = u32::try_from(p.blobs.len()).map_err(|_| too_many())?;
-                    first.checked_add(count).ok_or_else(too_many)?;
-                    view.entries.extend_from_slice(&p.blobs);
-                    view.by_pack.insert(p.id, pos);
-                    view.packs.push(PackRow {
-                        id: p.id,
-                        indexed_len: p.len,
-                        first,
-                        count,
-                        stored_len: None,
-                        whole_problem: None,
-                        short_problem: None,
-                    });
+                    builder.add_pack(p.id, p.len, &p.blobs)?;
                 }
                 for c in file.condemned {
-                    condemned.entry(c.pack.id).or_insert(c.pack.blobs);
+                    pass.condemned.entry(c.pack.id).or_insert(c.pack.blobs);
                 }
-            }
-        }
-        let view = &mut pass.view;
-        for (pack, blobs) in condemned {
-            if view.by_pack.contains_key(&pack) {
-                continue;
-            }
-            view.condemned.insert(pack);
-            for b in blobs {
-                view.condemned_blobs.entry(b.id).or_insert(pack);
             }
         }
         Ok(pass)
@@ -1012,8 +866,14 @@ impl<'a> Checker<'a> {
                 .par_bridge()
                 .map(|(i, &(id, len))| {
                     hint(i + ahead);
-                    let indexed = view.and_then(|v| v.by_pack.get(&id).map(|&p| v.pack_entries(p)));
-                    let out = read_one_pack(backend, key.filter(|_| level == CheckLevel::Data), id, len, indexed);
+                    // What the index lists is compared with the pack only when its blobs are opened.
+                    let indexed = match view.and_then(|v| v.by_pack.get(&id).map(|&p| (v, p))) {
+                        Some((v, p)) if level == CheckLevel::Data => v.pack_entries(p).map(Some),
+                        _ => Ok(None),
+                    };
+                    let out = indexed.and_then(|indexed| {
+                        read_one_pack(backend, key.filter(|_| level == CheckLevel::Data), id, len, indexed.as_deref())
+                    });
                     progress.add_bytes(len);
                     (i, out)
                 })
@@ -1236,7 +1096,7 @@ impl<'a> Checker<'a> {
                     match &node.kind {
                         NodeKind::File { content } => {
                             for blob in content {
-                                self.blob_problems(view, blob, BlobKind::Data, &mut problems);
+                                self.blob_problems(view, blob, BlobKind::Data, &mut problems)?;
                             }
                         }
                         NodeKind::Dir { subtree } => problems.extend(self.walk_tree(view, *subtree)?),
@@ -1256,10 +1116,10 @@ impl<'a> Checker<'a> {
     fn load_tree(&mut self, view: &IndexView, id: TreeId) -> Result<std::result::Result<Tree, Vec<usize>>> {
         let blob: BlobId = id.into();
         let mut problems = Vec::new();
-        let usable = self.blob_problems(view, &blob, BlobKind::Tree, &mut problems);
+        let usable = self.blob_problems(view, &blob, BlobKind::Tree, &mut problems)?;
         let key = self.repo.map(|r| r.key()).ok_or_else(|| Error::new(ErrorKind::Bug, "tree walk without key"))?;
         for copy in usable {
-            let entry = *view.entry(copy);
+            let entry = copy.entry;
             let pack = view.packs[copy.pack as usize].id;
             let sealed = match self.backend.read_range(
                 FileType::Pack,
@@ -1302,7 +1162,7 @@ impl<'a> Checker<'a> {
 
     /// Records a copy found damaged while walking trees; returns its finding.
     fn bad_copy(&mut self, view: &IndexView, copy: CopyRef, why: String) -> usize {
-        let entry = *view.entry(copy);
+        let entry = copy.entry;
         let pack = view.packs[copy.pack as usize].id;
         let f = self.add_once(
             format!("blob {} in {}", entry.id, pack),
@@ -1325,13 +1185,13 @@ impl<'a> Checker<'a> {
         id: &BlobId,
         want: BlobKind,
         problems: &mut Vec<usize>,
-    ) -> Vec<CopyRef> {
+    ) -> Result<Vec<CopyRef>> {
         let mut usable = Vec::new();
         let mut reasons = Vec::new();
         let mut wrong_kind = None;
-        for copy in view.copies(id) {
+        for copy in view.copies(id)? {
             let row = &view.packs[copy.pack as usize];
-            let entry = view.entry(copy);
+            let entry = &copy.entry;
             if entry.kind != want {
                 wrong_kind = Some(entry.kind);
                 continue;
@@ -1350,11 +1210,11 @@ impl<'a> Checker<'a> {
             }
         }
         if !usable.is_empty() {
-            return usable;
+            return Ok(usable);
         }
         if !reasons.is_empty() {
             problems.extend(reasons);
-            return usable;
+            return Ok(usable);
         }
         let what = kind_name(want);
         let object = if want == BlobKind::Tree { "tree" } else { "blob" };
@@ -1395,7 +1255,7 @@ impl<'a> Checker<'a> {
             )
         };
         problems.push(f);
-        usable
+        Ok(usable)
     }
 }
 
@@ -1599,61 +1459,6 @@ fn parse_header(bytes: &[u8], key: &MasterKey) -> std::result::Result<Vec<BlobEn
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entry(i: u32, kind: BlobKind) -> BlobEntry {
-        let mut id = [0u8; 32];
-        id[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
-        id[4..8].copy_from_slice(&i.to_be_bytes());
-        BlobEntry {
-            kind,
-            id: BlobId::from_bytes(id),
-            compression: cairn_format::blob::Compression::Raw,
-            offset: i,
-            stored_len: 1,
-            plain_len: 1,
-        }
-    }
-
-    #[test]
-    fn view_finds_every_copy_first_loaded_first() {
-        // Three packs; pack 2 repeats blobs of pack 0, and one blob id is in no pack.
-        let mut view = IndexView::default();
-        let lists: [Vec<BlobEntry>; 3] = [
-            (0..5000).map(|i| entry(i, BlobKind::Data)).collect(),
-            (5000..9000).map(|i| entry(i, BlobKind::Tree)).collect(),
-            (0..100).map(|i| entry(i * 7, BlobKind::Data)).collect(),
-        ];
-        for (n, blobs) in lists.iter().enumerate() {
-            view.packs.push(PackRow {
-                id: PackId::from_bytes([n as u8; 32]),
-                indexed_len: 0,
-                first: view.entries.len() as u32,
-                count: blobs.len() as u32,
-                stored_len: None,
-                whole_problem: None,
-                short_problem: None,
-            });
-            view.entries.extend_from_slice(blobs);
-        }
-        view.build_lookup();
-        for i in 0..9000u32 {
-            let want = entry(i, if i < 5000 { BlobKind::Data } else { BlobKind::Tree });
-            let copies: Vec<CopyRef> = view.copies(&want.id).collect();
-            let first_pack = u32::from(i >= 5000);
-            assert_eq!(copies[0].pack, first_pack, "blob {i}");
-            assert_eq!(*view.entry(copies[0]), want, "blob {i}");
-            if i % 7 == 0 && i < 700 {
-                assert_eq!(copies.len(), 2, "blob {i}");
-                assert_eq!(copies[1].pack, 2);
-                assert_eq!(view.entry(copies[1]).id, want.id);
-            } else {
-                assert_eq!(copies.len(), 1, "blob {i}");
-            }
-        }
-        assert_eq!(view.copies(&entry(9001, BlobKind::Data).id).count(), 0);
-        assert_eq!(view.pack_entries(1).len(), 4000);
-        assert_eq!(IndexView::default().copies(&entry(1, BlobKind::Data).id).count(), 0);
-    }
 
     fn pack(b: u8, size: u64) -> (PackId, u64) {
         let mut id = [0u8; 32];
