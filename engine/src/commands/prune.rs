@@ -734,79 +734,11 @@ fn repack(repo: &Repository, packs: &[&PackUsage]) -> Result<(u64, crate::pack_s
     let stats = std::thread::scope(|scope| -> Result<crate::pack_saver::SaverStats> {
         let saver = PackSaver::start(scope, repo, false);
         let result = (|| -> Result<()> {
-            // First the blobs to copy out of each pack and the spans that hold them, so that the
-            // reads can be hinted ahead across packs.
-            let mut work: Vec<(PackId, Vec<BlobLocation>, Vec<std::ops::Range<usize>>)> = Vec::new();
-            for u in packs {
-                let entries = repo.cache().pack_blobs(&u.pack)?;
-                // Only the keeper copy of a blob is copied, so across packs each blob is copied once;
-                // this set only catches a blob stored twice in the same pack.
-                let mut queued: HashSet<BlobId> = HashSet::new();
-                let mut wanted = Vec::new();
-                for e in entries {
-                    if !queued.contains(&e.id) && repo.cache().is_keeper(&e.id, &u.pack)? {
-                        queued.insert(e.id);
-                        wanted.push(e);
-                    }
-                }
-                if wanted.is_empty() {
-                    continue;
-                }
-                // Only the parts of the pack that hold kept blobs are read (a pack being repacked is
-                // mostly unused, by definition).
-                let wanted: Vec<BlobLocation> =
-                    wanted.into_iter().map(|entry| BlobLocation { pack: u.pack, entry }).collect();
-                let spans = crate::repository::read_spans(&wanted, |l| l);
-                work.push((u.pack, wanted, spans));
-            }
-            let order: Vec<(usize, usize)> =
-                work.iter().enumerate().flat_map(|(w, item)| (0..item.2.len()).map(move |s| (w, s))).collect();
-            // On a remote store a hint starts the span's GET, so the next spans download while
-            // this one is checked and stored.
-            let hint = |n: usize| {
-                if let Some(&(w, s)) = order.get(n) {
-                    let (pack, wanted, spans) = &work[w];
-                    let (first, last) = (&wanted[spans[s].start].entry, &wanted[spans[s].end - 1].entry);
-                    let start = u64::from(first.offset);
-                    repo.backend().will_read(FileType::Pack, &pack.to_hex(), start, last.end() - start);
-                }
-            };
-            let ahead = repo.backend().read_ahead();
-            (0..ahead).for_each(hint);
-            let mut next = 0;
-            for (pack, wanted, spans) in &work {
-                let mut checked: Vec<Result<SealedBlob>> = Vec::with_capacity(wanted.len());
-                for span in spans {
-                    hint(next + ahead);
-                    next += 1;
-                    let (first, last) = (&wanted[span.start].entry, &wanted[span.end - 1].entry);
-                    let start = u64::from(first.offset);
-                    let bytes = repo.backend().read_range(FileType::Pack, &pack.to_hex(), start, last.end() - start)?;
-                    // Verify before copying: a damaged blob must not be spread into a new pack.
-                    checked.par_extend(wanted[span.clone()].par_iter().map(|l| {
-                        let e = &l.entry;
-                        let at = (u64::from(e.offset) - start) as usize;
-                        let sealed = &bytes[at..at + e.stored_len as usize];
-                        open_blob(repo.key(), e.kind, e.id, e.compression, e.plain_len, sealed).map_err(|err| {
-                            Error::corrupt(format!(
-                                "cannot repack pack {}: blob {}: {err}; run 'cairn check --read-data'",
-                                pack.short(),
-                                e.id.short()
-                            ))
-                        })?;
-                        Ok(SealedBlob {
-                            kind: e.kind,
-                            id: e.id,
-                            compression: e.compression,
-                            plain_len: e.plain_len,
-                            sealed: sealed.to_vec(),
-                        })
-                    }));
-                }
-                for blob in checked {
-                    saver.save_sealed(blob?)?;
-                    copied += 1;
-                }
+            // The packs are copied in groups of about REPACK_GROUP_BLOBS kept blobs, so that what
+            // is held about them does not grow with the repository.
+            let mut rest = packs;
+            while !rest.is_empty() {
+                copied += repack_group(repo, &saver, &mut rest)?;
             }
             Ok(())
         })();
@@ -816,6 +748,97 @@ fn repack(repo: &Repository, packs: &[&PackUsage]) -> Result<(u64, crate::pack_s
         Ok(stats)
     })?;
     Ok((copied, stats))
+}
+
+/// Kept blobs of the packs copied in one group of [`repack`]: the locations of the blobs of a
+/// group are held at once (about 90 bytes each) so that its reads can be hinted ahead.
+const REPACK_GROUP_BLOBS: usize = 65_536;
+
+/// Copies the kept blobs of the packs at the front of `packs`, as many as hold about
+/// [`REPACK_GROUP_BLOBS`] kept blobs (at least one pack), and moves `packs` past them; returns the
+/// blobs copied.
+fn repack_group(repo: &Repository, saver: &PackSaver<'_>, packs: &mut &[&PackUsage]) -> Result<u64> {
+    // First the blobs to copy out of each pack and the spans that hold them, so that the reads
+    // can be hinted ahead across the packs of the group.
+    let mut work: Vec<(PackId, Vec<BlobLocation>, Vec<std::ops::Range<usize>>)> = Vec::new();
+    let mut blobs = 0;
+    while let Some((u, rest)) = packs.split_first() {
+        if blobs >= REPACK_GROUP_BLOBS {
+            break;
+        }
+        *packs = rest;
+        let entries = repo.cache().pack_blobs(&u.pack)?;
+        // Only the keeper copy of a blob is copied, so across packs each blob is copied once;
+        // this set only catches a blob stored twice in the same pack.
+        let mut queued: HashSet<BlobId> = HashSet::new();
+        let mut wanted = Vec::new();
+        for e in entries {
+            if !queued.contains(&e.id) && repo.cache().is_keeper(&e.id, &u.pack)? {
+                queued.insert(e.id);
+                wanted.push(e);
+            }
+        }
+        if wanted.is_empty() {
+            continue;
+        }
+        blobs += wanted.len();
+        // Only the parts of the pack that hold kept blobs are read (a pack being repacked is
+        // mostly unused, by definition).
+        let wanted: Vec<BlobLocation> = wanted.into_iter().map(|entry| BlobLocation { pack: u.pack, entry }).collect();
+        let spans = crate::repository::read_spans(&wanted, |l| l);
+        work.push((u.pack, wanted, spans));
+    }
+    let order: Vec<(usize, usize)> =
+        work.iter().enumerate().flat_map(|(w, item)| (0..item.2.len()).map(move |s| (w, s))).collect();
+    // On a remote store a hint starts the span's GET, so the next spans download while this one is
+    // checked and stored.
+    let hint = |n: usize| {
+        if let Some(&(w, s)) = order.get(n) {
+            let (pack, wanted, spans) = &work[w];
+            let (first, last) = (&wanted[spans[s].start].entry, &wanted[spans[s].end - 1].entry);
+            let start = u64::from(first.offset);
+            repo.backend().will_read(FileType::Pack, &pack.to_hex(), start, last.end() - start);
+        }
+    };
+    let ahead = repo.backend().read_ahead();
+    (0..ahead).for_each(hint);
+    let mut next = 0;
+    let mut copied = 0;
+    for (pack, wanted, spans) in &work {
+        let mut checked: Vec<Result<SealedBlob>> = Vec::with_capacity(wanted.len());
+        for span in spans {
+            hint(next + ahead);
+            next += 1;
+            let (first, last) = (&wanted[span.start].entry, &wanted[span.end - 1].entry);
+            let start = u64::from(first.offset);
+            let bytes = repo.backend().read_range(FileType::Pack, &pack.to_hex(), start, last.end() - start)?;
+            // Verify before copying: a damaged blob must not be spread into a new pack.
+            checked.par_extend(wanted[span.clone()].par_iter().map(|l| {
+                let e = &l.entry;
+                let at = (u64::from(e.offset) - start) as usize;
+                let sealed = &bytes[at..at + e.stored_len as usize];
+                open_blob(repo.key(), e.kind, e.id, e.compression, e.plain_len, sealed).map_err(|err| {
+                    Error::corrupt(format!(
+                        "cannot repack pack {}: blob {}: {err}; run 'cairn check --read-data'",
+                        pack.short(),
+                        e.id.short()
+                    ))
+                })?;
+                Ok(SealedBlob {
+                    kind: e.kind,
+                    id: e.id,
+                    compression: e.compression,
+                    plain_len: e.plain_len,
+                    sealed: sealed.to_vec(),
+                })
+            }));
+        }
+        for blob in checked {
+            saver.save_sealed(blob?)?;
+            copied += 1;
+        }
+    }
+    Ok(copied)
 }
 
 /// Writes prune's index files: every file but the last has an empty `supersedes`, so that a crash
