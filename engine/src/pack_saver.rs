@@ -185,6 +185,24 @@ impl<'scope> PackSaver<'scope> {
         Ok(())
     }
 
+    /// Marks `id` as being stored by the caller, who must then call [`PackSaver::save_now`] for
+    /// it. Returns false when it was already pending (another thread stores it).
+    pub fn claim(&self, id: BlobId) -> bool {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
+    }
+
+    /// Compresses and seals a claimed blob on the calling thread (whose cache holds the bytes just
+    /// hashed) and queues it for the packer. Blocks while the packer is behind. Fails early when
+    /// the packer has failed (the error itself comes from [`PackSaver::finish`]).
+    pub fn save_now(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorKind::Io, "storing blobs failed"));
+        }
+        let sealed = seal_blob(&self.key, kind, id, plaintext, self.level, &nonce());
+        let tx = self.tx.as_ref().ok_or_else(|| Error::new(ErrorKind::Bug, "saver already finished"))?;
+        tx.send(sealed).map_err(|_| Error::new(ErrorKind::Io, "storing blobs failed"))
+    }
+
     /// Queues a blob that is already sealed (prune copies blobs between packs without re-sealing:
     /// the associated data binds kind and id, not the pack).
     pub fn save_sealed(&self, blob: SealedBlob) -> Result<()> {
