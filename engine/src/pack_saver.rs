@@ -1,4 +1,5 @@
-//! The write side of the pipeline: blobs are compressed and sealed on rayon's pool, gathered into
+//! The write side of the pipeline: blobs are compressed and sealed on rayon's pool (or, with
+//! [`PackSaver::save_now`], on the caller's thread, which already holds them in its cache), gathered into
 //! packs (data and tree blobs apart) by one packer thread, and written (then named in index files)
 //! by an uploader thread, so that sealing goes on while a pack is written and synced. On a remote
 //! store the uploader runs [`Backend::upload_slots`](crate::backend::Backend::upload_slots)
@@ -9,7 +10,7 @@
 //! cache answers for them), which keeps memory flat however many blobs a run adds.
 //!
 //! Memory is bounded: at most `max_in_flight` sealing tasks (one large blob, or a batch of small
-//! blobs of at most about 1 MiB) exist at once, at most `SEALED_QUEUE` sealed blobs wait for the
+//! blobs of at most about 1 MiB) exist at once, plus one blob per thread in `save_now`, at most `SEALED_QUEUE` sealed blobs wait for the
 //! packer, the packer holds one open pack per kind, and at most `UPLOAD_QUEUE` finished packs wait
 //! while the uploader writes another. With 1 MiB chunks, 16 MiB packs and two cores that is under
 //! 100 MiB in the worst case.

@@ -4,7 +4,7 @@
 //! The main thread walks, reads, chunks and hashes small files, whose new chunks are compressed and
 //! sealed on rayon's pool through the [`PackSaver`]. A large file or stream is read by one thread
 //! and cut, hashed, compressed and sealed block by block on one worker thread per core (see
-//! `chunk_stream` and [`crate::chunk_pipeline`]). Unchanged files (same size, mtime, ctime, inode
+//! `chunk_stream` and the `chunk_pipeline` module). Unchanged files (same size, mtime, ctime, inode
 //! and device as in the parent snapshot or the files cache) are not read again, provided every blob
 //! they list is still in the index. A snapshot is written only after every blob it references is in
 //! an index file; a failing source command produces no snapshot.
