@@ -1,26 +1,26 @@
-//! Cuts one stream into chunks and hands each block of it, with its cut points, to worker threads,
-//! so that everything done per chunk (hashing, compressing, sealing) runs on the core that cut
-//! the block while its bytes are still warm in that core's cache.
+//! Reads one stream in blocks and cuts it into chunks on worker threads, one per core, each of
+//! which then does everything else per chunk of its block (hashing, compressing, sealing) on the
+//! core that read and cut it, while its bytes are still warm in that core's cache.
 //!
-//! The layout: one reader thread fills blocks from the source; `workers` threads each take the next
-//! block, cut it, and process its chunks. Cutting is the only serial step (a cut depends on where
-//! the previous chunk ended): a worker takes the next block and cuts it while holding the stream's
-//! cutting state, carrying the unconsumed end of the previous block in front of it, then releases
-//! the state and works on its chunks while the next worker cuts the next block. Chunking costs
-//! about a tenth of the per-byte work of a first backup, so on two cores it hides behind the rest.
-//! The cut points are exactly those of one serial pass over the whole stream ([`Chunker::cut`]'s
+//! The layout is that of the ceiling benchmark (`benches/examples/ceiling.rs`): no stage has a
+//! thread of its own and no block crosses cores between stages. Two steps are serial, and the
+//! workers take them in turn, each for its own block: reading the next block from the source (a
+//! stream is read front to back) and cutting it (a cut depends on where the previous chunk
+//! ended, so block `k` is cut after block `k - 1`, with that block's unconsumed end carried in
+//! front of it). While one worker reads or cuts, the others compress and seal: on two cores,
+//! reading and cutting (about a fifth of a first backup's work) hide behind the rest. The cut
+//! points are exactly those of one serial pass over the whole stream ([`Chunker::cut`]'s
 //! streaming rule; `spec/chunking.md`), whatever the block edges and however the source's reads
 //! fall.
 //!
-//! Results come back to the calling thread in block order. Memory is bounded: `workers + 2` blocks
-//! exist at once (one being filled, one queued, one per worker). This module never prints and
-//! knows nothing of repositories: what is done with a chunk is the caller's closure.
+//! Results come back to the calling thread in block order. Memory is bounded: one block per
+//! worker. This module never prints and knows nothing of repositories: what is done with a
+//! block's chunks is the caller's closure.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, channel, sync_channel};
-use std::sync::{Mutex, PoisonError};
+use std::sync::mpsc::channel;
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use cairn_format::chunker::Chunker;
 
@@ -78,24 +78,27 @@ pub(crate) fn fill(reader: &mut (dyn Read + Send), buf: &mut [u8]) -> std::io::R
 pub(crate) struct Layout {
     /// Bytes read from the source per block.
     pub block: usize,
-    /// Threads that cut blocks and work on their chunks.
+    /// Threads that read and cut blocks and work on their chunks.
     pub workers: usize,
 }
 
-/// A block read from the source: the buffer, the bytes read into it after the front room, and
-/// whether the source ended there.
-type Filled = std::io::Result<(Vec<u8>, usize, bool)>;
+/// The source, read by one worker at a time, each taking the next sequence number.
+struct Source<'r> {
+    reader: &'r mut (dyn Read + Send),
+    next_seq: u64,
+    /// The source ended or failed: nothing more to read.
+    ended: bool,
+}
 
-/// The serial part of the stream, held by the worker that cuts the next block.
+/// The serial part of cutting, taken by the workers in the order they read their blocks.
 struct CutState<'a> {
-    /// Blocks from the reader; dropped when no worker needs more, so the reader stops.
-    full: Option<Receiver<Filled>>,
+    /// The block whose turn it is to be cut.
+    next_seq: u64,
     /// The unconsumed end of the previous block: the start of a chunk that ends later.
     tail: Vec<u8>,
     zero_cuts: &'a mut ZeroCuts,
-    next_seq: u64,
-    /// The last block was cut (or the stream failed): nothing more to take.
-    finished: bool,
+    /// A worker failed: the others stop instead of waiting for their turn.
+    stopped: bool,
 }
 
 /// What a worker reports for one block: its sequence number, the new bytes it held, and the result
@@ -115,48 +118,21 @@ pub(crate) fn chunk_in_parallel<T: Send>(
     work: impl Fn(&[u8], &Cuts) -> Result<T> + Sync,
     mut done: impl FnMut(usize, T),
 ) -> Result<()> {
-    // Room in front of each block's data for the tail of the block before: a tail is always
-    // shorter than a maximal chunk.
-    let front = chunker.params().max_size as usize;
     let workers = layout.workers.max(1);
-    let blocks = workers + 2;
-    let (full_tx, full_rx) = sync_channel::<Filled>(1);
-    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(blocks);
     let (done_tx, done_rx) = channel::<Done<T>>();
-    let state = Mutex::new(CutState { full: Some(full_rx), tail: Vec::new(), zero_cuts, next_seq: 0, finished: false });
-    let stop = AtomicBool::new(false);
-    let work = &work;
+    let source = Mutex::new(Source { reader, next_seq: 0, ended: false });
+    let cutting = (Mutex::new(CutState { next_seq: 0, tail: Vec::new(), zero_cuts, stopped: false }), Condvar::new());
+    let worker = Worker { chunker, block: layout.block, source: &source, cutting: &cutting, work: &work };
     std::thread::scope(|scope| -> Result<()> {
-        scope.spawn(move || {
-            let mut allocated = 0;
-            loop {
-                let mut block = match spare_rx.try_recv() {
-                    Ok(b) => b,
-                    Err(_) if allocated < blocks => {
-                        allocated += 1;
-                        vec![0; front + layout.block]
-                    }
-                    // The workers return blocks; when they are gone, so is the reason to read.
-                    Err(_) => match spare_rx.recv() {
-                        Ok(b) => b,
-                        Err(_) => return,
-                    },
-                };
-                let read = fill(reader, &mut block[front..]);
-                let last = !matches!(read, Ok((_, false)));
-                if full_tx.send(read.map(|(n, at_end)| (block, n, at_end))).is_err() || last {
-                    return;
-                }
-            }
-        });
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                let (spare_tx, done_tx, state, stop) = (spare_tx.clone(), done_tx.clone(), &state, &stop);
-                scope.spawn(move || run_worker(chunker, front, state, stop, &spare_tx, &done_tx, work))
+                let done_tx = done_tx.clone();
+                let worker = &worker;
+                scope.spawn(move || worker.run(&done_tx))
             })
             .collect();
         // Only the workers hold senders now: the loop below ends when the last of them is gone.
-        drop((spare_tx, done_tx));
+        drop(done_tx);
         let mut waiting = BTreeMap::new();
         let mut next = 0;
         let mut failure: Option<(u64, Error)> = None;
@@ -187,68 +163,90 @@ pub(crate) fn chunk_in_parallel<T: Send>(
     })
 }
 
-/// One worker: takes and cuts the next block under the cutting state, then runs `work` on it
-/// without the state, reports, and returns the block to the reader.
-fn run_worker<T: Send>(
-    chunker: &Chunker,
-    front: usize,
-    state: &Mutex<CutState<'_>>,
-    stop: &AtomicBool,
-    spare: &std::sync::mpsc::SyncSender<Vec<u8>>,
-    done: &std::sync::mpsc::Sender<Done<T>>,
-    work: &(impl Fn(&[u8], &Cuts) -> Result<T> + Sync),
-) {
-    loop {
-        let taken = {
-            let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-            if s.finished || stop.load(Ordering::SeqCst) {
+/// What every worker shares.
+struct Worker<'w, 'r, 'z, F> {
+    chunker: &'w Chunker,
+    block: usize,
+    source: &'w Mutex<Source<'r>>,
+    cutting: &'w (Mutex<CutState<'z>>, Condvar),
+    work: &'w F,
+}
+
+impl<F> Worker<'_, '_, '_, F> {
+    /// Reads the next block (in turn with the other workers), cuts it when the block before it is
+    /// cut, then runs `work` on it while the others read and cut theirs, and reports.
+    fn run<T: Send>(&self, done: &std::sync::mpsc::Sender<Done<T>>)
+    where
+        F: Fn(&[u8], &Cuts) -> Result<T> + Sync,
+    {
+        // A worker that panics must not leave the others waiting for its turn.
+        let _wake = WakeOnPanic(self.cutting);
+        // Room in front of the data for the tail of the block before: a tail is always shorter
+        // than a maximal chunk.
+        let front = self.chunker.params().max_size as usize;
+        let mut block = vec![0; front + self.block];
+        loop {
+            let (seq, read) = {
+                let mut source = self.source.lock().unwrap_or_else(PoisonError::into_inner);
+                if source.ended {
+                    break;
+                }
+                let seq = source.next_seq;
+                source.next_seq += 1;
+                let read = fill(source.reader, &mut block[front..]);
+                source.ended = !matches!(read, Ok((_, false)));
+                (seq, read)
+            };
+            let (lock, turn) = self.cutting;
+            let mut state = lock.lock().unwrap_or_else(PoisonError::into_inner);
+            while state.next_seq != seq && !state.stopped {
+                state = turn.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+            if state.stopped {
                 break;
             }
-            let seq = s.next_seq;
-            s.next_seq += 1;
-            let received = match s.full.as_ref().map(Receiver::recv) {
-                Some(Ok(r)) => r.map_err(|e| Error::io("reading", e)),
-                // The reader is gone without saying the stream ended: it panicked.
-                _ => Err(Error::new(ErrorKind::Bug, "the reading thread stopped before the end of the stream")),
-            };
-            match received {
-                Ok((mut block, n, at_end)) => {
-                    let start = front - s.tail.len();
-                    block[start..front].copy_from_slice(&s.tail);
-                    let data = &block[start..front + n];
-                    let cuts = cut_block(chunker, &mut *s.zero_cuts, data, at_end);
-                    // Copied out so that the next worker can cut the next block at once.
-                    let rest = data[cuts.used..].to_vec();
-                    s.tail = rest;
-                    s.finished = at_end;
-                    Ok((seq, block, start, n, cuts))
-                }
+            let (n, at_end) = match read {
+                Ok(r) => r,
                 Err(e) => {
-                    s.finished = true;
-                    Err((seq, e))
+                    state.stopped = true;
+                    turn.notify_all();
+                    let _ = done.send((seq, 0, Err(Error::io("reading", e))));
+                    break;
                 }
+            };
+            let start = front - state.tail.len();
+            block[start..front].copy_from_slice(&state.tail);
+            let data = &block[start..front + n];
+            let cuts = cut_block(self.chunker, &mut *state.zero_cuts, data, at_end);
+            state.tail.clear();
+            state.tail.extend_from_slice(&data[cuts.used..]);
+            state.next_seq += 1;
+            turn.notify_all();
+            drop(state);
+            let result = (self.work)(data, &cuts);
+            let failed = result.is_err();
+            if failed {
+                lock.lock().unwrap_or_else(PoisonError::into_inner).stopped = true;
+                turn.notify_all();
             }
-        };
-        let (seq, n, result, block) = match taken {
-            Ok((seq, block, start, n, cuts)) => {
-                let result = work(&block[start..front + n], &cuts);
-                (seq, n, result, Some(block))
+            if done.send((seq, n, result)).is_err() || failed || at_end {
+                break;
             }
-            Err((seq, e)) => (seq, 0, Err(e), None),
-        };
-        if result.is_err() {
-            stop.store(true, Ordering::SeqCst);
-        }
-        if let Some(block) = block {
-            // Never full: it holds every block there is.
-            let _ = spare.try_send(block);
-        }
-        if done.send((seq, n, result)).is_err() {
-            break;
         }
     }
-    // No worker takes another block once one stops: drop the reader's queue so that it stops too.
-    state.lock().unwrap_or_else(PoisonError::into_inner).full = None;
+}
+
+/// Stops the other workers when dropped during a panic.
+struct WakeOnPanic<'w, 'z>(&'w (Mutex<CutState<'z>>, Condvar));
+
+impl Drop for WakeOnPanic<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let (lock, turn) = self.0;
+            lock.lock().unwrap_or_else(PoisonError::into_inner).stopped = true;
+            turn.notify_all();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -438,7 +436,7 @@ mod tests {
             &chunker,
             &mut ZeroCuts::new(),
             Layout { block: 40_000, workers: 2 },
-            |_, _| match calls.fetch_add(1, Ordering::SeqCst) {
+            |_, _| match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
                 10 => Err(Error::new(ErrorKind::InvalidInput, "refused")),
                 _ => Ok(()),
             },
@@ -448,6 +446,6 @@ mod tests {
         assert!(e.to_string().contains("refused"), "{e}");
         // The blocks before the failing one are handed on; the workers stop soon after it.
         assert!((9..=11).contains(&seen), "{seen} blocks handed on");
-        assert!(calls.load(Ordering::SeqCst) <= 12, "the stream stopped early");
+        assert!(calls.load(std::sync::atomic::Ordering::SeqCst) <= 12, "the stream stopped early");
     }
 }

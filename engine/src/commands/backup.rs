@@ -2,8 +2,8 @@
 //! and write a snapshot.
 //!
 //! The main thread walks, reads, chunks and hashes small files, whose new chunks are compressed and
-//! sealed on rayon's pool through the [`PackSaver`]. A large file or stream is read by one thread
-//! and cut, hashed, compressed and sealed block by block on one worker thread per core (see
+//! sealed on rayon's pool through the [`PackSaver`]. A large file or stream is read, cut, hashed,
+//! compressed and sealed block by block on one worker thread per core (see
 //! `chunk_stream` and the `chunk_pipeline` module). Unchanged files (same size, mtime, ctime, inode
 //! and device as in the parent snapshot or the files cache) are not read again, provided every blob
 //! they list is still in the index. A snapshot is written only after every blob it references is in
@@ -1128,9 +1128,9 @@ impl Walker<'_, '_> {
     }
 
     /// Reads a stream to its end, storing every new chunk; returns the chunk list. A stream that
-    /// may be larger than one block (`size_hint` unknown or large) is read by a second thread
-    /// ahead of the workers that cut and store it (see [`chunk_in_parallel`]), so that reading
-    /// from disk or a pipe overlaps everything else.
+    /// may be larger than one block (`size_hint` unknown or large) is read, cut and stored by one
+    /// worker per core (see [`chunk_in_parallel`]): while one reads or cuts its block, the others
+    /// compress and seal theirs, so reading from disk or a pipe overlaps everything else.
     fn chunk_stream(&mut self, reader: &mut (dyn Read + Send), size_hint: Option<u64>) -> Result<Vec<BlobId>> {
         let front = self.chunker.params().max_size as usize;
         let mut content = Vec::new();
@@ -1151,10 +1151,10 @@ impl Walker<'_, '_> {
             self.buffer = block;
             return result.map(|()| content);
         }
-        // A reader thread fills blocks; one worker per core cuts the next block (the serial step,
-        // about a tenth of the work), then hashes, compresses and seals its new chunks on the same
-        // core while the next worker cuts the next block. Nothing is copied per chunk and no block
-        // crosses cores between stages.
+        // One worker per core reads and cuts the next block (in turn: the serial steps, about a
+        // fifth of the work), then hashes, compresses and seals its new chunks on the same core
+        // while the next worker reads and cuts the next block. Nothing is copied per chunk and no
+        // block crosses cores between stages.
         let (repo, saver, key) = (self.repo, self.saver, self.repo.key());
         let lost = Mutex::new(std::mem::take(&mut self.lost));
         let zero_ids = Mutex::new(std::mem::take(&mut self.zeros.ids));
