@@ -109,7 +109,8 @@ type Done<T> = (u64, usize, Result<T>);
 /// and runs `work(data, cuts)` for each block on a worker thread (`data` is the block's bytes
 /// from the start of its first chunk; `cuts` says where its chunks end). `done(new_bytes, result)`
 /// is then called on this thread for each block in stream order. The first error (of the reader
-/// or of `work`, earliest in the stream) stops the workers and is returned.
+/// or of `work`, earliest in the stream) stops the workers and is returned; so does a stop asked
+/// for ([`crate::cancel`]), checked after each block is read.
 pub(crate) fn chunk_in_parallel<T: Send>(
     reader: &mut (dyn Read + Send),
     chunker: &Chunker,
@@ -193,7 +194,11 @@ impl<F> Worker<'_, '_, '_, F> {
                 }
                 let seq = source.next_seq;
                 source.next_seq += 1;
-                let read = fill(source.reader, &mut block[front..]);
+                // A stop asked for while this block was read ends the stream here; a block read
+                // before it is still cut and stored (the next run reuses it).
+                let read = fill(source.reader, &mut block[front..])
+                    .map_err(|e| Error::io("reading", e))
+                    .and_then(|r| crate::cancel::check().map(|()| r));
                 source.ended = !matches!(read, Ok((_, false)));
                 (seq, read)
             };
@@ -210,7 +215,7 @@ impl<F> Worker<'_, '_, '_, F> {
                 Err(e) => {
                     state.stopped = true;
                     turn.notify_all();
-                    let _ = done.send((seq, 0, Err(Error::io("reading", e))));
+                    let _ = done.send((seq, 0, Err(e)));
                     break;
                 }
             };
