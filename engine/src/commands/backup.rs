@@ -1128,9 +1128,9 @@ impl Walker<'_, '_> {
     }
 
     /// Reads a stream to its end, storing every new chunk; returns the chunk list. A stream that
-    /// may be larger than one block (`size_hint` unknown or large) is read, cut and stored by one
-    /// worker per core (see [`chunk_in_parallel`]): while one reads or cuts its block, the others
-    /// compress and seal theirs, so reading from disk or a pipe overlaps everything else.
+    /// is larger than one block is read, cut and stored by one worker per core (see
+    /// [`chunk_in_parallel`]): while one reads or cuts its block, the others compress and seal
+    /// theirs, so reading from disk or a pipe overlaps everything else.
     fn chunk_stream(&mut self, reader: &mut (dyn Read + Send), size_hint: Option<u64>) -> Result<Vec<BlobId>> {
         let front = self.chunker.params().max_size as usize;
         let mut content = Vec::new();
@@ -1151,6 +1151,26 @@ impl Walker<'_, '_> {
             self.buffer = block;
             return result.map(|()| content);
         }
+        if size_hint.is_some() {
+            return self.chunk_in_workers(reader);
+        }
+        // A stream of unknown size that ends within one block (most tables of a database) is cut
+        // and stored on this thread, as a small file is, without starting workers; a longer one
+        // goes to the workers with its first block in front of the rest.
+        let mut block = std::mem::take(&mut self.buffer);
+        block.resize(front + READ_BLOCK, 0);
+        let result = match fill(reader, &mut block[front..]) {
+            Err(e) => Err(Error::io("reading", e)),
+            Ok((n, true)) => self.take_block(&block, front, 0, n, true, &mut content).map(|_| content),
+            Ok((n, false)) => self.chunk_in_workers(&mut (&block[front..front + n]).chain(reader)),
+        };
+        self.buffer = block;
+        result
+    }
+
+    /// Reads, cuts and stores a large stream on one worker per core; returns the chunk list.
+    fn chunk_in_workers(&mut self, reader: &mut (dyn Read + Send)) -> Result<Vec<BlobId>> {
+        let mut content = Vec::new();
         // One worker per core reads and cuts the next block (in turn: the serial steps, about a
         // fifth of the work), then hashes, compresses and seals its new chunks on the same core
         // while the next worker reads and cuts the next block. Nothing is copied per chunk and no
@@ -1167,7 +1187,6 @@ impl Walker<'_, '_> {
             &mut zero_cuts,
             layout,
             |data, cuts| {
-                crate::cancel::check()?;
                 let mut ids = Vec::with_capacity(cuts.lengths.len());
                 let mut offset = 0;
                 for &len in &cuts.lengths {
