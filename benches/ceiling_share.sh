@@ -2,10 +2,12 @@
 # Each large-file step of cairn as a share of this machine's ceiling, measured in the same run, with
 # restic 0.14 (and borg 1.2, when installed) beside it on the same input.
 #
-# usage: benches/ceiling_share.sh [--runs N] FIRST [NEXT...] [-- WORKDIR]
+# usage: benches/ceiling_share.sh [--runs N] [--baseline BIN] FIRST [NEXT...] [-- WORKDIR]
 #   FIRST    a large file (e.g. a pg_dump) backed up with `--stdin` as the first backup
 #   NEXT     later versions of it (e.g. the next hours' dumps), each backed up after the one before
 #   --runs N repeat the whole comparison N times (fresh repositories each time; default 1)
+#   --baseline BIN  also back up every input with another cairn binary (before/after a change),
+#            into its own repository, right after cairn and before restic, so both see the same load
 #   WORKDIR  repositories, caches and restore targets (default /var/tmp/cairn-ceiling-share)
 # environment: CAIRN (default target/release/cairn of this checkout, built if missing).
 #
@@ -23,16 +25,17 @@
 # `/usr/bin/time` gives wall, CPU (user + system) and peak RSS.
 set -euo pipefail
 
-runs=1 inputs=() work=/var/tmp/cairn-ceiling-share
+runs=1 inputs=() work=/var/tmp/cairn-ceiling-share baseline=
 while [ $# -gt 0 ]; do
     case $1 in
         --runs) runs=$2; shift 2 ;;
+        --baseline) baseline=$(realpath "$2"); shift 2 ;;
         --) work=$2; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) inputs+=("$(realpath "$1")"); shift ;;
     esac
 done
-[ ${#inputs[@]} -ge 1 ] || { sed -n '2,23p' "$0" >&2; exit 2; }
+[ ${#inputs[@]} -ge 1 ] || { sed -n '2,25p' "$0" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 first=${inputs[0]}
 
@@ -78,17 +81,25 @@ measure() {
 for run in $(seq 1 "$runs"); do
     rows=$work/rows-$run
     : >"$rows"
-    rm -rf "$work/cairn" "$work/restic" "$work/borg" "$work/borg-base" "$work/cairn-cache" "$work/restic-cache" "$work/target-"*
+    rm -rf "$work/cairn" "$work/restic" "$work/borg" "$work/borg-base" "$work/cairn-cache" "$work/restic-cache" "$work/target-"* \
+        "$work/base" "$work/base-cache"
     read -r cb1 cr1 _ cbc1 crc1 < <(run_ceiling)
     "$CAIRN" -q -r "$work/cairn" --cache-dir "$work/cairn-cache" init >/dev/null
     restic -q -r "$work/restic" --cache-dir "$work/restic-cache" init --repository-version 2 >/dev/null
     [ -z "$borg" ] || borg init -e "$borg_encryption" "$work/borg" 2>/dev/null
     c=("$CAIRN" -q -r "$work/cairn" --cache-dir "$work/cairn-cache")
     r=(restic -q -r "$work/restic" --cache-dir "$work/restic-cache")
+    if [ -n "$baseline" ]; then
+        "$baseline" -q -r "$work/base" --cache-dir "$work/base-cache" init >/dev/null
+        b=("$baseline" -q -r "$work/base" --cache-dir "$work/base-cache")
+    fi
     i=0
     for input in "${inputs[@]}"; do
         name=$([ $i = 0 ] && echo first || echo "next-$i")
         measure "cairn-backup-$name" "$(size "$input")" sh -c '"$@" < "$0"' "$input" "${c[@]}" backup --stdin --stdin-filename dump.sql
+        if [ -n "$baseline" ]; then
+            measure "baseline-backup-$name" "$(size "$input")" sh -c '"$@" < "$0"' "$input" "${b[@]}" backup --stdin --stdin-filename dump.sql
+        fi
         measure "restic-backup-$name" "$(size "$input")" sh -c '"$@" < "$0"' "$input" "${r[@]}" backup --stdin --stdin-filename dump.sql
         [ -z "$borg" ] || measure "borg-backup-$name" "$(size "$input")" sh -c 'borg create --compression lz4 --stdin-name dump.sql "$1" - < "$0"' "$input" "$work/borg::$name"
         if [ $i = 0 ]; then
@@ -136,8 +147,9 @@ for run in $(seq 1 "$runs"); do
             print "| step | cairn wall s / CPU s / RSS MB | restic wall s / CPU s / RSS MB | restic / cairn (wall) | borg wall s / CPU s / RSS MB | borg / cairn (wall) | share of ceiling (wall) | share of ceiling (CPU) | share of ceiling after opening (wall) |"
             print "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
             for (j = 1; j <= k; j++) {
-                s = n[j]; if (s !~ /^cairn-/) continue
-                step = substr(s, 7); other = "restic-" step; b = "borg-" step
+                s = n[j]; if (s !~ /^(cairn|baseline)-/) continue
+                step = substr(s, index(s, "-") + 1); other = "restic-" step; b = "borg-" step
+                if (s ~ /^baseline-/) { step = step " (baseline)"; other = ""; b = "" }
                 part = (step ~ /subset/) ? 0.25 : 1
                 ceil = (step ~ /^backup/ ? cb : cr) * bytes[s] * part / cbytes
                 ceilc = (step ~ /^backup/ ? cbc : crc) * bytes[s] * part / cbytes

@@ -40,6 +40,7 @@ mod roundtrip;
 mod s3;
 mod s3_reads;
 mod smoke;
+mod stream_cuts;
 mod streams;
 mod terminal;
 mod xattrs;

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod cache;
 pub mod cancel;
+mod chunk_pipeline;
 pub mod commands;
 pub mod error;
 mod fault;

@@ -1,4 +1,5 @@
-//! The write side of the pipeline: blobs are compressed and sealed on rayon's pool, gathered into
+//! The write side of the pipeline: blobs are compressed and sealed on rayon's pool (or, with
+//! [`PackSaver::save_now`], on the caller's thread, which already holds them in its cache), gathered into
 //! packs (data and tree blobs apart) by one packer thread, and written (then named in index files)
 //! by an uploader thread, so that sealing goes on while a pack is written and synced. On a remote
 //! store the uploader runs [`Backend::upload_slots`](crate::backend::Backend::upload_slots)
@@ -9,7 +10,7 @@
 //! cache answers for them), which keeps memory flat however many blobs a run adds.
 //!
 //! Memory is bounded: at most `max_in_flight` sealing tasks (one large blob, or a batch of small
-//! blobs of at most about 1 MiB) exist at once, at most `SEALED_QUEUE` sealed blobs wait for the
+//! blobs of at most about 1 MiB) exist at once, plus one blob per thread in `save_now`, at most `SEALED_QUEUE` sealed blobs wait for the
 //! packer, the packer holds one open pack per kind, and at most `UPLOAD_QUEUE` finished packs wait
 //! while the uploader writes another. With 1 MiB chunks, 16 MiB packs and two cores that is under
 //! 100 MiB in the worst case.
@@ -183,6 +184,24 @@ impl<'scope> PackSaver<'scope> {
             gate.leave();
         });
         Ok(())
+    }
+
+    /// Marks `id` as being stored by the caller, who must then call [`PackSaver::save_now`] for
+    /// it. Returns false when it was already pending (another thread stores it).
+    pub fn claim(&self, id: BlobId) -> bool {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id)
+    }
+
+    /// Compresses and seals a claimed blob on the calling thread (whose cache holds the bytes just
+    /// hashed) and queues it for the packer. Blocks while the packer is behind. Fails early when
+    /// the packer has failed (the error itself comes from [`PackSaver::finish`]).
+    pub fn save_now(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorKind::Io, "storing blobs failed"));
+        }
+        let sealed = seal_blob(&self.key, kind, id, plaintext, self.level, &nonce());
+        let tx = self.tx.as_ref().ok_or_else(|| Error::new(ErrorKind::Bug, "saver already finished"))?;
+        tx.send(sealed).map_err(|_| Error::new(ErrorKind::Io, "storing blobs failed"))
     }
 
     /// Queues a blob that is already sealed (prune copies blobs between packs without re-sealing:

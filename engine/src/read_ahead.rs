@@ -26,7 +26,7 @@ use crate::filter::PatternSet;
 const AHEAD_ENTRIES: u64 = 4096;
 const AHEAD_BYTES: u64 = 64 * 1024 * 1024;
 /// Files larger than this are left to the kernel's own sequential read-ahead and the backup's
-/// reader thread.
+/// own reading (which hints 32 MiB ahead).
 const HINT_MAX_FILE: u64 = 1024 * 1024;
 /// Threads that list sub-folders as soon as the read-ahead sees them, so that several disk reads
 /// are in flight at once, and how many folders may wait for them.

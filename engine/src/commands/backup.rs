@@ -1,9 +1,10 @@
 //! `backup`: walk files (or read standard input or a command's output), chunk, deduplicate, store,
 //! and write a snapshot.
 //!
-//! The main thread walks, reads, chunks and hashes small files; a large file or stream is read by
-//! one thread and chunked by another while the main thread hashes its chunks on every core
-//! (see `chunk_stream`). Compression and sealing run on rayon's pool through the [`PackSaver`]. Unchanged files (same size, mtime, ctime, inode
+//! The main thread walks, reads, chunks and hashes small files, whose new chunks are compressed and
+//! sealed on rayon's pool through the [`PackSaver`]. A large file or stream is read, cut, hashed,
+//! compressed and sealed block by block on one worker thread per core (see
+//! `chunk_stream` and the `chunk_pipeline` module). Unchanged files (same size, mtime, ctime, inode
 //! and device as in the parent snapshot or the files cache) are not read again, provided every blob
 //! they list is still in the index. A snapshot is written only after every blob it references is in
 //! an index file; a failing source command produces no snapshot.
@@ -14,7 +15,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use cairn_format::blob::BlobKind;
@@ -26,6 +27,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::cache::FileFingerprint;
+use crate::chunk_pipeline::{Cuts, Layout, ZeroCuts, chunk_in_parallel, cut_block, fill};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::PatternSet;
 use crate::pack_saver::PackSaver;
@@ -35,9 +37,9 @@ use crate::repository::{Repository, hostname, username};
 
 /// Bytes read from a source at a time (chunks are cut from these blocks).
 const READ_BLOCK: usize = 8 * 1024 * 1024;
-/// Blocks of one large stream in memory at once: one being filled, one queued for the chunker,
-/// one being chunked, one queued for hashing and storing, one being hashed and stored.
-const READ_BLOCKS: usize = 5;
+/// At most this many threads cut and store one large stream (one per core up to here): each holds
+/// one block, so this bounds memory on a machine with many cores.
+const STREAM_WORKERS_MAX: usize = 8;
 /// Files-cache rows written per transaction.
 const FILES_CACHE_BATCH: usize = 4096;
 
@@ -646,6 +648,21 @@ fn blobs_in_missing_packs(repo: &Repository, progress: &dyn Progress) -> Result<
     Ok(lost)
 }
 
+/// Whether the calling thread must store the data blob `id`: neither stored nor being stored yet,
+/// or placed by the index in a pack that is gone (`lost`, see [`blobs_in_missing_packs`]). One
+/// lock orders the claims of every worker of a stream, so that no blob is stored twice.
+fn claim_blob(repo: &Repository, saver: &PackSaver<'_>, lost: &Mutex<HashSet<BlobId>>, id: BlobId) -> Result<bool> {
+    let mut lost = lost.lock().unwrap_or_else(PoisonError::into_inner);
+    if lost.remove(&id) {
+        saver.claim(id);
+        return Ok(true);
+    }
+    if saver.is_pending(&id) || repo.cache().has_blob(&id)? {
+        return Ok(false);
+    }
+    Ok(saver.claim(id))
+}
+
 /// Cut points and ids of all-zero data, remembered: the chunker cuts a run of zeros the same way
 /// each time, so the holes of a sparse file are neither chunked nor hashed byte by byte.
 #[derive(Default)]
@@ -654,41 +671,10 @@ struct ZeroChunks {
     ids: HashMap<usize, BlobId>,
 }
 
-/// `(length, at_end)` -> what [`Chunker::cut`] returns for that many zeros.
-type ZeroCuts = HashMap<(usize, bool), (Vec<usize>, usize)>;
-
-/// Where the chunks of one block of a stream end.
-struct Cuts {
-    lengths: Vec<usize>,
-    /// Bytes of the block the chunks cover; the rest starts a chunk that ends in the next block.
-    used: usize,
-    /// The block is all zeros (its chunk ids are remembered, not hashed).
-    zeros: bool,
-}
-
-/// Cuts `data` into chunks; `at_end`: no data follows.
-fn cut_block(chunker: &Chunker, zero_cuts: &mut ZeroCuts, data: &[u8], at_end: bool) -> Cuts {
-    let zeros = is_all_zero(data);
-    let (lengths, used) = match zeros {
-        true => {
-            zero_cuts.entry((data.len(), at_end)).or_insert_with(|| chunker.cut(&vec![0; data.len()], at_end)).clone()
-        }
-        false => chunker.cut(data, at_end),
-    };
-    Cuts { lengths, used, zeros }
-}
-
 impl ZeroChunks {
     fn id(&mut self, key: &cairn_format::crypto::MasterKey, len: usize) -> BlobId {
         *self.ids.entry(len).or_insert_with(|| key.blob_id(&vec![0; len]))
     }
-}
-
-/// Whether every byte of `data` is zero. Compared with a block of zeros (`memcmp`): this runs over
-/// every hole of a sparse file.
-fn is_all_zero(data: &[u8]) -> bool {
-    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-    data.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
 }
 
 /// The chunk list of `node` from the parent snapshot when the file still has its fingerprint
@@ -1142,8 +1128,9 @@ impl Walker<'_, '_> {
     }
 
     /// Reads a stream to its end, storing every new chunk; returns the chunk list. A stream that
-    /// may be larger than one block (`size_hint` unknown or large) is read by a second thread one
-    /// block ahead, so that reading from disk or a pipe overlaps chunking and hashing.
+    /// is larger than one block is read, cut and stored by one worker per core (see
+    /// [`chunk_in_parallel`]): while one reads or cuts its block, the others compress and seal
+    /// theirs, so reading from disk or a pipe overlaps everything else.
     fn chunk_stream(&mut self, reader: &mut (dyn Read + Send), size_hint: Option<u64>) -> Result<Vec<BlobId>> {
         let front = self.chunker.params().max_size as usize;
         let mut content = Vec::new();
@@ -1164,75 +1151,72 @@ impl Walker<'_, '_> {
             self.buffer = block;
             return result.map(|()| content);
         }
-        // Three threads, so that reading, chunking (about 0.5 CPU-s per GB) and hashing and
-        // storing overlap: a reader fills blocks, a chunker cuts them, and this thread hashes the
-        // chunks (on every core) and hands new ones to the pack saver. Blocks travel through
-        // bounded queues and come back to the reader, so memory stays at READ_BLOCKS blocks.
-        let chunker = self.chunker;
+        if size_hint.is_some() {
+            return self.chunk_in_workers(reader);
+        }
+        // A stream of unknown size that ends within one block (most tables of a database) is cut
+        // and stored on this thread, as a small file is, without starting workers; a longer one
+        // goes to the workers with its first block in front of the rest.
+        let mut block = std::mem::take(&mut self.buffer);
+        block.resize(front + READ_BLOCK, 0);
+        let result = match fill(reader, &mut block[front..]) {
+            Err(e) => Err(Error::io("reading", e)),
+            Ok((n, true)) => self.take_block(&block, front, 0, n, true, &mut content).map(|_| content),
+            Ok((n, false)) => self.chunk_in_workers(&mut (&block[front..front + n]).chain(reader)),
+        };
+        self.buffer = block;
+        result
+    }
+
+    /// Reads, cuts and stores a large stream on one worker per core; returns the chunk list.
+    fn chunk_in_workers(&mut self, reader: &mut (dyn Read + Send)) -> Result<Vec<BlobId>> {
+        let mut content = Vec::new();
+        // One worker per core reads and cuts the next block (in turn: the serial steps, about a
+        // fifth of the work), then hashes, compresses and seals its new chunks on the same core
+        // while the next worker reads and cuts the next block. Nothing is copied per chunk and no
+        // block crosses cores between stages.
+        let (repo, saver, key) = (self.repo, self.saver, self.repo.key());
+        let lost = Mutex::new(std::mem::take(&mut self.lost));
+        let zero_ids = Mutex::new(std::mem::take(&mut self.zeros.ids));
         let mut zero_cuts = std::mem::take(&mut self.zeros.cuts);
-        let zero_cuts = std::thread::scope(|scope| -> Result<ZeroCuts> {
-            let (full_tx, full_rx) = sync_channel::<std::io::Result<(Vec<u8>, usize, bool)>>(1);
-            let (cut_tx, cut_rx) = sync_channel::<std::io::Result<(Vec<u8>, usize, usize, bool, Cuts)>>(1);
-            let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(READ_BLOCKS);
-            scope.spawn(move || {
-                let mut allocated = 0;
-                loop {
-                    let mut block = match spare_rx.try_recv() {
-                        Ok(b) => b,
-                        Err(_) if allocated < READ_BLOCKS => {
-                            allocated += 1;
-                            vec![0; front + READ_BLOCK]
-                        }
-                        // The consumer returns blocks; when it is gone, so is the reason to read.
-                        Err(_) => match spare_rx.recv() {
-                            Ok(b) => b,
-                            Err(_) => return,
-                        },
+        let layout = Layout { block: READ_BLOCK, workers: rayon::current_num_threads().clamp(1, STREAM_WORKERS_MAX) };
+        let (summary, progress) = (&mut *self.summary, self.progress);
+        let result = chunk_in_parallel(
+            reader,
+            &self.chunker,
+            &mut zero_cuts,
+            layout,
+            |data, cuts| {
+                let mut ids = Vec::with_capacity(cuts.lengths.len());
+                let mut offset = 0;
+                for &len in &cuts.lengths {
+                    let chunk = &data[offset..offset + len];
+                    offset += len;
+                    let id = match cuts.zeros {
+                        true => *zero_ids
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .entry(len)
+                            .or_insert_with(|| key.blob_id(chunk)),
+                        false => key.blob_id(chunk),
                     };
-                    let read = fill(reader, &mut block[front..]);
-                    let stop = !matches!(read, Ok((_, false)));
-                    if full_tx.send(read.map(|(n, at_end)| (block, n, at_end))).is_err() || stop {
-                        return;
+                    if claim_blob(repo, saver, &lost, id)? {
+                        saver.save_now(BlobKind::Data, id, chunk)?;
                     }
+                    ids.push(id);
                 }
-            });
-            let chunking = scope.spawn(move || {
-                // The unconsumed end of the previous block, copied out so that the block can go
-                // on at once; it goes right in front of the next block's bytes.
-                let mut tail: Vec<u8> = Vec::new();
-                for read in full_rx.iter() {
-                    let (mut block, n, at_end) = match read {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let _ = cut_tx.send(Err(e));
-                            break;
-                        }
-                    };
-                    let start = front - tail.len();
-                    block[start..front].copy_from_slice(&tail);
-                    let data = &block[start..front + n];
-                    let cuts = cut_block(&chunker, &mut zero_cuts, data, at_end);
-                    tail.clear();
-                    tail.extend_from_slice(&data[cuts.used..]);
-                    if cut_tx.send(Ok((block, start, n, at_end, cuts))).is_err() || at_end {
-                        break;
-                    }
-                }
-                zero_cuts
-            });
-            for cut in cut_rx.iter() {
-                let (block, start, n, at_end, cuts) = cut.map_err(|e| Error::io("reading", e))?;
-                self.store_block(&block[start..front + n], n, &cuts, &mut content)?;
-                let _ = spare_tx.try_send(block);
-                if at_end {
-                    break;
-                }
-            }
-            drop(cut_rx);
-            chunking.join().map_err(|_| Error::new(ErrorKind::Bug, "the chunking thread panicked"))
-        })?;
+                Ok(ids)
+            },
+            |n, ids| {
+                summary.bytes_read += n as u64;
+                progress.add_bytes(n as u64);
+                content.extend(ids);
+            },
+        );
+        self.lost = lost.into_inner().unwrap_or_else(PoisonError::into_inner);
+        self.zeros.ids = zero_ids.into_inner().unwrap_or_else(PoisonError::into_inner);
         self.zeros.cuts = zero_cuts;
-        Ok(content)
+        result.map(|()| content)
     }
 
     /// Chunks `block[front - carry .. front + n]`, stores new chunks and appends every chunk id to
@@ -1402,20 +1386,6 @@ impl Read for ReadingAhead {
         self.position += n as u64;
         Ok(n)
     }
-}
-
-/// Reads until `buf` is full or the stream ends; returns the bytes read and whether it ended.
-fn fill(reader: &mut (dyn Read + Send), buf: &mut [u8]) -> std::io::Result<(usize, bool)> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => return Ok((filled, true)),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((filled, false))
 }
 
 /// Sums the sizes of the files below `sources` (for the progress bar's ETA).
