@@ -618,22 +618,12 @@ impl BatchWriter<'_> {
         // pool decodes.)
         let ahead = repo.backend().read_ahead();
         (0..ahead).for_each(hint);
-        // Blobs are opened on the pool; one thread writes the chunks of larger files. Writers of
-        // one file exclude each other in the kernel anyway, and a single writer leaves the other
-        // cores to decryption.
-        let outcomes: Vec<(usize, Outcome)> = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, u64, Vec<u8>)>(WRITE_QUEUE);
+        // Blobs are opened on the pool, and each worker writes the chunk it opened at its offset
+        // while the chunk is still in its core's cache (as the ceiling example does): handing
+        // chunks to a writer thread made a third busy thread on two cores and read every chunk
+        // again from another core.
+        let outcomes: Vec<(usize, Outcome)> = {
             let files = &files;
-            let writer = scope.spawn(move || {
-                let mut failures = Vec::new();
-                for (i, offset, data) in rx {
-                    let Ok(Some(file)) = &files[i] else { continue };
-                    if let Err(e) = file.write_all_at(&data, offset) {
-                        failures.push((i, Outcome::Failed(Error::io("writing", e).to_string())));
-                    }
-                }
-                failures
-            });
             // Empty files have no chunk to wait for.
             let empty = batch.par_iter().enumerate().filter(|(_, job)| job.chunks.is_empty()).map(|(i, job)| {
                 if crate::cancel::requested() {
@@ -675,26 +665,21 @@ impl BatchWriter<'_> {
                                     return Some((*i, finish.whole_file(&batch[*i], &data)));
                                 }
                                 // Zero chunks stay holes: sparse files stay sparse.
-                                if !data.iter().all(|&b| b == 0) {
-                                    // The writer only stops early if it panicked.
-                                    let _ = tx.send((*i, *offset, data));
+                                if data.iter().all(|&b| b == 0) {
+                                    return None;
                                 }
-                                None
+                                let Ok(Some(file)) = &files[*i] else { return None };
+                                file.write_all_at(&data, *offset)
+                                    .err()
+                                    .map(|e| (*i, Outcome::Failed(Error::io("writing", e).to_string())))
                             }
                             Err(e) => Some((*i, Outcome::Failed(e.to_string()))),
                         }
                     })
                     .collect::<Vec<_>>()
             });
-            let mut outcomes: Vec<(usize, Outcome)> = empty.chain(spans).collect();
-            drop(tx);
-            match writer.join() {
-                Ok(w) => outcomes.extend(w),
-                Err(_) => outcomes
-                    .extend((0..files.len()).map(|i| (i, Outcome::Failed("the writer thread panicked".to_owned())))),
-            }
-            outcomes
-        });
+            empty.chain(spans).collect()
+        };
         let mut failed: HashMap<usize, String> = HashMap::new();
         let mut finished: HashMap<usize, (Vec<String>, Verified)> = HashMap::new();
         for (i, f) in files.iter().enumerate() {
@@ -882,9 +867,6 @@ fn mtime_of(node: &Node) -> filetime::FileTime {
         node.mtime_ns.rem_euclid(1_000_000_000) as u32,
     )
 }
-
-/// Opened chunks waiting for the writer thread.
-const WRITE_QUEUE: usize = 8;
 
 fn remove_existing(path: &Path) {
     if let Ok(m) = std::fs::symlink_metadata(path) {
