@@ -4,20 +4,16 @@
 //! its view of the index in scratch files on disk; these listings go through the digests of pack
 //! entries and the merge that sorts the copies by id.)
 
-use std::path::PathBuf;
-
-use cairn_engine::backend::Location;
-use cairn_engine::{OpenOptions, Repository};
+use cairn_engine::Repository;
 use cairn_format::PackId;
 use cairn_format::blob::BlobKind;
 use cairn_format::index::{IndexFile, IndexedPack};
 
 use crate::damage::{Fixture, check, run, stdout};
-use crate::support::{PASSWORD, TestRepo};
+use crate::support::TestRepo;
 
 fn open(t: &TestRepo) -> Repository {
-    Repository::open(&Location::Local(t.repo_path()), PASSWORD.as_bytes(), &OpenOptions { cache_dir: None::<PathBuf> })
-        .expect("open the test repository")
+    t.open_engine()
 }
 
 /// A data pack of the repository with at least two blobs, as its index file lists it.

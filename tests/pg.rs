@@ -216,13 +216,7 @@ fn one_table_restores_into_an_empty_database_with_its_keys() {
 }
 
 fn open_repo(repo: &TestRepo) -> cairn_engine::Repository {
-    let location = cairn_engine::backend::Location::parse(repo.repo_path().to_str().expect("UTF-8")).expect("location");
-    cairn_engine::Repository::open(
-        &location,
-        crate::support::PASSWORD.as_bytes(),
-        &cairn_engine::OpenOptions { cache_dir: None },
-    )
-    .expect("open repository")
+    repo.open_engine()
 }
 
 /// Flips a bit in the first chunk of `path` inside the latest snapshot, in its pack.

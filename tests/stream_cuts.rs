@@ -14,13 +14,7 @@ use crate::support::data::{Rng, SqlDump};
 const MIB: usize = 1 << 20;
 
 fn open_repo(repo: &TestRepo) -> cairn_engine::Repository {
-    let location = cairn_engine::backend::Location::parse(repo.repo_path().to_str().expect("UTF-8")).expect("location");
-    cairn_engine::Repository::open(
-        &location,
-        crate::support::PASSWORD.as_bytes(),
-        &cairn_engine::OpenOptions { cache_dir: None },
-    )
-    .expect("open repository")
+    repo.open_engine()
 }
 
 /// SQL text, random bytes and runs of zeros, with zero runs and a change of content placed across

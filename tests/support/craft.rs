@@ -6,17 +6,14 @@
 //! Usage: [`Crafter::open`] a test repository, add data blobs and trees (each returns its id), then
 //! [`Crafter::snapshot`] with the root tree writes the packs, an index file and a snapshot.
 
-use std::path::PathBuf;
-
-use cairn_engine::backend::Location;
+use cairn_engine::Repository;
 use cairn_engine::pack_saver::PackSaver;
-use cairn_engine::{OpenOptions, Repository};
 use cairn_format::blob::BlobKind;
 use cairn_format::snapshot::{Snapshot, SourceKind, Summary};
 use cairn_format::tree::{Node, NodeKind, Tree};
 use cairn_format::{BlobId, SnapshotId, TreeId};
 
-use super::{PASSWORD, TestRepo};
+use super::TestRepo;
 
 /// Builds blobs and snapshots directly in a repository, bypassing `backup`.
 pub struct Crafter {
@@ -27,13 +24,7 @@ pub struct Crafter {
 impl Crafter {
     /// Opens `t`'s repository with the test password (no cache: the binary under test keeps its own).
     pub fn open(t: &TestRepo) -> Self {
-        let repo = Repository::open(
-            &Location::Local(t.repo_path()),
-            PASSWORD.as_bytes(),
-            &OpenOptions { cache_dir: None::<PathBuf> },
-        )
-        .expect("open the test repository");
-        Self { repo, blobs: Vec::new() }
+        Self { repo: t.open_engine(), blobs: Vec::new() }
     }
 
     /// Adds a data blob holding `bytes`.

@@ -53,6 +53,17 @@ impl TestRepo {
         self.dir.path().join("repo")
     }
 
+    /// The repository opened in this process through the engine, with the test password and no
+    /// cache (the binary under test keeps its own).
+    pub fn open_engine(&self) -> cairn_engine::Repository {
+        cairn_engine::Repository::open(
+            &cairn_engine::backend::Location::Local(self.repo_path()),
+            PASSWORD.as_bytes(),
+            &cairn_engine::OpenOptions { cache_dir: None::<PathBuf> },
+        )
+        .expect("open the test repository")
+    }
+
     pub fn cache_path(&self) -> PathBuf {
         self.dir.path().join("cache")
     }
