@@ -47,10 +47,9 @@ command -v restic >/dev/null || { echo "restic is not installed" >&2; exit 1; }
 # borg (Debian package borgbackup) runs with its defaults: lz4, repokey encryption (blake2 without SHA-NI).
 borg=$(command -v borg || true)
 [ -n "$borg" ] || echo "borg is not installed: its column is left out" >&2
-borg_encryption=repokey-blake2
-grep -qw sha_ni /proc/cpuinfo && borg_encryption=repokey
-export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_DISPLAY_PASSPHRASE=no
-export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR=$work/borg-base
+# shellcheck source=tools_env.sh
+. benches/tools_env.sh
+export BORG_BASE_DIR=$work/borg-base
 mkdir -p "$work"
 cat "${inputs[@]}" >/dev/null
 
@@ -86,7 +85,7 @@ for run in $(seq 1 "$runs"); do
     read -r cb1 cr1 _ cbc1 crc1 < <(run_ceiling)
     "$CAIRN" -q -r "$work/cairn" --cache-dir "$work/cairn-cache" init >/dev/null
     restic -q -r "$work/restic" --cache-dir "$work/restic-cache" init --repository-version 2 >/dev/null
-    [ -z "$borg" ] || borg init -e "$borg_encryption" "$work/borg" 2>/dev/null
+    [ -z "$borg" ] || borg init -e "$BORG_ENCRYPTION" "$work/borg" 2>/dev/null
     c=("$CAIRN" -q -r "$work/cairn" --cache-dir "$work/cairn-cache")
     r=(restic -q -r "$work/restic" --cache-dir "$work/restic-cache")
     if [ -n "$baseline" ]; then
@@ -153,7 +152,8 @@ for run in $(seq 1 "$runs"); do
                 part = (step ~ /subset/) ? 0.25 : 1
                 ceil = (step ~ /^backup/ ? cb : cr) * bytes[s] * part / cbytes
                 ceilc = (step ~ /^backup/ ? cbc : crc) * bytes[s] * part / cbytes
-                share = sprintf("%.0f%% | %.0f%% | %.0f%%", 100 * ceil / wall[s], 100 * ceilc / cpu[s], 100 * ceil / (wall[s] - open))
+                after = (wall[s] > open) ? sprintf("%.0f%%", 100 * ceil / (wall[s] - open)) : "–"
+                share = sprintf("%.0f%% | %.0f%% | %s", 100 * ceil / wall[s], 100 * ceilc / cpu[s], after)
                 rcol = (other in wall) ? sprintf("%.2f / %.2f / %d | %.1f×", wall[other], cpu[other], rss[other], wall[other] / wall[s]) : " | "
                 bcol = (b in wall) ? sprintf("%.2f / %.2f / %d | %.1f×", wall[b], cpu[b], rss[b], wall[b] / wall[s]) : " | "
                 printf "| %s | %.2f / %.2f / %d | %s | %s | %s |\n", step, wall[s], cpu[s], rss[s], rcol, bcol, share

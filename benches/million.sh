@@ -45,11 +45,8 @@ done
 WORK=${WORK:-/var/tmp/cairn-million}
 HERE=$(cd "$(dirname "$0")" && pwd)
 CAIRN=${CAIRN:-$HERE/../target/release/cairn}
-export CAIRN_PASSWORD=${CAIRN_PASSWORD:-bench-password}
-export RESTIC_PASSWORD=${RESTIC_PASSWORD:-bench-password}
-export BORG_PASSPHRASE=${BORG_PASSPHRASE:-bench-password} BORG_DISPLAY_PASSPHRASE=no BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
-BORG_ENCRYPTION=repokey-blake2
-grep -qw sha_ni /proc/cpuinfo && BORG_ENCRYPTION=repokey
+# shellcheck source=tools_env.sh
+. "$HERE/tools_env.sh"
 TREE=$WORK/tree
 REPOS=$WORK/repos
 CACHES=$WORK/cache
